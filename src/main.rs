@@ -1,0 +1,332 @@
+//! The `wmx` command line: parses arguments, calls the library, prints `{:#}`
+//! errors, and maps outcomes to exit codes (0 ok, 1 failed, 2 bad input).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use wmx::config::{self, ConfigError};
+use wmx::curriculum::import::{self, Fields, Format};
+use wmx::curriculum::{self, Curriculum, CurriculumError, Split};
+use wmx::sandbox::{Arg, Outcome, Policy, Sandbox};
+
+#[derive(Parser)]
+#[command(name = "wmx", version, about = "Experiments with WASM WorldModels: language models that compute through a wasmtime sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check an experiment file (and its curriculum) or a curriculum file without running anything.
+    Validate {
+        /// Experiment or curriculum TOML file.
+        file: PathBuf,
+        /// Override a key of an experiment: `--set train.batch_size=16` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Generate a curriculum's verified train/validation/test JSONL, or import and verify example files.
+    Data {
+        /// Curriculum TOML file (optional with --import).
+        curriculum: Option<PathBuf>,
+        /// Output directory [default: data/<curriculum name>, or data/imported].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Example file to import and verify instead of generating.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+        /// Format of the imported file.
+        #[arg(long, value_enum, requires = "import")]
+        format: Option<Format>,
+        /// JSONL field names: `--field question=q --field program=wat --field value=v --field answer=a`.
+        #[arg(long = "field", value_name = "NAME=FIELD", requires = "import")]
+        fields: Vec<String>,
+        /// Stage name recorded on imported examples [default: the file stem].
+        #[arg(long, requires = "import")]
+        stage: Option<String>,
+    },
+    /// Run a WAT program's `compute` in the sandbox.
+    Exec {
+        /// WAT file exporting `compute`.
+        program: PathBuf,
+        /// Bind the arguments from a question (numbers and quoted strings, in order).
+        #[arg(long, conflicts_with = "args")]
+        question: Option<String>,
+        /// Arguments given directly: numbers, or text (quote it in the shell).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Capabilities: `none` (pure computation) or `system` (WASI with read-only files and a clock).
+        #[arg(long, value_enum, default_value = "none")]
+        policy: PolicyKind,
+        /// Directory the `system` policy exposes read-only as /data.
+        #[arg(long)]
+        files: Option<PathBuf>,
+        /// Clock for the `system` policy: `real` or a fixed UTC time like 2026-06-15T12:00:00Z.
+        #[arg(long)]
+        clock: Option<String>,
+        /// Fuel per execution.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Wall-clock deadline in milliseconds.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print benchmark tables.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Executions per second of a cached program and first-compile time.
+    Sandbox {
+        /// Seconds to measure throughput for.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyKind {
+    None,
+    System,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if is_bad_input(&err) { ExitCode::from(2) } else { ExitCode::from(1) }
+        }
+    }
+}
+
+/// Bad input (files that are missing, malformed or out of range) exits 2.
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<ConfigError>().is_some()
+            || matches!(
+                cause.downcast_ref::<CurriculumError>(),
+                Some(CurriculumError::Read { .. } | CurriculumError::Invalid { .. } | CurriculumError::Import { .. })
+            )
+            || matches!(cause.downcast_ref::<wmx::sandbox::SandboxError>(), Some(wmx::sandbox::SandboxError::Policy { .. } | wmx::sandbox::SandboxError::Files { .. }))
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file, set } => validate(&file, &set),
+        Command::Data { curriculum, out, import, format, fields, stage } => {
+            data(curriculum.as_deref(), out, import.as_deref(), format, &fields, stage)
+        }
+        Command::Exec { program, question, args, policy, files, clock, fuel, deadline_ms, json } => {
+            let mut p = Policy::default();
+            if let PolicyKind::System = policy {
+                p = p.with_system();
+            }
+            p.system.files = files;
+            if let Some(clock) = clock {
+                p.system.clock = clock;
+            }
+            if let Some(fuel) = fuel {
+                p.fuel = fuel;
+            }
+            if let Some(ms) = deadline_ms {
+                p.deadline_ms = ms;
+            }
+            exec(&program, question.as_deref(), &args, &p, json)
+        }
+        Command::Bench { what: BenchCommand::Sandbox { seconds } } => {
+            let rows = wmx::bench::sandbox(seconds)?;
+            print!("{}", wmx::bench::table(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn is_curriculum_file(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|table| table.contains_key("stages"))
+}
+
+fn validate(file: &Path, set: &[String]) -> Result<ExitCode> {
+    if is_curriculum_file(file) {
+        let curriculum = Curriculum::load(file)?;
+        print_curriculum(&curriculum);
+        println!("ok: {} is a valid curriculum", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = config::load(file, set)?;
+    let e = &loaded.experiment;
+    let curriculum = Curriculum::load(&e.curriculum)
+        .with_context(|| format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display()))?;
+    let m = &e.model;
+    println!("experiment  {}", loaded.name());
+    if loaded.files.len() > 1 {
+        let chain: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
+        println!("files       {}", chain.join(" extends "));
+    }
+    println!("backend     {:?}", e.backend);
+    println!(
+        "text        {:?} Qwen3, {} layers × {} hidden, {} heads ({} kv), {:?}",
+        m.init, m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.dtype
+    );
+    if let Some(checkpoint) = &m.checkpoint {
+        let state = if checkpoint.join("config.json").is_file() { "found" } else { "not present on this machine" };
+        println!("checkpoint  {} ({state})", checkpoint.display());
+    }
+    println!("wat stream  {} segments × {} layers × {} hidden", e.fusion.layers.len(), e.wat.layers_per_segment, e.wat.hidden_size);
+    println!("fusion      before text layers {:?}, gate init {}", e.fusion.layers, e.fusion.gate_init);
+    println!(
+        "selection   op_match {} · layer_position {} · reasonableness {} · confidence {} (T = {})",
+        e.selection.op_match, e.selection.layer_position, e.selection.reasonableness, e.selection.confidence, e.selection.temperature
+    );
+    println!(
+        "sandbox     fuel {}, {} pages, {} ms, {} KiB stack, capabilities {:?}",
+        e.sandbox.fuel, e.sandbox.memory_pages, e.sandbox.deadline_ms, e.sandbox.stack_kib, e.sandbox.capabilities
+    );
+    if !e.sweep.is_empty() {
+        let members: usize = e.sweep.values().map(Vec::len).product();
+        println!("sweep       {} members over {}", members, e.sweep.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    print_curriculum(&curriculum);
+    println!("ok: {} is a valid experiment", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_curriculum(c: &Curriculum) {
+    println!("curriculum  {} ({})", c.name, c.path.display());
+    for stage in &c.file.stages {
+        let families: Vec<String> = stage.families.iter().map(|f| f.task.name()).collect();
+        println!(
+            "  stage {:<18} {:>5} examples × {:>2} epochs, replay {:.2}: {}",
+            stage.name,
+            stage.count,
+            stage.epochs,
+            stage.replay,
+            families.join(", ")
+        );
+    }
+}
+
+fn parse_fields(raw: &[String]) -> Result<Fields> {
+    let mut fields = Fields::default();
+    for item in raw {
+        let (name, field) = item
+            .split_once('=')
+            .with_context(|| format!("--field {item}: expected NAME=FIELD, e.g. question=prompt"))?;
+        let slot = match name {
+            "question" => &mut fields.question,
+            "program" => &mut fields.program,
+            "value" => &mut fields.value,
+            "answer" => &mut fields.answer,
+            other => anyhow::bail!("--field {item}: unknown name `{other}`; use question, program, value or answer"),
+        };
+        *slot = field.to_string();
+    }
+    Ok(fields)
+}
+
+fn data(
+    curriculum: Option<&Path>,
+    out: Option<PathBuf>,
+    import_path: Option<&Path>,
+    format: Option<Format>,
+    fields: &[String],
+    stage: Option<String>,
+) -> Result<ExitCode> {
+    let curriculum = curriculum.map(Curriculum::load).transpose()?;
+    if let Some(path) = import_path {
+        let format = format.context("--import needs --format worldmodel|jsonl")?;
+        let fields = parse_fields(fields)?;
+        let verifier = match &curriculum {
+            Some(c) => c.sandboxes()?,
+            None => {
+                let policy = Policy::default();
+                curriculum::Verifier { pure: Sandbox::new(&policy)?, system: Sandbox::new(&policy.with_system())? }
+            }
+        };
+        let stage = stage.unwrap_or_else(|| wmx::file_stem(path));
+        let report = import::import_file(path, format, &fields, &stage, &verifier)?;
+        for rejected in &report.rejected {
+            println!("{}:{}: rejected: {} — {:?}", path.display(), rejected.line, rejected.reason, rejected.question);
+        }
+        let out = out.unwrap_or_else(|| PathBuf::from("data/imported"));
+        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        let kept_path = out.join(format!("{stage}.jsonl"));
+        curriculum::write_jsonl(&kept_path, &report.kept)?;
+        let rejected_path = out.join(format!("{stage}.rejected.jsonl"));
+        let mut lines = Vec::new();
+        for r in &report.rejected {
+            serde_json::to_writer(&mut lines, r)?;
+            lines.push(b'\n');
+        }
+        wmx::write_atomic(&rejected_path, &lines).with_context(|| format!("cannot write {}", rejected_path.display()))?;
+        let counts: Vec<String> = report.counts().iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{}: {} examples, kept {}, rejected {}{}",
+            path.display(),
+            report.kept.len() + report.rejected.len(),
+            report.kept.len(),
+            report.rejected.len(),
+            if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) }
+        );
+        println!("wrote {} and {}", kept_path.display(), rejected_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let curriculum = curriculum.context("give a curriculum file, or --import FILE --format worldmodel|jsonl")?;
+    let dataset = curriculum.generate()?;
+    let out = out.unwrap_or_else(|| PathBuf::from("data").join(&curriculum.name));
+    let written = curriculum::write_dataset(&out, &dataset)?;
+    println!("{:<20} {:>6} {:>11} {:>6} {:>7} {:>7}", "stage", "train", "validation", "test", "epochs", "replay");
+    for stage in &dataset.stages {
+        println!(
+            "{:<20} {:>6} {:>11} {:>6} {:>7} {:>7.2}",
+            stage.name,
+            stage.train.len(),
+            stage.validation.len(),
+            stage.test.len(),
+            stage.epochs,
+            stage.replay
+        );
+    }
+    for (path, split) in written.iter().zip(Split::ALL) {
+        println!("wrote {} ({} examples, all verified)", path.display(), dataset.examples(split).count());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(program: &Path, question: Option<&str>, raw_args: &[String], policy: &Policy, json: bool) -> Result<ExitCode> {
+    let wat = std::fs::read_to_string(program).with_context(|| format!("cannot read {}", program.display()))?;
+    let args: Vec<Arg> = match question {
+        Some(q) => wmx::sandbox::bind(q),
+        None => raw_args.iter().map(|a| Arg::parse_cli(a)).collect(),
+    };
+    let sandbox = Sandbox::new(policy)?;
+    let started = std::time::Instant::now();
+    let outcome = sandbox.run(&wat, &args);
+    let elapsed = started.elapsed();
+    if json {
+        let value = serde_json::json!({ "program": program, "args": args, "outcome": outcome, "ms": elapsed.as_secs_f64() * 1e3 });
+        println!("{value}");
+    } else {
+        let shown: Vec<String> = args.iter().map(ToString::to_string).collect();
+        println!("args     [{}]", shown.join(", "));
+        println!("outcome  {outcome}");
+        println!("time     {:.3} ms", elapsed.as_secs_f64() * 1e3);
+    }
+    Ok(if matches!(outcome, Outcome::Value(_)) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,109 @@
+//! The standard curriculum: its counts, its splits, its determinism, and every
+//! example verified again, independently, by running its program.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use wmx::curriculum::{Curriculum, Dataset, Split, values_match};
+use wmx::sandbox::{Outcome, bind};
+
+fn standard() -> &'static (Curriculum, Dataset) {
+    static DATA: OnceLock<(Curriculum, Dataset)> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let curriculum = Curriculum::load(Path::new("curricula/standard.toml")).unwrap();
+        let dataset = curriculum.generate().unwrap();
+        (curriculum, dataset)
+    })
+}
+
+#[test]
+fn stage_counts_match_the_original_curriculum() {
+    let (_, dataset) = standard();
+    let counts: Vec<(&str, usize)> = dataset.stages.iter().map(|s| (s.name.as_str(), s.train.len())).collect();
+    assert_eq!(counts, vec![("arithmetic", 555), ("system_operations", 27), ("complex_logic", 489)]);
+    for stage in &dataset.stages {
+        assert_eq!(stage.validation.len(), (stage.train.len() as f64 * 0.1).round() as usize, "{}", stage.name);
+        assert_eq!(stage.test.len(), (stage.train.len() as f64 * 0.1).round() as usize, "{}", stage.name);
+    }
+    let epochs: usize = dataset.stages.iter().map(|s| s.epochs).sum();
+    assert!(epochs >= 30, "{epochs} epochs in total");
+}
+
+#[test]
+fn every_generated_example_runs_to_its_stated_value() {
+    let (curriculum, dataset) = standard();
+    let sandboxes = curriculum.sandboxes().unwrap();
+    let mut checked = 0;
+    for split in Split::ALL {
+        for example in dataset.examples(split) {
+            assert_eq!(bind(&example.question), example.args, "{}: {}", example.id, example.question);
+            let sandbox = if example.system { &sandboxes.system } else { &sandboxes.pure };
+            match sandbox.run(&example.program, &example.args) {
+                Outcome::Value(v) => assert!(values_match(v, example.value), "{}: {v} != {}", example.id, example.value),
+                other => panic!("{}: {other}", example.id),
+            }
+            assert!(example.answer.contains(&wmx::format_value(example.value)) || ["Yes.", "No."].contains(&example.answer.as_str()));
+            checked += 1;
+        }
+    }
+    assert!(checked > 1_200, "{checked}");
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (curriculum, first) = standard();
+    let second = curriculum.generate().unwrap();
+    wmx::curriculum::write_dataset(&dir.path().join("a"), first).unwrap();
+    wmx::curriculum::write_dataset(&dir.path().join("b"), &second).unwrap();
+    for split in ["train", "validation", "test"] {
+        let a = std::fs::read(dir.path().join("a").join(format!("{split}.jsonl"))).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(format!("{split}.jsonl"))).unwrap();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{split}.jsonl differs between two generations");
+    }
+    // And a different seed gives different data.
+    let mut reseeded = curriculum.clone();
+    reseeded.file.seed += 1;
+    let third = reseeded.generate().unwrap();
+    assert_ne!(first.stages[0].train[0].question, third.stages[0].train[0].question);
+}
+
+#[test]
+fn test_split_uses_held_out_phrasings_and_unseen_questions() {
+    let (curriculum, dataset) = standard();
+    for (stage, spec) in dataset.stages.iter().zip(&curriculum.file.stages) {
+        let train: HashSet<&str> = stage.train.iter().map(|e| e.question.as_str()).collect();
+        for example in &stage.test {
+            assert!(!train.contains(example.question.as_str()), "test question seen in training: {}", example.question);
+        }
+        for example in &stage.validation {
+            assert!(!train.contains(example.question.as_str()), "validation question seen in training: {}", example.question);
+        }
+        // Every test question comes from a held-out phrasing: its fixed words match one.
+        for example in &stage.test {
+            let family = spec.families.iter().filter(|f| f.task.name() == example.family);
+            let held = family.flat_map(|f| f.held_out.iter()).any(|p| {
+                p.split(|c| c == '{' || c == '}').step_by(2).all(|literal| example.question.contains(literal))
+            });
+            assert!(held, "{} does not use a held-out phrasing", example.question);
+        }
+    }
+}
+
+#[test]
+fn system_examples_read_declared_files_and_the_fixed_clock() {
+    let (_, dataset) = standard();
+    let system: Vec<_> = dataset.examples(Split::Train).filter(|e| e.system).collect();
+    assert!(system.iter().any(|e| e.family == "file_size"));
+    let year = system.iter().find(|e| e.family == "clock_year").expect("a clock example");
+    assert_eq!(year.value, 2026.0);
+    let threshold = dataset
+        .examples(Split::Train)
+        .chain(dataset.examples(Split::Validation))
+        .find(|e| e.family == "file_number" && e.question.contains("threshold.txt"));
+    if let Some(example) = threshold {
+        assert_eq!(example.value, 4217.0);
+    }
+}
