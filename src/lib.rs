@@ -29,6 +29,24 @@ pub fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into())
 }
 
+/// Joins `relative` onto the directory of `file`, removing `.` and `..` lexically,
+/// so paths in messages and resolved configs read cleanly.
+pub fn relative_to(file: &Path, relative: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let joined = file.parent().unwrap_or(Path::new("")).join(relative);
+    let mut out = std::path::PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsynced, renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

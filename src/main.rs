@@ -57,7 +57,7 @@ enum Command {
         #[arg(long, conflicts_with = "args")]
         question: Option<String>,
         /// Arguments given directly: numbers, or text (quote it in the shell).
-        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        #[arg(long, num_args = 1.., allow_negative_numbers = true)]
         args: Vec<String>,
         /// Capabilities: `none` (pure computation) or `system` (WASI with read-only files and a clock).
         #[arg(long, value_enum, default_value = "none")]

@@ -16,7 +16,7 @@ use crate::sandbox::Policy;
 /// it can, the key and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: file not found{}", via.as_ref().map(|v| format!(" (named by `extends` in {})", v.display())).unwrap_or_default())]
+    #[error("{path}: file not found{}", via.as_ref().map(|v| format!(" (named by key `extends` in {})", v.display())).unwrap_or_default())]
     NotFound { path: PathBuf, via: Option<PathBuf> },
     #[error("{path}: cannot read: {message}")]
     Read { path: PathBuf, message: String },
@@ -38,7 +38,7 @@ impl ConfigError {
 
 /// Renders a TOML parse error on one line with its position.
 pub fn toml_error(e: &toml::de::Error) -> String {
-    let message = e.message().trim().to_string();
+    let message = e.message().trim().replace('\n', "; ");
     match e.span() {
         Some(_) => {
             // `Display` carries "TOML parse error at line L, column C" first.
@@ -349,7 +349,7 @@ pub fn load_with_env(path: &Path, overrides: &[String], env: Env) -> Result<Load
     // Paths are relative to the file (or the working directory, for env and --set) that set them.
     let resolve = |key: &str, value: &Path| -> PathBuf {
         match figment.find_metadata(key).and_then(|m| m.source.as_ref()).and_then(|s| s.file_path()) {
-            Some(file) if value.is_relative() => file.parent().unwrap_or(Path::new(".")).join(value),
+            Some(file) if value.is_relative() => crate::relative_to(file, value),
             _ => value.to_path_buf(),
         }
     };
@@ -385,7 +385,7 @@ fn layer_file(path: &Path, via: Option<&Path>, files: &mut Vec<PathBuf>) -> Resu
     match table.get("extends") {
         None => Ok(own),
         Some(toml::Value::String(parent)) => {
-            let parent_path = path.parent().unwrap_or(Path::new(".")).join(parent);
+            let parent_path = crate::relative_to(path, Path::new(parent));
             Ok(layer_file(&parent_path, Some(path), files)?.merge(own))
         }
         Some(other) => Err(ConfigError::key(

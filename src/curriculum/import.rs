@@ -185,17 +185,12 @@ fn check(raw: &Raw, verifier: &Verifier) -> Result<(f64, bool), Rejection> {
         system = true;
         outcome = verifier.system.run(program, &args);
     }
+    // Problems of the program come first, then problems of the stated value.
     let computed = match outcome {
         Outcome::Value(v) => v,
         Outcome::Invalid(msg) => return Err(Rejection::InvalidProgram(msg)),
         Outcome::Mismatch(msg) => return Err(Rejection::Placeholder(msg)),
-        other => {
-            // A failing program with no stated value is still first of all missing its value.
-            if raw.value.is_none() {
-                return Err(Rejection::MissingValue);
-            }
-            return Err(Rejection::Failed(other.to_string()));
-        }
+        other => return Err(Rejection::Failed(other.to_string())),
     };
     let stated_text = raw.value.as_deref().ok_or(Rejection::MissingValue)?;
     let stated = crate::sandbox::args::parse_number(stated_text)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{Arg, Outcome, Policy, Sandbox, SandboxError, bind};
 use rng::{Rng, hash_str};
-use tasks::{Draw, Kind, Numbers, Pools, Slot, Task};
+use tasks::{Draw, Numbers, Pools, Slot, Task};
 
 /// Errors loading, generating or writing a curriculum.
 #[derive(Debug, thiserror::Error)]
@@ -229,13 +229,12 @@ impl Curriculum {
         let read_err = |message: String| CurriculumError::Read { path: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
         let mut file: CurriculumFile = toml::from_str(&text).map_err(|e| read_err(crate::config::toml_error(&e)))?;
-        let base = path.parent().unwrap_or(Path::new("."));
         if let Some(files) = &file.sandbox.system.files {
-            file.sandbox.system.files = Some(base.join(files));
+            file.sandbox.system.files = Some(crate::relative_to(path, files));
         }
         for stage in &mut file.stages {
             for import in &mut stage.imports {
-                import.path = base.join(&import.path);
+                import.path = crate::relative_to(path, &import.path);
             }
         }
         let name = file.name.clone().unwrap_or_else(|| crate::file_stem(path));

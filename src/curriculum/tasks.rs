@@ -179,7 +179,7 @@ impl Task {
         // The first number follows `draw`; the rest are free so test operands vary.
         let mut first = Some(draw);
         let mut int = |rng: &mut Rng, lo: i64, hi: i64| draw_int(rng, lo, hi, first.take());
-        let mut put = |s: &mut Sample, k: &'static str, v: f64| {
+        let put = |s: &mut Sample, k: &'static str, v: f64| {
             s.insert(k, Slot::Number(v));
         };
         match self {

@@ -144,6 +144,16 @@ fn scan_number(chars: &[char], mut i: usize) -> Option<(f64, usize)> {
     if !text.chars().any(|c| c.is_ascii_digit()) {
         return None;
     }
+    // Scientific notation: `1.5e-06`, `3E8`.
+    if matches!(chars.get(i), Some('e') | Some('E')) {
+        let sign = usize::from(matches!(chars.get(i + 1), Some('-') | Some('+')));
+        let digits = chars[(i + 1 + sign).min(chars.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let next_is_letter = chars.get(i + 1 + sign + digits).is_some_and(|c| c.is_alphabetic());
+        if digits > 0 && !next_is_letter {
+            text.extend(&chars[i..i + 1 + sign + digits]);
+            i += 1 + sign + digits;
+        }
+    }
     text.parse::<f64>().ok().map(|v| (v, i))
 }
 
@@ -176,6 +186,8 @@ mod tests {
         assert_eq!(nums("What is 15% of 80?"), vec![15.0, 80.0]);
         assert_eq!(nums("Convert -40°C to Fahrenheit"), vec![-40.0]);
         assert_eq!(nums("It costs .5 dollars."), vec![0.5]);
+        assert_eq!(nums("L = 1.5e-06 H and C = 2E3 F"), vec![1.5e-6, 2000.0]);
+        assert_eq!(nums("3 eggs"), vec![3.0]);
     }
 
     #[test]
