@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, ExternType, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, Val,
+    Config, Engine, ExternType, InstancePre, Linker, Module, ModuleExport, Store, StoreLimits, StoreLimitsBuilder, Trap, Val,
     ValType,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -130,6 +130,8 @@ struct Host {
 /// A compiled, linked program ready to instantiate.
 struct Prepared {
     pre: InstancePre<Host>,
+    /// `compute`, resolved once so each run skips the lookup by name.
+    entry: ModuleExport,
     params: Vec<ValType>,
     result: Option<ValType>,
 }
@@ -242,8 +244,8 @@ impl Sandbox {
         if required.max_initial_memory_size.is_some_and(|pages| pages * 65_536 > memory_limit) {
             return Err(Outcome::Trap(TrapKind::Memory));
         }
-        let func = match module.get_export(ENTRY) {
-            Some(ExternType::Func(func)) => func,
+        let (func, entry) = match (module.get_export(ENTRY), module.get_export_index(ENTRY)) {
+            (Some(ExternType::Func(func)), Some(entry)) => (func, entry),
             _ => return Err(Outcome::Invalid(format!("the module exports no function `{ENTRY}`"))),
         };
         let params: Vec<ValType> = func.params().collect();
@@ -252,7 +254,7 @@ impl Sandbox {
             return Err(Outcome::Invalid(format!("`{ENTRY}` returns {} values; it must return one", results.len())));
         }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| Outcome::Denied(format!("{e:#}")))?;
-        Ok(Prepared { pre, params, result: results.into_iter().next() })
+        Ok(Prepared { pre, entry, params, result: results.into_iter().next() })
     }
 
     fn grants(&self, module: &str, name: &str) -> bool {
@@ -278,10 +280,12 @@ impl Sandbox {
         let instance = prepared.pre.instantiate(&mut store).map_err(classify)?;
         let params = bind_params(&prepared.params, args, &mut store, &instance)?;
         let func = instance
-            .get_func(&mut store, ENTRY)
+            .get_module_export(&mut store, &prepared.entry)
+            .and_then(wasmtime::Extern::into_func)
             .ok_or_else(|| Outcome::Invalid(format!("the module exports no function `{ENTRY}`")))?;
-        let mut results = vec![Val::I32(0); usize::from(prepared.result.is_some())];
-        func.call(&mut store, &params, &mut results).map_err(classify)?;
+        let mut result = [Val::I32(0)];
+        let results = if prepared.result.is_some() { &mut result[..] } else { &mut result[..0] };
+        func.call(&mut store, &params, results).map_err(classify)?;
         match results.first() {
             Some(Val::F64(bits)) => Ok(Outcome::Value(f64::from_bits(*bits))),
             Some(Val::F32(bits)) => Ok(Outcome::Value(f64::from(f32::from_bits(*bits)))),
