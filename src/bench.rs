@@ -17,10 +17,15 @@ pub struct Row {
 pub fn sandbox(seconds: f64) -> Result<Vec<Row>, SandboxError> {
     let policy = Policy::default();
     let sandbox = Sandbox::new(&policy)?;
-    let add = program(Task::Add, &[("a", Slot::Number(0.0)), ("b", Slot::Number(0.0))]);
+    let add = program(
+        Task::Add,
+        &[("a", Slot::Number(0.0)), ("b", Slot::Number(0.0))],
+    );
     let args = [Arg::Number(12.0), Arg::Number(7.5)];
     if sandbox.run(&add, &args) != Outcome::Value(19.5) {
-        return Err(SandboxError::Engine("the benchmark program did not compute 19.5".into()));
+        return Err(SandboxError::Engine(
+            "the benchmark program did not compute 19.5".into(),
+        ));
     }
     // Warm up, then count executions (each with a fresh store) for `seconds`.
     for _ in 0..1_000 {
@@ -40,10 +45,16 @@ pub fn sandbox(seconds: f64) -> Result<Vec<Row>, SandboxError> {
     let mut rows = vec![Row {
         name: "cached two-argument program, fresh store per run".into(),
         value: format!("{} exec/s", group_thousands(per_second)),
-        note: format!("{:.2} µs each; 1 thread; target ≥ 200,000", 1e6 / per_second),
+        note: format!(
+            "{:.2} µs each; 1 thread; target ≥ 200,000",
+            1e6 / per_second
+        ),
     }];
     let factorial = program(Task::Factorial, &[("n", Slot::Number(0.0))]);
-    for (label, wat) in [("add (two arguments)", &add), ("factorial (loop)", &factorial)] {
+    for (label, wat) in [
+        ("add (two arguments)", &add),
+        ("factorial (loop)", &factorial),
+    ] {
         let mut times = Vec::new();
         for _ in 0..15 {
             let fresh = Sandbox::new(&policy)?;
@@ -51,14 +62,19 @@ pub fn sandbox(seconds: f64) -> Result<Vec<Row>, SandboxError> {
             let checked = fresh.check(wat);
             times.push(t.elapsed());
             if let Err(outcome) = checked {
-                return Err(SandboxError::Engine(format!("benchmark program failed to compile: {outcome}")));
+                return Err(SandboxError::Engine(format!(
+                    "benchmark program failed to compile: {outcome}"
+                )));
             }
         }
         times.sort();
         rows.push(Row {
             name: format!("first compile: {label}"),
             value: format!("{:.2} ms", times[times.len() / 2].as_secs_f64() * 1e3),
-            note: format!("median of {}; parse + validate + cranelift + link", times.len()),
+            note: format!(
+                "median of {}; parse + validate + cranelift + link",
+                times.len()
+            ),
         });
     }
     Ok(rows)
@@ -84,8 +100,18 @@ fn group_thousands(v: f64) -> String {
 
 /// Renders rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let w0 = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(9);
-    let w1 = rows.iter().map(|r| r.value.chars().count()).max().unwrap_or(0).max(6);
+    let w0 = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let w1 = rows
+        .iter()
+        .map(|r| r.value.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     let mut out = format!("{:<w0$}  {:>w1$}  {}\n", "benchmark", "result", "notes");
     for r in rows {
         out.push_str(&format!("{:<w0$}  {:>w1$}  {}\n", r.name, r.value, r.note));

@@ -13,7 +13,11 @@ use wmx::curriculum::{self, Curriculum, CurriculumError, Split};
 use wmx::sandbox::{Arg, Outcome, Policy, Sandbox};
 
 #[derive(Parser)]
-#[command(name = "wmx", version, about = "Experiments with WASM WorldModels: language models that compute through a wasmtime sandbox")]
+#[command(
+    name = "wmx",
+    version,
+    about = "Experiments with WASM WorldModels: language models that compute through a wasmtime sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if is_bad_input(&err) { ExitCode::from(2) } else { ExitCode::from(1) }
+            if is_bad_input(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -118,19 +126,51 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         cause.downcast_ref::<ConfigError>().is_some()
             || matches!(
                 cause.downcast_ref::<CurriculumError>(),
-                Some(CurriculumError::Read { .. } | CurriculumError::Invalid { .. } | CurriculumError::Import { .. })
+                Some(
+                    CurriculumError::Read { .. }
+                        | CurriculumError::Invalid { .. }
+                        | CurriculumError::Import { .. }
+                )
             )
-            || matches!(cause.downcast_ref::<wmx::sandbox::SandboxError>(), Some(wmx::sandbox::SandboxError::Policy { .. } | wmx::sandbox::SandboxError::Files { .. }))
+            || matches!(
+                cause.downcast_ref::<wmx::sandbox::SandboxError>(),
+                Some(
+                    wmx::sandbox::SandboxError::Policy { .. }
+                        | wmx::sandbox::SandboxError::Files { .. }
+                )
+            )
     })
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { file, set } => validate(&file, &set),
-        Command::Data { curriculum, out, import, format, fields, stage } => {
-            data(curriculum.as_deref(), out, import.as_deref(), format, &fields, stage)
-        }
-        Command::Exec { program, question, args, policy, files, clock, fuel, deadline_ms, json } => {
+        Command::Data {
+            curriculum,
+            out,
+            import,
+            format,
+            fields,
+            stage,
+        } => data(
+            curriculum.as_deref(),
+            out,
+            import.as_deref(),
+            format,
+            &fields,
+            stage,
+        ),
+        Command::Exec {
+            program,
+            question,
+            args,
+            policy,
+            files,
+            clock,
+            fuel,
+            deadline_ms,
+            json,
+        } => {
             let mut p = Policy::default();
             if let PolicyKind::System = policy {
                 p = p.with_system();
@@ -147,7 +187,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             exec(&program, question.as_deref(), &args, &p, json)
         }
-        Command::Bench { what: BenchCommand::Sandbox { seconds } } => {
+        Command::Bench {
+            what: BenchCommand::Sandbox { seconds },
+        } => {
             let rows = wmx::bench::sandbox(seconds)?;
             print!("{}", wmx::bench::table(&rows));
             Ok(ExitCode::SUCCESS)
@@ -171,36 +213,74 @@ fn validate(file: &Path, set: &[String]) -> Result<ExitCode> {
     }
     let loaded = config::load(file, set)?;
     let e = &loaded.experiment;
-    let curriculum = Curriculum::load(&e.curriculum)
-        .with_context(|| format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display()))?;
+    let curriculum = Curriculum::load(&e.curriculum).with_context(|| {
+        format!(
+            "{}: key `curriculum` names {}",
+            loaded.path.display(),
+            e.curriculum.display()
+        )
+    })?;
     let m = &e.model;
     println!("experiment  {}", loaded.name());
     if loaded.files.len() > 1 {
-        let chain: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
+        let chain: Vec<String> = loaded
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
         println!("files       {}", chain.join(" extends "));
     }
     println!("backend     {:?}", e.backend);
     println!(
         "text        {:?} Qwen3, {} layers × {} hidden, {} heads ({} kv), {:?}",
-        m.init, m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.dtype
+        m.init,
+        m.num_hidden_layers,
+        m.hidden_size,
+        m.num_attention_heads,
+        m.num_key_value_heads,
+        m.dtype
     );
     if let Some(checkpoint) = &m.checkpoint {
-        let state = if checkpoint.join("config.json").is_file() { "found" } else { "not present on this machine" };
+        let state = if checkpoint.join("config.json").is_file() {
+            "found"
+        } else {
+            "not present on this machine"
+        };
         println!("checkpoint  {} ({state})", checkpoint.display());
     }
-    println!("wat stream  {} segments × {} layers × {} hidden", e.fusion.layers.len(), e.wat.layers_per_segment, e.wat.hidden_size);
-    println!("fusion      before text layers {:?}, gate init {}", e.fusion.layers, e.fusion.gate_init);
+    println!(
+        "wat stream  {} segments × {} layers × {} hidden",
+        e.fusion.layers.len(),
+        e.wat.layers_per_segment,
+        e.wat.hidden_size
+    );
+    println!(
+        "fusion      before text layers {:?}, gate init {}",
+        e.fusion.layers, e.fusion.gate_init
+    );
     println!(
         "selection   op_match {} · layer_position {} · reasonableness {} · confidence {} (T = {})",
-        e.selection.op_match, e.selection.layer_position, e.selection.reasonableness, e.selection.confidence, e.selection.temperature
+        e.selection.op_match,
+        e.selection.layer_position,
+        e.selection.reasonableness,
+        e.selection.confidence,
+        e.selection.temperature
     );
     println!(
         "sandbox     fuel {}, {} pages, {} ms, {} KiB stack, capabilities {:?}",
-        e.sandbox.fuel, e.sandbox.memory_pages, e.sandbox.deadline_ms, e.sandbox.stack_kib, e.sandbox.capabilities
+        e.sandbox.fuel,
+        e.sandbox.memory_pages,
+        e.sandbox.deadline_ms,
+        e.sandbox.stack_kib,
+        e.sandbox.capabilities
     );
     if !e.sweep.is_empty() {
         let members: usize = e.sweep.values().map(Vec::len).product();
-        println!("sweep       {} members over {}", members, e.sweep.keys().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "sweep       {} members over {}",
+            members,
+            e.sweep.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     print_curriculum(&curriculum);
     println!("ok: {} is a valid experiment", file.display());
@@ -225,15 +305,17 @@ fn print_curriculum(c: &Curriculum) {
 fn parse_fields(raw: &[String]) -> Result<Fields> {
     let mut fields = Fields::default();
     for item in raw {
-        let (name, field) = item
-            .split_once('=')
-            .with_context(|| format!("--field {item}: expected NAME=FIELD, e.g. question=prompt"))?;
+        let (name, field) = item.split_once('=').with_context(|| {
+            format!("--field {item}: expected NAME=FIELD, e.g. question=prompt")
+        })?;
         let slot = match name {
             "question" => &mut fields.question,
             "program" => &mut fields.program,
             "value" => &mut fields.value,
             "answer" => &mut fields.answer,
-            other => anyhow::bail!("--field {item}: unknown name `{other}`; use question, program, value or answer"),
+            other => anyhow::bail!(
+                "--field {item}: unknown name `{other}`; use question, program, value or answer"
+            ),
         };
         *slot = field.to_string();
     }
@@ -256,16 +338,26 @@ fn data(
             Some(c) => c.sandboxes()?,
             None => {
                 let policy = Policy::default();
-                curriculum::Verifier { pure: Sandbox::new(&policy)?, system: Sandbox::new(&policy.with_system())? }
+                curriculum::Verifier {
+                    pure: Sandbox::new(&policy)?,
+                    system: Sandbox::new(&policy.with_system())?,
+                }
             }
         };
         let stage = stage.unwrap_or_else(|| wmx::file_stem(path));
         let report = import::import_file(path, format, &fields, &stage, &verifier)?;
         for rejected in &report.rejected {
-            println!("{}:{}: rejected: {} — {:?}", path.display(), rejected.line, rejected.reason, rejected.question);
+            println!(
+                "{}:{}: rejected: {} — {:?}",
+                path.display(),
+                rejected.line,
+                rejected.reason,
+                rejected.question
+            );
         }
         let out = out.unwrap_or_else(|| PathBuf::from("data/imported"));
-        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         let kept_path = out.join(format!("{stage}.jsonl"));
         curriculum::write_jsonl(&kept_path, &report.kept)?;
         let rejected_path = out.join(format!("{stage}.rejected.jsonl"));
@@ -274,24 +366,41 @@ fn data(
             serde_json::to_writer(&mut lines, r)?;
             lines.push(b'\n');
         }
-        wmx::write_atomic(&rejected_path, &lines).with_context(|| format!("cannot write {}", rejected_path.display()))?;
-        let counts: Vec<String> = report.counts().iter().map(|(k, v)| format!("{k} {v}")).collect();
+        wmx::write_atomic(&rejected_path, &lines)
+            .with_context(|| format!("cannot write {}", rejected_path.display()))?;
+        let counts: Vec<String> = report
+            .counts()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         println!(
             "{}: {} examples, kept {}, rejected {}{}",
             path.display(),
             report.kept.len() + report.rejected.len(),
             report.kept.len(),
             report.rejected.len(),
-            if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) }
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", counts.join(", "))
+            }
         );
-        println!("wrote {} and {}", kept_path.display(), rejected_path.display());
+        println!(
+            "wrote {} and {}",
+            kept_path.display(),
+            rejected_path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let curriculum = curriculum.context("give a curriculum file, or --import FILE --format worldmodel|jsonl")?;
+    let curriculum =
+        curriculum.context("give a curriculum file, or --import FILE --format worldmodel|jsonl")?;
     let dataset = curriculum.generate()?;
     let out = out.unwrap_or_else(|| PathBuf::from("data").join(&curriculum.name));
     let written = curriculum::write_dataset(&out, &dataset)?;
-    println!("{:<20} {:>6} {:>11} {:>6} {:>7} {:>7}", "stage", "train", "validation", "test", "epochs", "replay");
+    println!(
+        "{:<20} {:>6} {:>11} {:>6} {:>7} {:>7}",
+        "stage", "train", "validation", "test", "epochs", "replay"
+    );
     for stage in &dataset.stages {
         println!(
             "{:<20} {:>6} {:>11} {:>6} {:>7} {:>7.2}",
@@ -304,13 +413,24 @@ fn data(
         );
     }
     for (path, split) in written.iter().zip(Split::ALL) {
-        println!("wrote {} ({} examples, all verified)", path.display(), dataset.examples(split).count());
+        println!(
+            "wrote {} ({} examples, all verified)",
+            path.display(),
+            dataset.examples(split).count()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn exec(program: &Path, question: Option<&str>, raw_args: &[String], policy: &Policy, json: bool) -> Result<ExitCode> {
-    let wat = std::fs::read_to_string(program).with_context(|| format!("cannot read {}", program.display()))?;
+fn exec(
+    program: &Path,
+    question: Option<&str>,
+    raw_args: &[String],
+    policy: &Policy,
+    json: bool,
+) -> Result<ExitCode> {
+    let wat = std::fs::read_to_string(program)
+        .with_context(|| format!("cannot read {}", program.display()))?;
     let args: Vec<Arg> = match question {
         Some(q) => wmx::sandbox::bind(q),
         None => raw_args.iter().map(|a| Arg::parse_cli(a)).collect(),
@@ -328,5 +448,9 @@ fn exec(program: &Path, question: Option<&str>, raw_args: &[String], policy: &Po
         println!("outcome  {outcome}");
         println!("time     {:.3} ms", elapsed.as_secs_f64() * 1e3);
     }
-    Ok(if matches!(outcome, Outcome::Value(_)) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if matches!(outcome, Outcome::Value(_)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -17,7 +17,11 @@ fn wmx(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -28,7 +32,11 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[test]
 fn shipped_experiments_and_curriculum_validate() {
-    for file in ["experiments/base.toml", "experiments/qwen3-0.6b.toml", "curricula/standard.toml"] {
+    for file in [
+        "experiments/base.toml",
+        "experiments/qwen3-0.6b.toml",
+        "curricula/standard.toml",
+    ] {
         let out = wmx(&repo(), &["validate", file]);
         assert!(out.status.success(), "{file}: {}", text(&out));
         assert!(text(&out).contains("ok:"), "{}", text(&out));
@@ -44,24 +52,52 @@ fn bad_experiment_files_exit_2_naming_key_and_file() {
     let curriculum = repo().join("curricula/standard.toml");
     let head = format!("curriculum = {:?}\n", curriculum.display().to_string());
     let cases = [
-        ("unknown.toml", format!("{head}[train]\nbatch_sise = 4\n"), vec!["train.batch_sise", "unknown.toml"]),
-        ("wrong_type.toml", format!("{head}[train]\nbatch_size = \"big\"\n"), vec!["train.batch_size", "wrong_type.toml"]),
-        ("zero_batch.toml", format!("{head}[train]\nbatch_size = 0\n"), vec!["train.batch_size", "zero_batch.toml"]),
-        ("negative_fuel.toml", format!("{head}[sandbox]\nfuel = -5\n"), vec!["sandbox.fuel", "negative_fuel.toml"]),
+        (
+            "unknown.toml",
+            format!("{head}[train]\nbatch_sise = 4\n"),
+            vec!["train.batch_sise", "unknown.toml"],
+        ),
+        (
+            "wrong_type.toml",
+            format!("{head}[train]\nbatch_size = \"big\"\n"),
+            vec!["train.batch_size", "wrong_type.toml"],
+        ),
+        (
+            "zero_batch.toml",
+            format!("{head}[train]\nbatch_size = 0\n"),
+            vec!["train.batch_size", "zero_batch.toml"],
+        ),
+        (
+            "negative_fuel.toml",
+            format!("{head}[sandbox]\nfuel = -5\n"),
+            vec!["sandbox.fuel", "negative_fuel.toml"],
+        ),
         (
             "fusion.toml",
             format!("{head}[model]\nnum_hidden_layers = 4\n[fusion]\nlayers = [1, 9]\n"),
             vec!["fusion.layers", "fusion.toml", "out of range"],
         ),
-        ("extends.toml", format!("{head}extends = \"missing-parent.toml\"\n"), vec!["missing-parent.toml", "extends.toml", "not found"]),
-        ("syntax.toml", "seed = \n".to_string(), vec!["syntax.toml", "line 1"]),
+        (
+            "extends.toml",
+            format!("{head}extends = \"missing-parent.toml\"\n"),
+            vec!["missing-parent.toml", "extends.toml", "not found"],
+        ),
+        (
+            "syntax.toml",
+            "seed = \n".to_string(),
+            vec!["syntax.toml", "line 1"],
+        ),
     ];
     for (name, body, needles) in cases {
         let path = write(dir.path(), name, &body);
         let out = wmx(dir.path(), &["validate", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
         for needle in needles {
-            assert!(text(&out).contains(needle), "{name}: expected {needle:?} in {}", text(&out));
+            assert!(
+                text(&out).contains(needle),
+                "{name}: expected {needle:?} in {}",
+                text(&out)
+            );
         }
     }
     let out = wmx(dir.path(), &["validate", "no-such-file.toml"]);
@@ -72,7 +108,12 @@ fn bad_experiment_files_exit_2_naming_key_and_file() {
 #[test]
 fn environment_and_set_override_the_file_last_wins() {
     let out = Command::new(env!("CARGO_BIN_EXE_wmx"))
-        .args(["validate", "experiments/base.toml", "--set", "fusion.layers=[0, 3]"])
+        .args([
+            "validate",
+            "experiments/base.toml",
+            "--set",
+            "fusion.layers=[0, 3]",
+        ])
         .current_dir(repo())
         .env("WMX_FUSION__LAYERS", "[2]")
         .output()
@@ -93,10 +134,20 @@ fn environment_and_set_override_the_file_last_wins() {
 fn data_writes_verified_splits_and_prints_stage_counts() {
     let dir = tempfile::tempdir().unwrap();
     let curriculum = repo().join("curricula/standard.toml");
-    let out = wmx(dir.path(), &["data", curriculum.to_str().unwrap(), "--out", "out"]);
+    let out = wmx(
+        dir.path(),
+        &["data", curriculum.to_str().unwrap(), "--out", "out"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let printed = text(&out);
-    for line in ["arithmetic", "555", "system_operations", "27", "complex_logic", "489"] {
+    for line in [
+        "arithmetic",
+        "555",
+        "system_operations",
+        "27",
+        "complex_logic",
+        "489",
+    ] {
         assert!(printed.contains(line), "{printed}");
     }
     let train = std::fs::read_to_string(dir.path().join("out/train.jsonl")).unwrap();
@@ -112,12 +163,33 @@ fn data_writes_verified_splits_and_prints_stage_counts() {
 fn data_import_reports_each_rejected_example() {
     let dir = tempfile::tempdir().unwrap();
     let seed = repo().join("tests/fixtures/seed-data/system_operations_training.txt");
-    let out = wmx(dir.path(), &["data", "--import", seed.to_str().unwrap(), "--format", "worldmodel", "--out", "imp"]);
+    let out = wmx(
+        dir.path(),
+        &[
+            "data",
+            "--import",
+            seed.to_str().unwrap(),
+            "--format",
+            "worldmodel",
+            "--out",
+            "imp",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let printed = text(&out);
-    assert!(printed.contains("system_operations_training.txt:1: rejected: placeholder program"), "{printed}");
-    assert!(printed.contains("27 examples, kept 0, rejected 27"), "{printed}");
-    let rejected = std::fs::read_to_string(dir.path().join("imp/system_operations_training.rejected.jsonl")).unwrap();
+    assert!(
+        printed.contains("system_operations_training.txt:1: rejected: placeholder program"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("27 examples, kept 0, rejected 27"),
+        "{printed}"
+    );
+    let rejected = std::fs::read_to_string(
+        dir.path()
+            .join("imp/system_operations_training.rejected.jsonl"),
+    )
+    .unwrap();
     assert_eq!(rejected.lines().count(), 27);
 }
 
@@ -129,14 +201,36 @@ fn exec_binds_questions_and_arguments_and_reports_outcomes() {
         "add.wat",
         "(module (func (export \"compute\") (param f64 f64) (result f64) local.get 0 local.get 1 f64.add))",
     );
-    let out = wmx(dir.path(), &["exec", add.to_str().unwrap(), "--question", "What is 1,200 + -3.5?"]);
+    let out = wmx(
+        dir.path(),
+        &[
+            "exec",
+            add.to_str().unwrap(),
+            "--question",
+            "What is 1,200 + -3.5?",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("value 1196.5"), "{}", text(&out));
-    let out = wmx(dir.path(), &["exec", add.to_str().unwrap(), "--args", "3", "4.5", "--json"]);
+    let out = wmx(
+        dir.path(),
+        &[
+            "exec",
+            add.to_str().unwrap(),
+            "--args",
+            "3",
+            "4.5",
+            "--json",
+        ],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["outcome"]["kind"], "value");
     assert_eq!(json["outcome"]["detail"], 7.5);
-    let spin = write(dir.path(), "spin.wat", "(module (func (export \"compute\") (result f64) (loop $l (br $l)) (f64.const 0)))");
+    let spin = write(
+        dir.path(),
+        "spin.wat",
+        "(module (func (export \"compute\") (result f64) (loop $l (br $l)) (f64.const 0)))",
+    );
     let out = wmx(dir.path(), &["exec", spin.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("trap: out of fuel"), "{}", text(&out));
@@ -149,12 +243,27 @@ fn exec_system_policy_reads_declared_files() {
     std::fs::create_dir(&files).unwrap();
     std::fs::write(files.join("n.txt"), "value: 77\n").unwrap();
     let curriculum = wmx::curriculum::tasks::Task::FileNumber;
-    let sample = [("file", wmx::curriculum::tasks::Slot::Text("n.txt".into()))].into_iter().collect();
-    let program = write(dir.path(), "read.wat", &curriculum.program(&["file"], &sample));
-    let args = ["exec", program.to_str().unwrap(), "--question", "Read \"n.txt\""];
+    let sample = [("file", wmx::curriculum::tasks::Slot::Text("n.txt".into()))]
+        .into_iter()
+        .collect();
+    let program = write(
+        dir.path(),
+        "read.wat",
+        &curriculum.program(&["file"], &sample),
+    );
+    let args = [
+        "exec",
+        program.to_str().unwrap(),
+        "--question",
+        "Read \"n.txt\"",
+    ];
     let denied = wmx(dir.path(), &args);
     assert_eq!(denied.status.code(), Some(1));
-    assert!(text(&denied).contains("denied import `wasi_snapshot_preview1.path_open`"), "{}", text(&denied));
+    assert!(
+        text(&denied).contains("denied import `wasi_snapshot_preview1.path_open`"),
+        "{}",
+        text(&denied)
+    );
     let mut allowed = args.to_vec();
     allowed.extend(["--policy", "system", "--files", files.to_str().unwrap()]);
     let out = wmx(dir.path(), &allowed);

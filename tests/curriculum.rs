@@ -20,11 +20,32 @@ fn standard() -> &'static (Curriculum, Dataset) {
 #[test]
 fn stage_counts_match_the_original_curriculum() {
     let (_, dataset) = standard();
-    let counts: Vec<(&str, usize)> = dataset.stages.iter().map(|s| (s.name.as_str(), s.train.len())).collect();
-    assert_eq!(counts, vec![("arithmetic", 555), ("system_operations", 27), ("complex_logic", 489)]);
+    let counts: Vec<(&str, usize)> = dataset
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.train.len()))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("arithmetic", 555),
+            ("system_operations", 27),
+            ("complex_logic", 489)
+        ]
+    );
     for stage in &dataset.stages {
-        assert_eq!(stage.validation.len(), (stage.train.len() as f64 * 0.1).round() as usize, "{}", stage.name);
-        assert_eq!(stage.test.len(), (stage.train.len() as f64 * 0.1).round() as usize, "{}", stage.name);
+        assert_eq!(
+            stage.validation.len(),
+            (stage.train.len() as f64 * 0.1).round() as usize,
+            "{}",
+            stage.name
+        );
+        assert_eq!(
+            stage.test.len(),
+            (stage.train.len() as f64 * 0.1).round() as usize,
+            "{}",
+            stage.name
+        );
     }
     let epochs: usize = dataset.stages.iter().map(|s| s.epochs).sum();
     assert!(epochs >= 30, "{epochs} epochs in total");
@@ -37,13 +58,31 @@ fn every_generated_example_runs_to_its_stated_value() {
     let mut checked = 0;
     for split in Split::ALL {
         for example in dataset.examples(split) {
-            assert_eq!(bind(&example.question), example.args, "{}: {}", example.id, example.question);
-            let sandbox = if example.system { &sandboxes.system } else { &sandboxes.pure };
+            assert_eq!(
+                bind(&example.question),
+                example.args,
+                "{}: {}",
+                example.id,
+                example.question
+            );
+            let sandbox = if example.system {
+                &sandboxes.system
+            } else {
+                &sandboxes.pure
+            };
             match sandbox.run(&example.program, &example.args) {
-                Outcome::Value(v) => assert!(values_match(v, example.value), "{}: {v} != {}", example.id, example.value),
+                Outcome::Value(v) => assert!(
+                    values_match(v, example.value),
+                    "{}: {v} != {}",
+                    example.id,
+                    example.value
+                ),
                 other => panic!("{}: {other}", example.id),
             }
-            assert!(example.answer.contains(&wmx::format_value(example.value)) || ["Yes.", "No."].contains(&example.answer.as_str()));
+            assert!(
+                example.answer.contains(&wmx::format_value(example.value))
+                    || ["Yes.", "No."].contains(&example.answer.as_str())
+            );
             checked += 1;
         }
     }
@@ -67,7 +106,10 @@ fn the_same_seed_gives_byte_identical_files() {
     let mut reseeded = curriculum.clone();
     reseeded.file.seed += 1;
     let third = reseeded.generate().unwrap();
-    assert_ne!(first.stages[0].train[0].question, third.stages[0].train[0].question);
+    assert_ne!(
+        first.stages[0].train[0].question,
+        third.stages[0].train[0].question
+    );
 }
 
 #[test]
@@ -76,18 +118,35 @@ fn test_split_uses_held_out_phrasings_and_unseen_questions() {
     for (stage, spec) in dataset.stages.iter().zip(&curriculum.file.stages) {
         let train: HashSet<&str> = stage.train.iter().map(|e| e.question.as_str()).collect();
         for example in &stage.test {
-            assert!(!train.contains(example.question.as_str()), "test question seen in training: {}", example.question);
+            assert!(
+                !train.contains(example.question.as_str()),
+                "test question seen in training: {}",
+                example.question
+            );
         }
         for example in &stage.validation {
-            assert!(!train.contains(example.question.as_str()), "validation question seen in training: {}", example.question);
+            assert!(
+                !train.contains(example.question.as_str()),
+                "validation question seen in training: {}",
+                example.question
+            );
         }
         // Every test question comes from a held-out phrasing: its fixed words match one.
         for example in &stage.test {
-            let family = spec.families.iter().filter(|f| f.task.name() == example.family);
+            let family = spec
+                .families
+                .iter()
+                .filter(|f| f.task.name() == example.family);
             let held = family.flat_map(|f| f.held_out.iter()).any(|p| {
-                p.split(|c| c == '{' || c == '}').step_by(2).all(|literal| example.question.contains(literal))
+                p.split(|c| c == '{' || c == '}')
+                    .step_by(2)
+                    .all(|literal| example.question.contains(literal))
             });
-            assert!(held, "{} does not use a held-out phrasing", example.question);
+            assert!(
+                held,
+                "{} does not use a held-out phrasing",
+                example.question
+            );
         }
     }
 }
@@ -95,9 +154,15 @@ fn test_split_uses_held_out_phrasings_and_unseen_questions() {
 #[test]
 fn system_examples_read_declared_files_and_the_fixed_clock() {
     let (_, dataset) = standard();
-    let system: Vec<_> = dataset.examples(Split::Train).filter(|e| e.system).collect();
+    let system: Vec<_> = dataset
+        .examples(Split::Train)
+        .filter(|e| e.system)
+        .collect();
     assert!(system.iter().any(|e| e.family == "file_size"));
-    let year = system.iter().find(|e| e.family == "clock_year").expect("a clock example");
+    let year = system
+        .iter()
+        .find(|e| e.family == "clock_year")
+        .expect("a clock example");
     assert_eq!(year.value, 2026.0);
     let threshold = dataset
         .examples(Split::Train)

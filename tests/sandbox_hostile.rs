@@ -23,22 +23,35 @@ fn pure() -> Sandbox {
 #[test]
 fn infinite_loop_runs_out_of_fuel() {
     let wat = r#"(module (func (export "compute") (result f64) (loop $l (br $l)) (f64.const 0)))"#;
-    assert_eq!(run_timed(&pure(), wat, &[]), Outcome::Trap(TrapKind::OutOfFuel));
+    assert_eq!(
+        run_timed(&pure(), wat, &[]),
+        Outcome::Trap(TrapKind::OutOfFuel)
+    );
 }
 
 #[test]
 fn infinite_loop_with_unbounded_fuel_hits_the_deadline() {
-    let policy = Policy { fuel: u64::MAX / 4, deadline_ms: 100, ..Policy::default() };
+    let policy = Policy {
+        fuel: u64::MAX / 4,
+        deadline_ms: 100,
+        ..Policy::default()
+    };
     let sandbox = Sandbox::new(&policy).unwrap();
     let wat = r#"(module (func (export "compute") (result f64) (loop $l (br $l)) (f64.const 0)))"#;
-    assert_eq!(run_timed(&sandbox, wat, &[]), Outcome::Trap(TrapKind::Deadline));
+    assert_eq!(
+        run_timed(&sandbox, wat, &[]),
+        Outcome::Trap(TrapKind::Deadline)
+    );
 }
 
 #[test]
 fn start_function_loop_is_stopped_during_instantiation() {
     let wat = r#"(module (func $spin (loop $l (br $l))) (start $spin)
                  (func (export "compute") (result f64) (f64.const 1)))"#;
-    assert_eq!(run_timed(&pure(), wat, &[]), Outcome::Trap(TrapKind::OutOfFuel));
+    assert_eq!(
+        run_timed(&pure(), wat, &[]),
+        Outcome::Trap(TrapKind::OutOfFuel)
+    );
 }
 
 #[test]
@@ -48,7 +61,13 @@ fn memory_grow_loop_is_bounded() {
         (loop $l (drop (memory.grow (i32.const 1))) (br $l))
         (f64.const 0)))"#;
     let outcome = run_timed(&pure(), wat, &[]);
-    assert!(matches!(outcome, Outcome::Trap(TrapKind::OutOfFuel | TrapKind::Deadline)), "{outcome}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Trap(TrapKind::OutOfFuel | TrapKind::Deadline)
+        ),
+        "{outcome}"
+    );
 }
 
 #[test]
@@ -59,9 +78,15 @@ fn memory_beyond_the_policy_cannot_be_used() {
         (drop (memory.grow (i32.const 1000)))
         (f64.store (i32.const 50000000) (f64.const 1))
         (f64.const 0)))"#;
-    assert_eq!(run_timed(&pure(), wat, &[]), Outcome::Trap(TrapKind::Memory));
+    assert_eq!(
+        run_timed(&pure(), wat, &[]),
+        Outcome::Trap(TrapKind::Memory)
+    );
     let declared = r#"(module (memory 2000) (func (export "compute") (result f64) (f64.const 0)))"#;
-    assert_eq!(run_timed(&pure(), declared, &[]), Outcome::Trap(TrapKind::Memory));
+    assert_eq!(
+        run_timed(&pure(), declared, &[]),
+        Outcome::Trap(TrapKind::Memory)
+    );
 }
 
 #[test]
@@ -74,13 +99,22 @@ fn unbounded_recursion_overflows_the_stack() {
 #[test]
 fn fifty_megabyte_data_segment_is_refused() {
     let data = "a".repeat(50 * 1024 * 1024);
-    let wat = format!(r#"(module (memory 800) (data (i32.const 0) "{data}") (func (export "compute") (result f64) (f64.const 0)))"#);
+    let wat = format!(
+        r#"(module (memory 800) (data (i32.const 0) "{data}") (func (export "compute") (result f64) (f64.const 0)))"#
+    );
     // Under the default policy the source is too large to compile at all.
     let outcome = run_timed(&pure(), &wat, &[]);
-    assert!(matches!(&outcome, Outcome::Invalid(m) if m.contains("bytes")), "{outcome}");
+    assert!(
+        matches!(&outcome, Outcome::Invalid(m) if m.contains("bytes")),
+        "{outcome}"
+    );
     // With the source limit lifted, its memory is still beyond the policy. Parsing
     // 50 MB of text alone takes about half a second here, so this case is not timed.
-    let lifted = Sandbox::new(&Policy { max_source_bytes: 64 << 20, ..Policy::default() }).unwrap();
+    let lifted = Sandbox::new(&Policy {
+        max_source_bytes: 64 << 20,
+        ..Policy::default()
+    })
+    .unwrap();
     assert_eq!(lifted.run(&wat, &[]), Outcome::Trap(TrapKind::Memory));
 }
 
@@ -89,13 +123,19 @@ fn wasi_import_is_denied_under_the_default_policy() {
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
       (func (export "compute") (result f64) (f64.const 0)))"#;
-    assert_eq!(run_timed(&pure(), wat, &[]), Outcome::Denied("wasi_snapshot_preview1.fd_write".into()));
+    assert_eq!(
+        run_timed(&pure(), wat, &[]),
+        Outcome::Denied("wasi_snapshot_preview1.fd_write".into())
+    );
     // Even the system policy refuses calls that would block or reach the network.
     let system = Sandbox::new(&Policy::default().with_system()).unwrap();
     let poll = r#"(module
       (import "wasi_snapshot_preview1" "poll_oneoff" (func $p (param i32 i32 i32 i32) (result i32)))
       (func (export "compute") (result f64) (f64.const 0)))"#;
-    assert_eq!(run_timed(&system, poll, &[]), Outcome::Denied("wasi_snapshot_preview1.poll_oneoff".into()));
+    assert_eq!(
+        run_timed(&system, poll, &[]),
+        Outcome::Denied("wasi_snapshot_preview1.poll_oneoff".into())
+    );
 }
 
 #[test]
@@ -106,9 +146,14 @@ fn malformed_wat_is_invalid_with_its_position() {
         other => panic!("expected invalid, got {other}"),
     }
     let wrong_type = r#"(module (func (export "compute") (result f64) (i32.const 1)))"#;
-    assert!(matches!(run_timed(&pure(), wrong_type, &[]), Outcome::Invalid(_)));
+    assert!(matches!(
+        run_timed(&pure(), wrong_type, &[]),
+        Outcome::Invalid(_)
+    ));
     let no_compute = r#"(module (func (export "main") (result f64) (f64.const 1)))"#;
-    assert!(matches!(run_timed(&pure(), no_compute, &[]), Outcome::Invalid(m) if m.contains("compute")));
+    assert!(
+        matches!(run_timed(&pure(), no_compute, &[]), Outcome::Invalid(m) if m.contains("compute"))
+    );
 }
 
 #[test]
@@ -117,17 +162,25 @@ fn nan_and_copysign_edge_cases_are_values() {
     let nan = r#"(module (func (export "compute") (param f64 f64) (result f64)
         (f64.div (local.get 0) (local.get 1))))"#;
     let outcome = run_timed(&sandbox, nan, &[Arg::Number(0.0), Arg::Number(0.0)]);
-    assert!(matches!(outcome, Outcome::Value(v) if v.is_nan()), "{outcome}");
+    assert!(
+        matches!(outcome, Outcome::Value(v) if v.is_nan()),
+        "{outcome}"
+    );
     let copysign = r#"(module (func (export "compute") (param f64 f64) (result f64)
         (f64.copysign (local.get 0) (local.get 1))))"#;
-    let neg_zero = run_timed(&sandbox, copysign, &[Arg::Number(0.0), Arg::Number(-1.0)]).value().unwrap();
+    let neg_zero = run_timed(&sandbox, copysign, &[Arg::Number(0.0), Arg::Number(-1.0)])
+        .value()
+        .unwrap();
     assert!(neg_zero == 0.0 && neg_zero.is_sign_negative());
     let neg_nan = r#"(module (func (export "compute") (result f64)
         (f64.copysign (f64.const nan) (f64.const -1))))"#;
     let v = run_timed(&sandbox, neg_nan, &[]).value().unwrap();
     assert!(v.is_nan() && v.is_sign_negative());
     let inf = r#"(module (func (export "compute") (result f64) (f64.copysign (f64.const inf) (f64.const -0))))"#;
-    assert_eq!(run_timed(&sandbox, inf, &[]), Outcome::Value(f64::NEG_INFINITY));
+    assert_eq!(
+        run_timed(&sandbox, inf, &[]),
+        Outcome::Value(f64::NEG_INFINITY)
+    );
 }
 
 #[test]
@@ -135,12 +188,21 @@ fn arithmetic_traps_are_classified() {
     let sandbox = pure();
     let div = r#"(module (func (export "compute") (result f64)
         (f64.convert_i32_s (i32.div_s (i32.const 1) (i32.const 0)))))"#;
-    assert_eq!(run_timed(&sandbox, div, &[]), Outcome::Trap(TrapKind::DivisionByZero));
+    assert_eq!(
+        run_timed(&sandbox, div, &[]),
+        Outcome::Trap(TrapKind::DivisionByZero)
+    );
     let unreachable = r#"(module (func (export "compute") (result f64) (unreachable)))"#;
-    assert_eq!(run_timed(&sandbox, unreachable, &[]), Outcome::Trap(TrapKind::Unreachable));
+    assert_eq!(
+        run_timed(&sandbox, unreachable, &[]),
+        Outcome::Trap(TrapKind::Unreachable)
+    );
     let conv = r#"(module (func (export "compute") (result f64)
         (f64.convert_i32_s (i32.trunc_f64_s (f64.const nan)))))"#;
-    assert_eq!(run_timed(&sandbox, conv, &[]), Outcome::Trap(TrapKind::InvalidConversion));
+    assert_eq!(
+        run_timed(&sandbox, conv, &[]),
+        Outcome::Trap(TrapKind::InvalidConversion)
+    );
 }
 
 #[test]
@@ -149,15 +211,24 @@ fn the_sandbox_keeps_working_after_hostile_programs() {
     let spin = r#"(module (func (export "compute") (result f64) (loop $l (br $l)) (f64.const 0)))"#;
     let add = r#"(module (func (export "compute") (param f64 f64) (result f64) (f64.add (local.get 0) (local.get 1))))"#;
     for _ in 0..3 {
-        assert_eq!(run_timed(&sandbox, spin, &[]), Outcome::Trap(TrapKind::OutOfFuel));
-        assert_eq!(sandbox.run_question(add, "What is 2.5 + 4?"), Outcome::Value(6.5));
+        assert_eq!(
+            run_timed(&sandbox, spin, &[]),
+            Outcome::Trap(TrapKind::OutOfFuel)
+        );
+        assert_eq!(
+            sandbox.run_question(add, "What is 2.5 + 4?"),
+            Outcome::Value(6.5)
+        );
     }
 }
 
 #[test]
 fn arguments_that_do_not_fit_are_a_mismatch() {
     let add = r#"(module (func (export "compute") (param f64 f64) (result f64) (f64.add (local.get 0) (local.get 1))))"#;
-    assert!(matches!(pure().run_question(add, "Convert 10°C to Fahrenheit"), Outcome::Mismatch(_)));
+    assert!(matches!(
+        pure().run_question(add, "Convert 10°C to Fahrenheit"),
+        Outcome::Mismatch(_)
+    ));
 }
 
 #[test]
@@ -166,5 +237,8 @@ fn string_arguments_are_written_to_memory() {
       (func (export "compute") (param $s i32) (param $n i32) (param $x f64) (result f64)
         (f64.add (f64.convert_i32_u (i32.load8_u (local.get $s))) (local.get $x))))"#;
     // 'A' is 65.
-    assert_eq!(pure().run_question(len, "Take \"ABC\" and 1"), Outcome::Value(66.0));
+    assert_eq!(
+        pure().run_question(len, "Take \"ABC\" and 1"),
+        Outcome::Value(66.0)
+    );
 }

@@ -25,14 +25,26 @@ pub enum ConfigError {
     #[error("{path}: `extends` cycle: {chain}")]
     Cycle { path: PathBuf, chain: String },
     #[error("{source_name}: key `{key}`: {message}")]
-    Key { key: String, source_name: String, message: String },
+    Key {
+        key: String,
+        source_name: String,
+        message: String,
+    },
     #[error("--set {raw}: expected KEY=VALUE")]
     BadSet { raw: String },
 }
 
 impl ConfigError {
-    fn key(key: impl Into<String>, source_name: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Key { key: key.into(), source_name: source_name.into(), message: message.into() }
+    fn key(
+        key: impl Into<String>,
+        source_name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Key {
+            key: key.into(),
+            source_name: source_name.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -43,7 +55,10 @@ pub fn toml_error(e: &toml::de::Error) -> String {
         Some(_) => {
             // `Display` carries "TOML parse error at line L, column C" first.
             let first = e.to_string().lines().next().unwrap_or_default().to_string();
-            let position = first.strip_prefix("TOML parse error at ").unwrap_or(&first).to_string();
+            let position = first
+                .strip_prefix("TOML parse error at ")
+                .unwrap_or(&first)
+                .to_string();
             format!("{position}: {message}")
         }
         None => message,
@@ -184,7 +199,13 @@ pub struct WatConfig {
 
 impl Default for WatConfig {
     fn default() -> Self {
-        WatConfig { hidden_size: 128, layers_per_segment: 1, num_attention_heads: 4, intermediate_size: 384, max_tokens: 512 }
+        WatConfig {
+            hidden_size: 128,
+            layers_per_segment: 1,
+            num_attention_heads: 4,
+            intermediate_size: 384,
+            max_tokens: 512,
+        }
     }
 }
 
@@ -202,7 +223,11 @@ pub struct FusionConfig {
 
 impl Default for FusionConfig {
     fn default() -> Self {
-        FusionConfig { layers: vec![1, 2, 3], gate_init: 0.0, num_attention_heads: 4 }
+        FusionConfig {
+            layers: vec![1, 2, 3],
+            gate_init: 0.0,
+            num_attention_heads: 4,
+        }
     }
 }
 
@@ -220,7 +245,13 @@ pub struct SelectionConfig {
 
 impl Default for SelectionConfig {
     fn default() -> Self {
-        SelectionConfig { op_match: 2.0, layer_position: 1.0, reasonableness: 0.5, confidence: 1.0, temperature: 1.0 }
+        SelectionConfig {
+            op_match: 2.0,
+            layer_position: 1.0,
+            reasonableness: 0.5,
+            confidence: 1.0,
+            temperature: 1.0,
+        }
     }
 }
 
@@ -292,7 +323,11 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { every_epoch_fraction: 0.5, every_minutes: 10.0, keep_last: 3 }
+        CheckpointConfig {
+            every_epoch_fraction: 0.5,
+            every_minutes: 10.0,
+            keep_last: 3,
+        }
     }
 }
 
@@ -311,7 +346,11 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { split: "test".into(), max_new_tokens: 24, decimals: None }
+        EvalConfig {
+            split: "test".into(),
+            max_new_tokens: 24,
+            decimals: None,
+        }
     }
 }
 
@@ -328,7 +367,10 @@ pub struct Loaded {
 impl Loaded {
     /// The experiment's name: `name`, else the file stem.
     pub fn name(&self) -> String {
-        self.experiment.name.clone().unwrap_or_else(|| crate::file_stem(&self.path))
+        self.experiment
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::file_stem(&self.path))
     }
 }
 
@@ -348,7 +390,11 @@ pub fn load_with_env(path: &Path, overrides: &[String], env: Env) -> Result<Load
     let mut experiment: Experiment = figment.extract().map_err(|e| figment_error(&figment, e))?;
     // Paths are relative to the file (or the working directory, for env and --set) that set them.
     let resolve = |key: &str, value: &Path| -> PathBuf {
-        match figment.find_metadata(key).and_then(|m| m.source.as_ref()).and_then(|s| s.file_path()) {
+        match figment
+            .find_metadata(key)
+            .and_then(|m| m.source.as_ref())
+            .and_then(|s| s.file_path())
+        {
             Some(file) if value.is_relative() => crate::relative_to(file, value),
             _ => value.to_path_buf(),
         }
@@ -360,27 +406,52 @@ pub fn load_with_env(path: &Path, overrides: &[String], env: Env) -> Result<Load
     if let Some(files_dir) = &experiment.sandbox.system.files {
         experiment.sandbox.system.files = Some(resolve("sandbox.system.files", files_dir));
     }
-    let loaded = Loaded { experiment, path: path.to_path_buf(), files };
+    let loaded = Loaded {
+        experiment,
+        path: path.to_path_buf(),
+        files,
+    };
     check(&loaded, &figment)?;
     Ok(loaded)
 }
 
 /// A figment for `path` with everything it extends underneath it.
-fn layer_file(path: &Path, via: Option<&Path>, files: &mut Vec<PathBuf>) -> Result<Figment, ConfigError> {
+fn layer_file(
+    path: &Path,
+    via: Option<&Path>,
+    files: &mut Vec<PathBuf>,
+) -> Result<Figment, ConfigError> {
     if !path.is_file() {
-        return Err(ConfigError::NotFound { path: path.to_path_buf(), via: via.map(Path::to_path_buf) });
+        return Err(ConfigError::NotFound {
+            path: path.to_path_buf(),
+            via: via.map(Path::to_path_buf),
+        });
     }
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if files.iter().any(|f| f.canonicalize().ok().as_ref() == Some(&canonical)) {
-        let chain: Vec<String> = files.iter().chain([&path.to_path_buf()]).map(|f| f.display().to_string()).collect();
-        return Err(ConfigError::Cycle { path: path.to_path_buf(), chain: chain.join(" → ") });
+    if files
+        .iter()
+        .any(|f| f.canonicalize().ok().as_ref() == Some(&canonical))
+    {
+        let chain: Vec<String> = files
+            .iter()
+            .chain([&path.to_path_buf()])
+            .map(|f| f.display().to_string())
+            .collect();
+        return Err(ConfigError::Cycle {
+            path: path.to_path_buf(),
+            chain: chain.join(" → "),
+        });
     }
     files.push(path.to_path_buf());
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     // Parse once ourselves: toml reports line and column, figment does not.
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: toml_error(&e) })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: toml_error(&e),
+    })?;
     let own = Figment::from(Toml::file_exact(path));
     match table.get("extends") {
         None => Ok(own),
@@ -400,7 +471,11 @@ fn layer_file(path: &Path, via: Option<&Path>, files: &mut Vec<PathBuf>) -> Resu
 fn figment_error(figment: &Figment, err: figment::Error) -> ConfigError {
     let mut key = err.path.join(".");
     if let figment::error::Kind::UnknownField(field, _) = &err.kind {
-        key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+        key = if key.is_empty() {
+            field.clone()
+        } else {
+            format!("{key}.{field}")
+        };
     }
     let source = err
         .metadata
@@ -410,11 +485,22 @@ fn figment_error(figment: &Figment, err: figment::Error) -> ConfigError {
         .unwrap_or_else(|| "experiment".into());
     let message = match &err.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
+            format!(
+                "unknown key `{field}`; expected one of: {}",
+                expected.join(", ")
+            )
         }
         kind => kind.to_string(),
     };
-    ConfigError::key(if key.is_empty() { "(top level)".into() } else { key }, source, message)
+    ConfigError::key(
+        if key.is_empty() {
+            "(top level)".into()
+        } else {
+            key
+        },
+        source,
+        message,
+    )
 }
 
 fn describe_source(metadata: &Metadata) -> String {
@@ -429,7 +515,10 @@ fn describe_source(metadata: &Metadata) -> String {
 fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
     let e = &loaded.experiment;
     let fail = |key: &str, message: String| {
-        let source = figment.find_metadata(key).map(describe_source).unwrap_or_else(|| loaded.path.display().to_string());
+        let source = figment
+            .find_metadata(key)
+            .map(describe_source)
+            .unwrap_or_else(|| loaded.path.display().to_string());
         Err(ConfigError::key(key, source, message))
     };
     let m = &e.model;
@@ -461,13 +550,19 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
     if m.num_attention_heads % m.num_key_value_heads != 0 {
         return fail(
             "model.num_key_value_heads",
-            format!("{} must divide num_attention_heads ({})", m.num_key_value_heads, m.num_attention_heads),
+            format!(
+                "{} must divide num_attention_heads ({})",
+                m.num_key_value_heads, m.num_attention_heads
+            ),
         );
     }
     if e.wat.hidden_size % e.wat.num_attention_heads != 0 {
         return fail(
             "wat.num_attention_heads",
-            format!("{} must divide wat.hidden_size ({})", e.wat.num_attention_heads, e.wat.hidden_size),
+            format!(
+                "{} must divide wat.hidden_size ({})",
+                e.wat.num_attention_heads, e.wat.hidden_size
+            ),
         );
     }
     if e.fusion.layers.is_empty() {
@@ -485,11 +580,20 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
             );
         }
         if i > 0 && layer <= e.fusion.layers[i - 1] {
-            return fail("fusion.layers", format!("layers must be strictly increasing; {layer} follows {}", e.fusion.layers[i - 1]));
+            return fail(
+                "fusion.layers",
+                format!(
+                    "layers must be strictly increasing; {layer} follows {}",
+                    e.fusion.layers[i - 1]
+                ),
+            );
         }
     }
     if matches!(m.init, Init::Pretrained | Init::Random) && m.checkpoint.is_none() {
-        return fail("model.checkpoint", format!("init = \"{:?}\" needs a Hugging Face directory", m.init).to_lowercase());
+        return fail(
+            "model.checkpoint",
+            format!("init = \"{:?}\" needs a Hugging Face directory", m.init).to_lowercase(),
+        );
     }
     let positive = [
         ("model.rope_theta", m.rope_theta),
@@ -497,8 +601,14 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
         ("train.learning_rate", e.train.learning_rate),
         ("train.epoch_scale", e.train.epoch_scale),
         ("selection.temperature", e.selection.temperature),
-        ("train.checkpoint.every_epoch_fraction", e.train.checkpoint.every_epoch_fraction),
-        ("train.checkpoint.every_minutes", e.train.checkpoint.every_minutes),
+        (
+            "train.checkpoint.every_epoch_fraction",
+            e.train.checkpoint.every_epoch_fraction,
+        ),
+        (
+            "train.checkpoint.every_minutes",
+            e.train.checkpoint.every_minutes,
+        ),
     ];
     for (key, value) in positive {
         if !(value > 0.0 && value.is_finite()) {
@@ -524,10 +634,24 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
         return fail("train.min_lr_ratio", "must be between 0 and 1".into());
     }
     if !["test", "validation"].contains(&e.eval.split.as_str()) {
-        return fail("eval.split", format!("`{}` is not a split; use \"test\" or \"validation\"", e.eval.split));
+        return fail(
+            "eval.split",
+            format!(
+                "`{}` is not a split; use \"test\" or \"validation\"",
+                e.eval.split
+            ),
+        );
     }
     if let Err((key, message)) = e.sandbox.check() {
         return fail(&format!("sandbox.{key}"), message);
+    }
+    if let Some(files) = &e.sandbox.system.files
+        && !files.is_dir()
+    {
+        return fail(
+            "sandbox.system.files",
+            format!("{} is not a directory", files.display()),
+        );
     }
     for key in e.sweep.keys() {
         if key.starts_with("sweep") || key == "extends" {
@@ -546,10 +670,14 @@ struct SetOverride {
 
 impl SetOverride {
     fn parse(raw: &str) -> Result<SetOverride, ConfigError> {
-        let (key, value) = raw.split_once('=').ok_or_else(|| ConfigError::BadSet { raw: raw.to_string() })?;
+        let (key, value) = raw.split_once('=').ok_or_else(|| ConfigError::BadSet {
+            raw: raw.to_string(),
+        })?;
         let key = key.trim();
         if key.is_empty() {
-            return Err(ConfigError::BadSet { raw: raw.to_string() });
+            return Err(ConfigError::BadSet {
+                raw: raw.to_string(),
+            });
         }
         let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
@@ -560,13 +688,19 @@ impl SetOverride {
             .map_err(|e| ConfigError::key(key, format!("--set {raw}"), e.to_string()))?
             .remove(&Profile::Default)
             .unwrap_or_default();
-        Ok(SetOverride { raw: raw.to_string(), data })
+        Ok(SetOverride {
+            raw: raw.to_string(),
+            data,
+        })
     }
 }
 
 impl Provider for SetOverride {
     fn metadata(&self) -> Metadata {
-        Metadata::from(format!("--set {}", self.raw), figment::Source::Custom(format!("--set {}", self.raw)))
+        Metadata::from(
+            format!("--set {}", self.raw),
+            figment::Source::Custom(format!("--set {}", self.raw)),
+        )
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
@@ -591,8 +725,16 @@ mod tests {
     #[test]
     fn layers_apply_file_then_extends_then_set() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "base.toml", "seed = 1\n[train]\nbatch_size = 8\nlearning_rate = 0.01\n");
-        let child = write(dir.path(), "child.toml", "extends = \"base.toml\"\n[train]\nbatch_size = 16\n");
+        write(
+            dir.path(),
+            "base.toml",
+            "seed = 1\n[train]\nbatch_size = 8\nlearning_rate = 0.01\n",
+        );
+        let child = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base.toml\"\n[train]\nbatch_size = 16\n",
+        );
         let loaded = load_with_env(&child, &["train.learning_rate=0.5".into()], no_env()).unwrap();
         assert_eq!(loaded.experiment.seed, 1);
         assert_eq!(loaded.experiment.train.batch_size, 16);
@@ -613,18 +755,36 @@ mod tests {
     #[test]
     fn out_of_range_fusion_layer_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "e.toml", "[model]\nnum_hidden_layers = 4\n[fusion]\nlayers = [1, 4]\n");
+        let path = write(
+            dir.path(),
+            "e.toml",
+            "[model]\nnum_hidden_layers = 4\n[fusion]\nlayers = [1, 4]\n",
+        );
         let err = load_with_env(&path, &[], no_env()).unwrap_err().to_string();
-        assert!(err.contains("fusion.layers") && err.contains("out of range") && err.contains("e.toml"), "{err}");
+        assert!(
+            err.contains("fusion.layers") && err.contains("out of range") && err.contains("e.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn paths_resolve_relative_to_the_file_that_sets_them() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        write(dir.path(), "base.toml", "curriculum = \"c/standard.toml\"\n");
-        let child = write(&dir.path().join("sub"), "child.toml", "extends = \"../base.toml\"\n");
+        write(
+            dir.path(),
+            "base.toml",
+            "curriculum = \"c/standard.toml\"\n",
+        );
+        let child = write(
+            &dir.path().join("sub"),
+            "child.toml",
+            "extends = \"../base.toml\"\n",
+        );
         let loaded = load_with_env(&child, &[], no_env()).unwrap();
-        assert_eq!(loaded.experiment.curriculum, dir.path().join("c/standard.toml"));
+        assert_eq!(
+            loaded.experiment.curriculum,
+            dir.path().join("c/standard.toml")
+        );
     }
 }

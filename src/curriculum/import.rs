@@ -33,7 +33,12 @@ pub struct Fields {
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { question: "question".into(), program: "program".into(), value: "value".into(), answer: "answer".into() }
+        Fields {
+            question: "question".into(),
+            program: "program".into(),
+            value: "value".into(),
+            answer: "answer".into(),
+        }
     }
 }
 
@@ -54,7 +59,10 @@ pub enum Rejection {
     /// The program trapped or was denied an import.
     Failed(String),
     /// The program computes another value than stated.
-    WrongValue { stated: f64, computed: f64 },
+    WrongValue {
+        stated: f64,
+        computed: f64,
+    },
 }
 
 impl Rejection {
@@ -139,21 +147,30 @@ pub fn import_file(
     stage: &str,
     verifier: &Verifier,
 ) -> Result<Report, CurriculumError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CurriculumError::Import { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| CurriculumError::Import {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let raws = match format {
         Format::Worldmodel => parse_worldmodel(&text),
-        Format::Jsonl => parse_jsonl(&text, fields)
-            .map_err(|message| CurriculumError::Import { path: path.to_path_buf(), message })?,
+        Format::Jsonl => parse_jsonl(&text, fields).map_err(|message| CurriculumError::Import {
+            path: path.to_path_buf(),
+            message,
+        })?,
     };
-    let mut report = Report { kept: Vec::new(), rejected: Vec::new() };
+    let mut report = Report {
+        kept: Vec::new(),
+        rejected: Vec::new(),
+    };
     for raw in raws {
         let question = raw.question.clone().unwrap_or_default();
         match check(&raw, verifier) {
             Ok((value, system)) => {
                 let id = format!("{stage}/imported/{:05}", report.kept.len());
                 let program = raw.program.unwrap_or_default();
-                let answer = raw.answer.unwrap_or_else(|| format!("The answer is {}.", crate::format_value(value)));
+                let answer = raw
+                    .answer
+                    .unwrap_or_else(|| format!("The answer is {}.", crate::format_value(value)));
                 report.kept.push(Example {
                     id,
                     stage: stage.to_string(),
@@ -168,7 +185,11 @@ pub fn import_file(
                     system,
                 });
             }
-            Err(reason) => report.rejected.push(Rejected { line: raw.line, question, reason }),
+            Err(reason) => report.rejected.push(Rejected {
+                line: raw.line,
+                question,
+                reason,
+            }),
         }
     }
     Ok(report)
@@ -176,8 +197,16 @@ pub fn import_file(
 
 /// Checks one raw example: returns its value and whether it needed `system`.
 fn check(raw: &Raw, verifier: &Verifier) -> Result<(f64, bool), Rejection> {
-    let question = raw.question.as_deref().filter(|q| !q.trim().is_empty()).ok_or(Rejection::MissingQuestion)?;
-    let program = raw.program.as_deref().filter(|p| !p.trim().is_empty()).ok_or(Rejection::MissingProgram)?;
+    let question = raw
+        .question
+        .as_deref()
+        .filter(|q| !q.trim().is_empty())
+        .ok_or(Rejection::MissingQuestion)?;
+    let program = raw
+        .program
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .ok_or(Rejection::MissingProgram)?;
     let args = bind(question);
     let mut system = false;
     let mut outcome = verifier.pure.run(program, &args);
@@ -207,7 +236,12 @@ fn primary_op(program: &str) -> String {
     let found: Vec<&str> = ops
         .iter()
         .copied()
-        .filter(|op| program.split_whitespace().any(|t| t.trim_matches(|c| c == '(' || c == ')').ends_with(&format!(".{op}"))))
+        .filter(|op| {
+            program.split_whitespace().any(|t| {
+                t.trim_matches(|c| c == '(' || c == ')')
+                    .ends_with(&format!(".{op}"))
+            })
+        })
         .collect();
     match found.as_slice() {
         [one] => one.to_string(),
@@ -222,7 +256,11 @@ fn parse_worldmodel(text: &str) -> Vec<Raw> {
     let mut program = String::new();
     for (i, line) in text.lines().enumerate() {
         if let Some(question) = line.strip_prefix("User:") {
-            raws.push(Raw { line: i + 1, question: Some(question.trim().to_string()), ..Raw::default() });
+            raws.push(Raw {
+                line: i + 1,
+                question: Some(question.trim().to_string()),
+                ..Raw::default()
+            });
             in_program = false;
             continue;
         }
@@ -249,7 +287,10 @@ fn parse_worldmodel(text: &str) -> Vec<Raw> {
             let after = &rest[start + "<computed>".len()..];
             let value = after.split("</computed>").next().unwrap_or(after);
             raw.value = Some(value.trim().to_string());
-            let tail = after.split_once("</computed>").map(|(_, t)| t.trim()).unwrap_or("");
+            let tail = after
+                .split_once("</computed>")
+                .map(|(_, t)| t.trim())
+                .unwrap_or("");
             if !tail.is_empty() {
                 raw.answer = Some(tail.to_string());
             }
@@ -303,6 +344,9 @@ mod tests {
     #[test]
     fn primary_op_names_a_single_arithmetic_operation() {
         assert_eq!(primary_op("(module (func f64.add))"), "add");
-        assert_eq!(primary_op("local.get 0 local.get 1 f64.add f64.mul"), "mixed");
+        assert_eq!(
+            primary_op("local.get 0 local.get 1 f64.add f64.mul"),
+            "mixed"
+        );
     }
 }

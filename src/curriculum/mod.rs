@@ -21,11 +21,20 @@ pub enum CurriculumError {
     #[error("curriculum file {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("curriculum file {path}: `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error(
         "curriculum example {id} failed verification: {reason}\n  question: {question}\n  program:\n{program}"
     )]
-    Verification { id: String, question: String, program: String, reason: String },
+    Verification {
+        id: String,
+        question: String,
+        program: String,
+        reason: String,
+    },
     #[error("{0}")]
     Sandbox(#[from] SandboxError),
     #[error("cannot write {path}: {message}")]
@@ -64,7 +73,10 @@ pub struct Splits {
 
 impl Default for Splits {
     fn default() -> Self {
-        Splits { validation: 0.1, test: 0.1 }
+        Splits {
+            validation: 0.1,
+            test: 0.1,
+        }
     }
 }
 
@@ -226,9 +238,13 @@ impl Dataset {
 impl Curriculum {
     /// Reads and checks a curriculum file; paths inside are relative to it.
     pub fn load(path: &Path) -> Result<Curriculum, CurriculumError> {
-        let read_err = |message: String| CurriculumError::Read { path: path.to_path_buf(), message };
+        let read_err = |message: String| CurriculumError::Read {
+            path: path.to_path_buf(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
-        let mut file: CurriculumFile = toml::from_str(&text).map_err(|e| read_err(crate::config::toml_error(&e)))?;
+        let mut file: CurriculumFile =
+            toml::from_str(&text).map_err(|e| read_err(crate::config::toml_error(&e)))?;
         if let Some(files) = &file.sandbox.system.files {
             file.sandbox.system.files = Some(crate::relative_to(path, files));
         }
@@ -238,24 +254,37 @@ impl Curriculum {
             }
         }
         let name = file.name.clone().unwrap_or_else(|| crate::file_stem(path));
-        let curriculum = Curriculum { path: path.to_path_buf(), name, file };
+        let curriculum = Curriculum {
+            path: path.to_path_buf(),
+            name,
+            file,
+        };
         curriculum.check()?;
         Ok(curriculum)
     }
 
     fn invalid(&self, key: String, message: impl Into<String>) -> CurriculumError {
-        CurriculumError::Invalid { path: self.path.clone(), key, message: message.into() }
+        CurriculumError::Invalid {
+            path: self.path.clone(),
+            key,
+            message: message.into(),
+        }
     }
 
     /// Checks what serde cannot: shares, counts, placeholders, pools.
     fn check(&self) -> Result<(), CurriculumError> {
         let f = &self.file;
-        for (key, share) in [("splits.validation", f.splits.validation), ("splits.test", f.splits.test)] {
+        for (key, share) in [
+            ("splits.validation", f.splits.validation),
+            ("splits.test", f.splits.test),
+        ] {
             if !(0.0..=1.0).contains(&share) {
                 return Err(self.invalid(key.into(), "must be between 0 and 1"));
             }
         }
-        f.sandbox.check().map_err(|(key, msg)| self.invalid(format!("sandbox.{key}"), msg))?;
+        f.sandbox
+            .check()
+            .map_err(|(key, msg)| self.invalid(format!("sandbox.{key}"), msg))?;
         if f.stages.is_empty() {
             return Err(self.invalid("stages".into(), "declare at least one stage"));
         }
@@ -275,7 +304,8 @@ impl Curriculum {
                 return Err(self.invalid(key("families"), "a stage with a count needs families"));
             }
             for (fi, family) in stage.families.iter().enumerate() {
-                let fkey = |rest: &str| key(&format!("families[{fi}] ({}).{rest}", family.task.name()));
+                let fkey =
+                    |rest: &str| key(&format!("families[{fi}] ({}).{rest}", family.task.name()));
                 if !(family.weight > 0.0 && family.weight.is_finite()) {
                     return Err(self.invalid(fkey("weight"), "must be positive"));
                 }
@@ -283,11 +313,22 @@ impl Curriculum {
                     return Err(self.invalid(fkey("phrasings"), "declare at least one phrasing"));
                 }
                 if family.held_out.is_empty() {
-                    return Err(self.invalid(fkey("held_out"), "declare at least one held-out phrasing for the test split"));
+                    return Err(self.invalid(
+                        fkey("held_out"),
+                        "declare at least one held-out phrasing for the test split",
+                    ));
                 }
-                let all = family.phrasings.iter().map(|p| ("phrasings", p)).chain(family.held_out.iter().map(|p| ("held_out", p)));
+                let all = family
+                    .phrasings
+                    .iter()
+                    .map(|p| ("phrasings", p))
+                    .chain(family.held_out.iter().map(|p| ("held_out", p)));
                 for (i, (list, phrasing)) in all.enumerate() {
-                    let index = if list == "phrasings" { i } else { i - family.phrasings.len() };
+                    let index = if list == "phrasings" {
+                        i
+                    } else {
+                        i - family.phrasings.len()
+                    };
                     check_phrasing(family.task, phrasing)
                         .map_err(|msg| self.invalid(fkey(&format!("{list}[{index}]")), msg))?;
                 }
@@ -297,25 +338,39 @@ impl Curriculum {
                     return Err(self.invalid(fkey("answer"), "the answer template needs `{value}`"));
                 }
                 let p = &f.pools;
-                let needs = |pool: &[String], held: &[String], name: &str| -> Result<(), CurriculumError> {
-                    if pool.is_empty() || held.is_empty() {
-                        return Err(self.invalid(
-                            format!("pools.{name}"),
-                            format!("task `{}` needs `{name}` and `held_out_{name}`", family.task.name()),
-                        ));
-                    }
-                    Ok(())
-                };
+                let needs =
+                    |pool: &[String], held: &[String], name: &str| -> Result<(), CurriculumError> {
+                        if pool.is_empty() || held.is_empty() {
+                            return Err(self.invalid(
+                                format!("pools.{name}"),
+                                format!(
+                                    "task `{}` needs `{name}` and `held_out_{name}`",
+                                    family.task.name()
+                                ),
+                            ));
+                        }
+                        Ok(())
+                    };
                 match family.task {
                     Task::CountChar | Task::TextLength | Task::CountWords | Task::CountVowels => {
                         needs(&p.texts, &p.held_out_texts, "texts")?
                     }
-                    Task::FileSize | Task::FileLines => needs(&p.files, &p.held_out_files, "files")?,
-                    Task::FileNumber => needs(&p.number_files, &p.held_out_number_files, "number_files")?,
+                    Task::FileSize | Task::FileLines => {
+                        needs(&p.files, &p.held_out_files, "files")?
+                    }
+                    Task::FileNumber => {
+                        needs(&p.number_files, &p.held_out_number_files, "number_files")?
+                    }
                     _ => {}
                 }
-                if family.task.needs_system() && f.sandbox.system.files.is_none() && family.task != Task::ClockYear {
-                    return Err(self.invalid("sandbox.system.files".into(), "file tasks need a files directory"));
+                if family.task.needs_system()
+                    && f.sandbox.system.files.is_none()
+                    && family.task != Task::ClockYear
+                {
+                    return Err(self.invalid(
+                        "sandbox.system.files".into(),
+                        "file tasks need a files directory",
+                    ));
                 }
                 if family.task == Task::ClockYear && f.sandbox.system.clock == "real" {
                     return Err(self.invalid(
@@ -338,7 +393,14 @@ impl Curriculum {
             number_files: &p.number_files,
             held_out_number_files: &p.held_out_number_files,
             files_dir: self.file.sandbox.system.files.as_deref(),
-            clock_secs: self.file.sandbox.system.clock_time().ok().flatten().map(|d| d.as_secs()),
+            clock_secs: self
+                .file
+                .sandbox
+                .system
+                .clock_time()
+                .ok()
+                .flatten()
+                .map(|d| d.as_secs()),
         }
     }
 
@@ -373,15 +435,28 @@ impl Curriculum {
                     Split::Test => share(spec.count, self.file.splits.test),
                 };
                 let mut examples = Vec::new();
-                for (fi, (family, n)) in spec.families.iter().zip(apportion(total, &weights)).enumerate() {
-                    let mut rng = Rng::stream(self.file.seed, &[hash_str(&spec.name), fi as u64, split_index as u64]);
+                for (fi, (family, n)) in spec
+                    .families
+                    .iter()
+                    .zip(apportion(total, &weights))
+                    .enumerate()
+                {
+                    let mut rng = Rng::stream(
+                        self.file.seed,
+                        &[hash_str(&spec.name), fi as u64, split_index as u64],
+                    );
                     for _ in 0..n {
-                        if let Some(example) = self.draw(spec, family, split, &mut rng, &pools, &seen_questions)? {
+                        if let Some(example) =
+                            self.draw(spec, family, split, &mut rng, &pools, &seen_questions)?
+                        {
                             examples.push(example);
                         }
                     }
                 }
-                let mut rng = Rng::stream(self.file.seed, &[hash_str(&spec.name), u64::MAX, split_index as u64]);
+                let mut rng = Rng::stream(
+                    self.file.seed,
+                    &[hash_str(&spec.name), u64::MAX, split_index as u64],
+                );
                 rng.shuffle(&mut examples);
                 for (i, example) in examples.iter_mut().enumerate() {
                     example.id = format!("{}/{}/{i:05}", spec.name, split);
@@ -397,7 +472,13 @@ impl Curriculum {
                 }
             }
             for import in &spec.imports {
-                let report = import::import_file(&import.path, import.format, &import.fields, &spec.name, &verifier)?;
+                let report = import::import_file(
+                    &import.path,
+                    import.format,
+                    &import.fields,
+                    &spec.name,
+                    &verifier,
+                )?;
                 data.train.extend(report.kept);
             }
             stages.push(data);
@@ -416,13 +497,29 @@ impl Curriculum {
         pools: &Pools,
         train_questions: &HashSet<String>,
     ) -> Result<Option<Example>, CurriculumError> {
-        let draw = if split == Split::Test { Draw::Unseen } else { Draw::Seen };
-        let phrasings = if split == Split::Test { &family.held_out } else { &family.phrasings };
+        let draw = if split == Split::Test {
+            Draw::Unseen
+        } else {
+            Draw::Seen
+        };
+        let phrasings = if split == Split::Test {
+            &family.held_out
+        } else {
+            &family.phrasings
+        };
         let attempts = if split == Split::Validation { 64 } else { 1 };
-        let fail = |message: String| self.invalid(format!("stages ({}).families ({})", stage.name, family.task.name()), message);
+        let fail = |message: String| {
+            self.invalid(
+                format!("stages ({}).families ({})", stage.name, family.task.name()),
+                message,
+            )
+        };
         for _ in 0..attempts {
             let phrasing = rng.pick(phrasings).clone();
-            let sample = family.task.sample(rng, draw, family.numbers, pools).map_err(fail)?;
+            let sample = family
+                .task
+                .sample(rng, draw, family.numbers, pools)
+                .map_err(fail)?;
             let (question, order) = render_question(&phrasing, &sample);
             if split == Split::Validation && train_questions.contains(&question) {
                 continue;
@@ -482,16 +579,29 @@ impl Verifier {
                 show_args(&example.args)
             )));
         }
-        let sandbox = if example.system { &self.system } else { &self.pure };
+        let sandbox = if example.system {
+            &self.system
+        } else {
+            &self.pure
+        };
         match sandbox.run(&example.program, &bound) {
             Outcome::Value(v) if values_match(v, example.value) => Ok(()),
-            outcome => Err(fail(format!("expected {}, got {outcome}", crate::format_value(example.value)))),
+            outcome => Err(fail(format!(
+                "expected {}, got {outcome}",
+                crate::format_value(example.value)
+            ))),
         }
     }
 }
 
 fn show_args(args: &[Arg]) -> String {
-    format!("[{}]", args.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        args.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Equal up to floating-point noise (relative 1e-9).
@@ -507,7 +617,10 @@ fn check_phrasing(task: Task, phrasing: &str) -> Result<(), String> {
     let mut literal = String::new();
     while let Some(open) = rest.find('{') {
         literal.push_str(&rest[..open]);
-        let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in {phrasing:?}"))? + open;
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in {phrasing:?}"))?
+            + open;
         found.push(rest[open + 1..close].to_string());
         literal.push(' ');
         rest = &rest[close + 1..];
@@ -515,18 +628,30 @@ fn check_phrasing(task: Task, phrasing: &str) -> Result<(), String> {
     literal.push_str(rest);
     for name in &found {
         if !task.placeholders().iter().any(|(p, _)| p == name) {
-            let known: Vec<String> = task.placeholders().iter().map(|(p, _)| format!("{{{p}}}")).collect();
-            return Err(format!("unknown placeholder {{{name}}} in {phrasing:?}; task `{}` takes {}", task.name(), known.join(" ")));
+            let known: Vec<String> = task
+                .placeholders()
+                .iter()
+                .map(|(p, _)| format!("{{{p}}}"))
+                .collect();
+            return Err(format!(
+                "unknown placeholder {{{name}}} in {phrasing:?}; task `{}` takes {}",
+                task.name(),
+                known.join(" ")
+            ));
         }
     }
     for (name, _) in task.placeholders() {
         let count = found.iter().filter(|f| f == name).count();
         if count != 1 {
-            return Err(format!("{phrasing:?} must contain {{{name}}} exactly once (found {count})"));
+            return Err(format!(
+                "{phrasing:?} must contain {{{name}}} exactly once (found {count})"
+            ));
         }
     }
     if !bind(&literal).is_empty() {
-        return Err(format!("{phrasing:?} has numbers or quotes outside placeholders; they would bind as arguments"));
+        return Err(format!(
+            "{phrasing:?} has numbers or quotes outside placeholders; they would bind as arguments"
+        ));
     }
     Ok(())
 }
@@ -563,7 +688,11 @@ pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
     let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
     let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
     let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
     let missing = total - counts.iter().sum::<usize>();
     for &i in order.iter().take(missing) {
         counts[i] += 1;
@@ -576,7 +705,15 @@ pub fn summary(dataset: &Dataset) -> Vec<(String, BTreeMap<Split, usize>)> {
     dataset
         .stages
         .iter()
-        .map(|s| (s.name.clone(), Split::ALL.iter().map(|&sp| (sp, s.split(sp).len())).collect()))
+        .map(|s| {
+            (
+                s.name.clone(),
+                Split::ALL
+                    .iter()
+                    .map(|&sp| (sp, s.split(sp).len()))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -593,8 +730,14 @@ impl Ord for Split {
 }
 
 /// Writes examples as JSONL (one object a line), atomically.
-pub fn write_jsonl<'a>(path: &Path, examples: impl IntoIterator<Item = &'a Example>) -> Result<(), CurriculumError> {
-    let fail = |message: String| CurriculumError::Write { path: path.to_path_buf(), message };
+pub fn write_jsonl<'a>(
+    path: &Path,
+    examples: impl IntoIterator<Item = &'a Example>,
+) -> Result<(), CurriculumError> {
+    let fail = |message: String| CurriculumError::Write {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut out = Vec::new();
     for example in examples {
         serde_json::to_writer(&mut out, example).map_err(|e| fail(e.to_string()))?;
@@ -605,7 +748,10 @@ pub fn write_jsonl<'a>(path: &Path, examples: impl IntoIterator<Item = &'a Examp
 
 /// Writes `train.jsonl`, `validation.jsonl` and `test.jsonl` into `dir`.
 pub fn write_dataset(dir: &Path, dataset: &Dataset) -> Result<Vec<PathBuf>, CurriculumError> {
-    std::fs::create_dir_all(dir).map_err(|e| CurriculumError::Write { path: dir.to_path_buf(), message: e.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|e| CurriculumError::Write {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut written = Vec::new();
     for split in Split::ALL {
         let path = dir.join(format!("{split}.jsonl"));
@@ -617,7 +763,10 @@ pub fn write_dataset(dir: &Path, dataset: &Dataset) -> Result<Vec<PathBuf>, Curr
 
 /// Reads a JSONL file of examples written by [`write_jsonl`].
 pub fn read_jsonl(path: &Path) -> Result<Vec<Example>, CurriculumError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CurriculumError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| CurriculumError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -636,7 +785,10 @@ mod tests {
 
     #[test]
     fn apportion_is_exact_and_proportional() {
-        assert_eq!(apportion(555, &[3.0, 3.0, 2.0, 2.0]), vec![167, 166, 111, 111]);
+        assert_eq!(
+            apportion(555, &[3.0, 3.0, 2.0, 2.0]),
+            vec![167, 166, 111, 111]
+        );
         assert_eq!(apportion(10, &[1.0]).iter().sum::<usize>(), 10);
         assert_eq!(apportion(0, &[1.0, 2.0]), vec![0, 0]);
     }
@@ -644,8 +796,20 @@ mod tests {
     #[test]
     fn phrasings_are_checked_for_placeholders_and_stray_numbers() {
         assert!(check_phrasing(Task::Add, "What is {a} + {b}?").is_ok());
-        assert!(check_phrasing(Task::Add, "What is {a} + {a}?").unwrap_err().contains("exactly once"));
-        assert!(check_phrasing(Task::Add, "What is {a} + {c}?").unwrap_err().contains("unknown placeholder"));
-        assert!(check_phrasing(Task::Add, "Add {a} and {b}, then 2").unwrap_err().contains("outside placeholders"));
+        assert!(
+            check_phrasing(Task::Add, "What is {a} + {a}?")
+                .unwrap_err()
+                .contains("exactly once")
+        );
+        assert!(
+            check_phrasing(Task::Add, "What is {a} + {c}?")
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
+        assert!(
+            check_phrasing(Task::Add, "Add {a} and {b}, then 2")
+                .unwrap_err()
+                .contains("outside placeholders")
+        );
     }
 }

@@ -136,7 +136,10 @@ impl Task {
 
     /// The task's name as written in curriculum files (snake case).
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// The operation label used for per-layer specialization.
@@ -151,7 +154,9 @@ impl Task {
             Task::Add | Task::Sub | Task::Mul | Task::Div | Task::Greater | Task::Conditional => {
                 &[("a", Number), ("b", Number)]
             }
-            Task::AddMul | Task::SubDiv | Task::MulAdd => &[("a", Number), ("b", Number), ("c", Number)],
+            Task::AddMul | Task::SubDiv | Task::MulAdd => {
+                &[("a", Number), ("b", Number), ("c", Number)]
+            }
             Task::Percent => &[("p", Number), ("x", Number)],
             Task::Min | Task::Max | Task::Average => &[("list", List)],
             Task::Factorial | Task::Fibonacci | Task::IsPrime => &[("n", Number)],
@@ -165,7 +170,10 @@ impl Task {
 
     /// Whether the program needs the sandbox's `system` capability.
     pub fn needs_system(self) -> bool {
-        matches!(self, Task::FileSize | Task::FileLines | Task::FileNumber | Task::ClockYear)
+        matches!(
+            self,
+            Task::FileSize | Task::FileLines | Task::FileNumber | Task::ClockYear
+        )
     }
 
     /// Whether answers are yes/no (value 1 or 0).
@@ -174,7 +182,13 @@ impl Task {
     }
 
     /// Draws placeholder values.
-    pub fn sample(self, rng: &mut Rng, draw: Draw, numbers: Numbers, pools: &Pools) -> Result<Sample, String> {
+    pub fn sample(
+        self,
+        rng: &mut Rng,
+        draw: Draw,
+        numbers: Numbers,
+        pools: &Pools,
+    ) -> Result<Sample, String> {
         let mut s = Sample::new();
         // The first number follows `draw`; the rest are free so test operands vary.
         let mut first = Some(draw);
@@ -188,27 +202,42 @@ impl Task {
                     (Task::Add | Task::Sub, Numbers::Integer) => {
                         (int(rng, 0, 999) as f64, int(rng, 0, 999) as f64)
                     }
-                    (Task::Add | Task::Sub, Numbers::Decimal) => {
-                        (int(rng, 0, 99_999) as f64 / 100.0, int(rng, 0, 99_999) as f64 / 100.0)
+                    (Task::Add | Task::Sub, Numbers::Decimal) => (
+                        int(rng, 0, 99_999) as f64 / 100.0,
+                        int(rng, 0, 99_999) as f64 / 100.0,
+                    ),
+                    (Task::Mul, Numbers::Integer) => {
+                        (int(rng, 2, 99) as f64, int(rng, 2, 99) as f64)
                     }
-                    (Task::Mul, Numbers::Integer) => (int(rng, 2, 99) as f64, int(rng, 2, 99) as f64),
-                    (Task::Mul, Numbers::Decimal) => (int(rng, 1, 999) as f64 / 10.0, int(rng, 2, 99) as f64),
+                    (Task::Mul, Numbers::Decimal) => {
+                        (int(rng, 1, 999) as f64 / 10.0, int(rng, 2, 99) as f64)
+                    }
                     (_, Numbers::Integer) => {
                         let q = int(rng, 1, 99);
                         let b = int(rng, 2, 49);
                         ((q * b) as f64, b as f64)
                     }
-                    (_, Numbers::Decimal) => (int(rng, 1, 9_999) as f64 / 10.0, int(rng, 2, 99) as f64),
+                    (_, Numbers::Decimal) => {
+                        (int(rng, 1, 9_999) as f64 / 10.0, int(rng, 2, 99) as f64)
+                    }
                 };
                 // Subtraction keeps non-negative results so word problems stay sensible.
-                let (a, b) = if self == Task::Sub && b > a { (b, a) } else { (a, b) };
+                let (a, b) = if self == Task::Sub && b > a {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
                 put(&mut s, "a", a);
                 put(&mut s, "b", b);
             }
             Task::AddMul | Task::SubDiv | Task::MulAdd => {
                 let a = int(rng, 1, 99) as f64;
                 let b = int(rng, 1, 99) as f64;
-                let (a, b) = if self == Task::SubDiv && b > a { (b, a) } else { (a, b) };
+                let (a, b) = if self == Task::SubDiv && b > a {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
                 put(&mut s, "a", a);
                 put(&mut s, "b", b);
                 put(&mut s, "c", int(rng, 2, 20) as f64);
@@ -250,10 +279,15 @@ impl Task {
                 put(&mut s, "b", (g * rng.range(1, 30)) as f64);
             }
             Task::CountChar | Task::TextLength | Task::CountWords | Task::CountVowels => {
-                let pool = if draw == Draw::Seen { pools.texts } else { pools.held_out_texts };
+                let pool = if draw == Draw::Seen {
+                    pools.texts
+                } else {
+                    pools.held_out_texts
+                };
                 let text = pick(rng, pool, "texts")?;
                 if self == Task::CountChar {
-                    let letters: Vec<char> = text.chars().filter(char::is_ascii_lowercase).collect();
+                    let letters: Vec<char> =
+                        text.chars().filter(char::is_ascii_lowercase).collect();
                     if letters.is_empty() {
                         return Err(format!("text {text:?} has no lowercase letter to count"));
                     }
@@ -262,11 +296,19 @@ impl Task {
                 s.insert("text", Slot::Text(text));
             }
             Task::FileSize | Task::FileLines => {
-                let pool = if draw == Draw::Seen { pools.files } else { pools.held_out_files };
+                let pool = if draw == Draw::Seen {
+                    pools.files
+                } else {
+                    pools.held_out_files
+                };
                 s.insert("file", Slot::Text(pick(rng, pool, "files")?));
             }
             Task::FileNumber => {
-                let pool = if draw == Draw::Seen { pools.number_files } else { pools.held_out_number_files };
+                let pool = if draw == Draw::Seen {
+                    pools.number_files
+                } else {
+                    pools.held_out_number_files
+                };
                 s.insert("file", Slot::Text(pick(rng, pool, "number_files")?));
             }
             Task::ClockYear => {}
@@ -322,7 +364,9 @@ impl Task {
             }
             Task::IsPrime => {
                 let v = n("n") as i64;
-                f64::from(u8::from(v >= 2 && (2..).take_while(|d| d * d <= v).all(|d| v % d != 0)))
+                f64::from(u8::from(
+                    v >= 2 && (2..).take_while(|d| d * d <= v).all(|d| v % d != 0),
+                ))
             }
             Task::SumRange => (a as i64..=b as i64).sum::<i64>() as f64,
             Task::Power => a.powi(b as i32),
@@ -339,19 +383,28 @@ impl Task {
             }
             Task::TextLength => text("text").len() as f64,
             Task::CountWords => text("text").split_whitespace().count() as f64,
-            Task::CountVowels => text("text").chars().filter(|c| "aeiouAEIOU".contains(*c)).count() as f64,
+            Task::CountVowels => text("text")
+                .chars()
+                .filter(|c| "aeiouAEIOU".contains(*c))
+                .count() as f64,
             Task::FileSize | Task::FileLines | Task::FileNumber => {
-                let dir = pools.files_dir.ok_or("file tasks need `system.files` in the curriculum")?;
+                let dir = pools
+                    .files_dir
+                    .ok_or("file tasks need `system.files` in the curriculum")?;
                 let path = dir.join(text("file"));
-                let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 match self {
                     Task::FileSize => bytes.len() as f64,
                     Task::FileLines => bytes.iter().filter(|&&b| b == b'\n').count() as f64,
-                    _ => first_integer(&bytes).ok_or_else(|| format!("{} holds no number", path.display()))?,
+                    _ => first_integer(&bytes)
+                        .ok_or_else(|| format!("{} holds no number", path.display()))?,
                 }
             }
             Task::ClockYear => {
-                let secs = pools.clock_secs.ok_or("clock tasks need a fixed `system.clock` in the curriculum")?;
+                let secs = pools
+                    .clock_secs
+                    .ok_or("clock tasks need a fixed `system.clock` in the curriculum")?;
                 crate::sandbox::policy::year_of(std::time::Duration::from_secs(secs)) as f64
             }
         })
@@ -360,7 +413,11 @@ impl Task {
     /// The answer text for `value`; a family's own template may replace it.
     pub fn default_answer(self, value: f64) -> String {
         if self.is_yes_no() {
-            if value == 1.0 { "Yes.".into() } else { "No.".into() }
+            if value == 1.0 {
+                "Yes.".into()
+            } else {
+                "No.".into()
+            }
         } else {
             format!("The answer is {}.", format_value(value))
         }
@@ -379,7 +436,8 @@ impl Task {
                     p.memory = true;
                 }
                 Some(Slot::List(items)) => {
-                    p.params.extend((0..items.len()).map(|i| format!("(param $x{i} f64)")));
+                    p.params
+                        .extend((0..items.len()).map(|i| format!("(param $x{i} f64)")));
                 }
                 None => {}
             }
@@ -394,11 +452,40 @@ impl Task {
             Task::Sub => binary("f64.sub"),
             Task::Mul => binary("f64.mul"),
             Task::Div => binary("f64.div"),
-            Task::AddMul => lines(&["local.get $a", "local.get $b", "f64.add", "local.get $c", "f64.mul"]),
-            Task::SubDiv => lines(&["local.get $a", "local.get $b", "f64.sub", "local.get $c", "f64.div"]),
-            Task::MulAdd => lines(&["local.get $a", "local.get $b", "f64.mul", "local.get $c", "f64.add"]),
-            Task::Percent => lines(&["local.get $p", "local.get $x", "f64.mul", "f64.const 100", "f64.div"]),
-            Task::Greater => lines(&["local.get $a", "local.get $b", "f64.gt", "f64.convert_i32_u"]),
+            Task::AddMul => lines(&[
+                "local.get $a",
+                "local.get $b",
+                "f64.add",
+                "local.get $c",
+                "f64.mul",
+            ]),
+            Task::SubDiv => lines(&[
+                "local.get $a",
+                "local.get $b",
+                "f64.sub",
+                "local.get $c",
+                "f64.div",
+            ]),
+            Task::MulAdd => lines(&[
+                "local.get $a",
+                "local.get $b",
+                "f64.mul",
+                "local.get $c",
+                "f64.add",
+            ]),
+            Task::Percent => lines(&[
+                "local.get $p",
+                "local.get $x",
+                "f64.mul",
+                "f64.const 100",
+                "f64.div",
+            ]),
+            Task::Greater => lines(&[
+                "local.get $a",
+                "local.get $b",
+                "f64.gt",
+                "f64.convert_i32_u",
+            ]),
             Task::Conditional => lines(&[
                 "local.get $a",
                 "local.get $b",
@@ -432,69 +519,64 @@ impl Task {
             }
             Task::Factorial => {
                 p.locals = vec!["(local $i i64)", "(local $acc i64)"];
-                lines(&[
+                let mut body = lines(&[
                     "i64.const 1",
                     "local.set $acc",
                     "local.get $n",
                     "i64.trunc_f64_s",
                     "local.set $i",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    i64.const 1",
-                    "    i64.le_s",
-                    "    br_if $done",
-                    "    local.get $acc",
-                    "    local.get $i",
-                    "    i64.mul",
-                    "    local.set $acc",
-                    "    local.get $i",
-                    "    i64.const 1",
-                    "    i64.sub",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $acc",
-                    "f64.convert_i64_s",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &["local.get $i", "i64.const 1", "i64.le_s"],
+                    &[
+                        "local.get $acc",
+                        "local.get $i",
+                        "i64.mul",
+                        "local.set $acc",
+                    ],
+                    &step("$i", "i64", "sub"),
+                ));
+                body.extend(lines(&["local.get $acc", "f64.convert_i64_s"]));
+                body
             }
             Task::Fibonacci => {
-                p.locals = vec!["(local $i i64)", "(local $prev i64)", "(local $cur i64)", "(local $next i64)"];
-                lines(&[
+                p.locals = vec![
+                    "(local $i i64)",
+                    "(local $prev i64)",
+                    "(local $cur i64)",
+                    "(local $next i64)",
+                ];
+                let mut body = lines(&[
                     "i64.const 1",
                     "local.set $cur",
                     "i64.const 1",
                     "local.set $i",
-                    "block $done",
-                    "  loop $step",
-                    "    local.get $i",
-                    "    local.get $n",
-                    "    i64.trunc_f64_s",
-                    "    i64.ge_s",
-                    "    br_if $done",
-                    "    local.get $prev",
-                    "    local.get $cur",
-                    "    i64.add",
-                    "    local.set $next",
-                    "    local.get $cur",
-                    "    local.set $prev",
-                    "    local.get $next",
-                    "    local.set $cur",
-                    "    local.get $i",
-                    "    i64.const 1",
-                    "    i64.add",
-                    "    local.set $i",
-                    "    br $step",
-                    "  end",
-                    "end",
-                    "local.get $cur",
-                    "f64.convert_i64_s",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &[
+                        "local.get $i",
+                        "local.get $n",
+                        "i64.trunc_f64_s",
+                        "i64.ge_s",
+                    ],
+                    &[
+                        "local.get $prev",
+                        "local.get $cur",
+                        "i64.add",
+                        "local.set $next",
+                        "local.get $cur",
+                        "local.set $prev",
+                        "local.get $next",
+                        "local.set $cur",
+                    ],
+                    &step("$i", "i64", "add"),
+                ));
+                body.extend(lines(&["local.get $cur", "f64.convert_i64_s"]));
+                body
             }
             Task::IsPrime => {
                 p.locals = vec!["(local $v i64)", "(local $d i64)"];
-                lines(&[
+                let mut body = lines(&[
                     "local.get $n",
                     "i64.trunc_f64_s",
                     "local.set $v",
@@ -507,228 +589,182 @@ impl Task {
                     "end",
                     "i64.const 2",
                     "local.set $d",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $d",
-                    "    local.get $d",
-                    "    i64.mul",
-                    "    local.get $v",
-                    "    i64.gt_s",
-                    "    br_if $done",
-                    "    local.get $v",
-                    "    local.get $d",
-                    "    i64.rem_s",
-                    "    i64.eqz",
-                    "    if",
-                    "      f64.const 0",
-                    "      return",
-                    "    end",
-                    "    local.get $d",
-                    "    i64.const 1",
-                    "    i64.add",
-                    "    local.set $d",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "f64.const 1",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &[
+                        "local.get $d",
+                        "local.get $d",
+                        "i64.mul",
+                        "local.get $v",
+                        "i64.gt_s",
+                    ],
+                    &[
+                        "local.get $v",
+                        "local.get $d",
+                        "i64.rem_s",
+                        "i64.eqz",
+                        "if",
+                        "  f64.const 0",
+                        "  return",
+                        "end",
+                    ],
+                    &step("$d", "i64", "add"),
+                ));
+                body.push("f64.const 1".into());
+                body
             }
             Task::SumRange => {
                 p.locals = vec!["(local $i i64)", "(local $end i64)", "(local $acc i64)"];
-                lines(&[
+                let mut body = lines(&[
                     "local.get $a",
                     "i64.trunc_f64_s",
                     "local.set $i",
                     "local.get $b",
                     "i64.trunc_f64_s",
                     "local.set $end",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    local.get $end",
-                    "    i64.gt_s",
-                    "    br_if $done",
-                    "    local.get $acc",
-                    "    local.get $i",
-                    "    i64.add",
-                    "    local.set $acc",
-                    "    local.get $i",
-                    "    i64.const 1",
-                    "    i64.add",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $acc",
-                    "f64.convert_i64_s",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &["local.get $i", "local.get $end", "i64.gt_s"],
+                    &[
+                        "local.get $acc",
+                        "local.get $i",
+                        "i64.add",
+                        "local.set $acc",
+                    ],
+                    &step("$i", "i64", "add"),
+                ));
+                body.extend(lines(&["local.get $acc", "f64.convert_i64_s"]));
+                body
             }
             Task::Power => {
                 p.locals = vec!["(local $i i64)", "(local $acc f64)"];
-                lines(&[
+                let mut body = lines(&[
                     "f64.const 1",
                     "local.set $acc",
                     "local.get $b",
                     "i64.trunc_f64_s",
                     "local.set $i",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    i64.eqz",
-                    "    br_if $done",
-                    "    local.get $acc",
-                    "    local.get $a",
-                    "    f64.mul",
-                    "    local.set $acc",
-                    "    local.get $i",
-                    "    i64.const 1",
-                    "    i64.sub",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $acc",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &["local.get $i", "i64.eqz"],
+                    &[
+                        "local.get $acc",
+                        "local.get $a",
+                        "f64.mul",
+                        "local.set $acc",
+                    ],
+                    &step("$i", "i64", "sub"),
+                ));
+                body.push("local.get $acc".into());
+                body
             }
             Task::Gcd => {
                 p.locals = vec!["(local $x i64)", "(local $y i64)", "(local $t i64)"];
-                lines(&[
+                let mut body = lines(&[
                     "local.get $a",
                     "i64.trunc_f64_s",
                     "local.set $x",
                     "local.get $b",
                     "i64.trunc_f64_s",
                     "local.set $y",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $y",
-                    "    i64.eqz",
-                    "    br_if $done",
-                    "    local.get $x",
-                    "    local.get $y",
-                    "    i64.rem_s",
-                    "    local.set $t",
-                    "    local.get $y",
-                    "    local.set $x",
-                    "    local.get $t",
-                    "    local.set $y",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $x",
-                    "f64.convert_i64_s",
-                ])
+                ]);
+                body.extend(counted_loop(
+                    &["local.get $y", "i64.eqz"],
+                    &[
+                        "local.get $x",
+                        "local.get $y",
+                        "i64.rem_s",
+                        "local.set $t",
+                        "local.get $y",
+                        "local.set $x",
+                        "local.get $t",
+                        "local.set $y",
+                    ],
+                    &[],
+                ));
+                body.extend(lines(&["local.get $x", "f64.convert_i64_s"]));
+                body
             }
             Task::CountChar => {
                 p.locals = vec!["(local $i i32)", "(local $count i32)", "(local $c i32)"];
-                lines(&[
-                    "local.get $char",
-                    "i32.load8_u",
-                    "local.set $c",
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    local.get $text_len",
-                    "    i32.ge_u",
-                    "    br_if $done",
-                    "    local.get $text",
-                    "    local.get $i",
-                    "    i32.add",
-                    "    i32.load8_u",
-                    "    local.get $c",
-                    "    i32.eq",
-                    "    local.get $count",
-                    "    i32.add",
-                    "    local.set $count",
-                    "    local.get $i",
-                    "    i32.const 1",
-                    "    i32.add",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $count",
-                    "f64.convert_i32_u",
-                ])
+                let mut body = lines(&["local.get $char", "i32.load8_u", "local.set $c"]);
+                body.extend(counted_loop(
+                    &TEXT_END,
+                    &[
+                        &TEXT_BYTE[..],
+                        &[
+                            "local.get $c",
+                            "i32.eq",
+                            "local.get $count",
+                            "i32.add",
+                            "local.set $count",
+                        ],
+                    ]
+                    .concat(),
+                    &step("$i", "i32", "add"),
+                ));
+                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
+                body
             }
             Task::TextLength => lines(&["local.get $text_len", "f64.convert_i32_u"]),
             Task::CountWords => {
-                p.locals = vec!["(local $i i32)", "(local $count i32)", "(local $inside i32)", "(local $space i32)"];
-                lines(&[
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    local.get $text_len",
-                    "    i32.ge_u",
-                    "    br_if $done",
-                    "    local.get $text",
-                    "    local.get $i",
-                    "    i32.add",
-                    "    i32.load8_u",
-                    "    i32.const 32",
-                    "    i32.le_u",
-                    "    local.set $space",
-                    "    local.get $space",
-                    "    i32.eqz",
-                    "    local.get $inside",
-                    "    i32.eqz",
-                    "    i32.and",
-                    "    local.get $count",
-                    "    i32.add",
-                    "    local.set $count",
-                    "    local.get $space",
-                    "    i32.eqz",
-                    "    local.set $inside",
-                    "    local.get $i",
-                    "    i32.const 1",
-                    "    i32.add",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $count",
-                    "f64.convert_i32_u",
-                ])
+                // A word starts at a non-space byte that follows a space (or the start).
+                p.locals = vec![
+                    "(local $i i32)",
+                    "(local $count i32)",
+                    "(local $inside i32)",
+                    "(local $space i32)",
+                ];
+                let mut body = counted_loop(
+                    &TEXT_END,
+                    &[
+                        &TEXT_BYTE[..],
+                        &[
+                            "i32.const 32",
+                            "i32.le_u",
+                            "local.set $space",
+                            "local.get $space",
+                            "i32.eqz",
+                            "local.get $inside",
+                            "i32.eqz",
+                            "i32.and",
+                            "local.get $count",
+                            "i32.add",
+                            "local.set $count",
+                            "local.get $space",
+                            "i32.eqz",
+                            "local.set $inside",
+                        ],
+                    ]
+                    .concat(),
+                    &step("$i", "i32", "add"),
+                );
+                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
+                body
             }
             Task::CountVowels => {
+                // Lower-case the byte (| 32), then compare it with each vowel.
                 p.locals = vec!["(local $i i32)", "(local $count i32)", "(local $c i32)"];
-                let mut body = lines(&[
-                    "block $done",
-                    "  loop $next",
-                    "    local.get $i",
-                    "    local.get $text_len",
-                    "    i32.ge_u",
-                    "    br_if $done",
-                    "    local.get $text",
-                    "    local.get $i",
-                    "    i32.add",
-                    "    i32.load8_u",
-                    "    i32.const 32",
-                    "    i32.or",
-                    "    local.set $c",
-                ]);
-                for (k, vowel) in [97, 101, 105, 111, 117].iter().enumerate() {
-                    body.push("    local.get $c".into());
-                    body.push(format!("    i32.const {vowel}"));
-                    body.push("    i32.eq".into());
+                let mut inner: Vec<&str> =
+                    [&TEXT_BYTE[..], &["i32.const 32", "i32.or", "local.set $c"]].concat();
+                for (k, vowel) in [
+                    "i32.const 97",
+                    "i32.const 101",
+                    "i32.const 105",
+                    "i32.const 111",
+                    "i32.const 117",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    inner.extend(["local.get $c", vowel, "i32.eq"]);
                     if k > 0 {
-                        body.push("    i32.or".into());
+                        inner.push("i32.or");
                     }
                 }
-                body.extend(lines(&[
-                    "    local.get $count",
-                    "    i32.add",
-                    "    local.set $count",
-                    "    local.get $i",
-                    "    i32.const 1",
-                    "    i32.add",
-                    "    local.set $i",
-                    "    br $next",
-                    "  end",
-                    "end",
-                    "local.get $count",
-                    "f64.convert_i32_u",
-                ]));
+                inner.extend(["local.get $count", "i32.add", "local.set $count"]);
+                let mut body = counted_loop(&TEXT_END, &inner, &step("$i", "i32", "add"));
+                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
                 body
             }
             Task::FileSize => {
@@ -750,7 +786,13 @@ impl Task {
             }
             Task::FileLines | Task::FileNumber => {
                 p.imports = vec![PATH_OPEN, FD_READ];
-                p.locals = vec!["(local $i i32)", "(local $n i32)", "(local $acc i64)", "(local $c i32)", "(local $seen i32)"];
+                p.locals = vec![
+                    "(local $i i32)",
+                    "(local $n i32)",
+                    "(local $acc i64)",
+                    "(local $c i32)",
+                    "(local $seen i32)",
+                ];
                 let mut body = open_file();
                 body.extend(lines(&[
                     "i32.const 1040",
@@ -844,7 +886,13 @@ impl Task {
             Task::ClockYear => {
                 p.imports = vec![CLOCK_TIME_GET];
                 p.memory = true;
-                p.locals = vec!["(local $z i64)", "(local $era i64)", "(local $doe i64)", "(local $yoe i64)", "(local $mp i64)"];
+                p.locals = vec![
+                    "(local $z i64)",
+                    "(local $era i64)",
+                    "(local $doe i64)",
+                    "(local $yoe i64)",
+                    "(local $mp i64)",
+                ];
                 lines(&[
                     "i32.const 0",
                     "i64.const 1000000000",
@@ -925,12 +973,9 @@ impl Task {
 }
 
 const PATH_OPEN: &str = "(import \"wasi_snapshot_preview1\" \"path_open\" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))";
-const FD_FILESTAT_GET: &str =
-    "(import \"wasi_snapshot_preview1\" \"fd_filestat_get\" (func $fd_filestat_get (param i32 i32) (result i32)))";
-const FD_READ: &str =
-    "(import \"wasi_snapshot_preview1\" \"fd_read\" (func $fd_read (param i32 i32 i32 i32) (result i32)))";
-const CLOCK_TIME_GET: &str =
-    "(import \"wasi_snapshot_preview1\" \"clock_time_get\" (func $clock_time_get (param i32 i64 i32) (result i32)))";
+const FD_FILESTAT_GET: &str = "(import \"wasi_snapshot_preview1\" \"fd_filestat_get\" (func $fd_filestat_get (param i32 i32) (result i32)))";
+const FD_READ: &str = "(import \"wasi_snapshot_preview1\" \"fd_read\" (func $fd_read (param i32 i32 i32 i32) (result i32)))";
+const CLOCK_TIME_GET: &str = "(import \"wasi_snapshot_preview1\" \"clock_time_get\" (func $clock_time_get (param i32 i64 i32) (result i32)))";
 
 /// Opens `$file` under the preopened files directory (fd 3) for reading; the new
 /// descriptor is stored at address 1024. A failed open traps.
@@ -950,6 +995,32 @@ fn open_file() -> Vec<String> {
         "  unreachable",
         "end",
     ])
+}
+
+/// `$i >= $text_len`: the end of the text argument.
+const TEXT_END: [&str; 3] = ["local.get $i", "local.get $text_len", "i32.ge_u"];
+/// Loads byte `$i` of the text argument.
+const TEXT_BYTE: [&str; 4] = ["local.get $text", "local.get $i", "i32.add", "i32.load8_u"];
+
+/// `block $done (loop $next (br_if $done exit_when) body step (br $next))`, flat.
+fn counted_loop(exit_when: &[&str], body: &[&str], step: &[String]) -> Vec<String> {
+    let mut out = lines(&["block $done", "  loop $next"]);
+    out.extend(exit_when.iter().map(|l| format!("    {l}")));
+    out.push("    br_if $done".into());
+    out.extend(body.iter().map(|l| format!("    {l}")));
+    out.extend(step.iter().map(|l| format!("    {l}")));
+    out.extend(lines(&["    br $next", "  end", "end"]));
+    out
+}
+
+/// `var = var op 1` for a counter of type `ty`.
+fn step(var: &str, ty: &str, op: &str) -> Vec<String> {
+    vec![
+        format!("local.get {var}"),
+        format!("{ty}.const 1"),
+        format!("{ty}.{op}"),
+        format!("local.set {var}"),
+    ]
 }
 
 fn lines(items: &[&str]) -> Vec<String> {
@@ -1007,7 +1078,9 @@ pub fn held_out(k: i64) -> bool {
 
 /// An integer in `lo..=hi` that is seen (not held out), unseen (held out), or free.
 fn draw_int(rng: &mut Rng, lo: i64, hi: i64, draw: Option<Draw>) -> i64 {
-    let Some(draw) = draw else { return rng.range(lo, hi) };
+    let Some(draw) = draw else {
+        return rng.range(lo, hi);
+    };
     for _ in 0..10_000 {
         let k = rng.range(lo, hi);
         if held_out(k) == (draw == Draw::Unseen) {
@@ -1020,7 +1093,11 @@ fn draw_int(rng: &mut Rng, lo: i64, hi: i64, draw: Option<Draw>) -> i64 {
 
 fn first_integer(bytes: &[u8]) -> Option<f64> {
     let start = bytes.iter().position(u8::is_ascii_digit)?;
-    let digits: String = bytes[start..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
+    let digits: String = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| b as char)
+        .collect();
     digits.parse::<f64>().ok()
 }
 
@@ -1028,7 +1105,11 @@ fn first_integer(bytes: &[u8]) -> Option<f64> {
 pub fn render_slot(name: &str, slot: &Slot) -> String {
     match slot {
         Slot::Number(v) => format_value(*v),
-        Slot::List(items) => items.iter().map(|v| format_value(*v)).collect::<Vec<_>>().join(", "),
+        Slot::List(items) => items
+            .iter()
+            .map(|v| format_value(*v))
+            .collect::<Vec<_>>()
+            .join(", "),
         Slot::Text(t) if name == "char" => format!("'{t}'"),
         Slot::Text(t) => format!("\"{t}\""),
     }
@@ -1041,7 +1122,8 @@ mod tests {
     #[test]
     fn every_task_name_round_trips() {
         for task in Task::ALL {
-            let back: Task = serde_json::from_value(serde_json::Value::String(task.name())).unwrap();
+            let back: Task =
+                serde_json::from_value(serde_json::Value::String(task.name())).unwrap();
             assert_eq!(back, task);
         }
     }

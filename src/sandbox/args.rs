@@ -147,8 +147,13 @@ fn scan_number(chars: &[char], mut i: usize) -> Option<(f64, usize)> {
     // Scientific notation: `1.5e-06`, `3E8`.
     if matches!(chars.get(i), Some('e') | Some('E')) {
         let sign = usize::from(matches!(chars.get(i + 1), Some('-') | Some('+')));
-        let digits = chars[(i + 1 + sign).min(chars.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let next_is_letter = chars.get(i + 1 + sign + digits).is_some_and(|c| c.is_alphabetic());
+        let digits = chars[(i + 1 + sign).min(chars.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let next_is_letter = chars
+            .get(i + 1 + sign + digits)
+            .is_some_and(|c| c.is_alphabetic());
         if digits > 0 && !next_is_letter {
             text.extend(&chars[i..i + 1 + sign + digits]);
             i += 1 + sign + digits;
@@ -179,9 +184,12 @@ mod tests {
     #[test]
     fn numbers_bind_in_order_with_signs_decimals_and_separators() {
         assert_eq!(nums("What is 12 * 7?"), vec![12.0, 7.0]);
-        assert_eq!(nums("Add -3.5 and 1,234,567.25."), vec![-3.5, 1234567.25, ]);
+        assert_eq!(nums("Add -3.5 and 1,234,567.25."), vec![-3.5, 1234567.25,]);
         assert_eq!(nums("What is 5-3?"), vec![5.0, 3.0]);
-        assert_eq!(nums("Find the median of: [33, 29, 94]"), vec![33.0, 29.0, 94.0]);
+        assert_eq!(
+            nums("Find the median of: [33, 29, 94]"),
+            vec![33.0, 29.0, 94.0]
+        );
         assert_eq!(nums("numbers 3,4,5"), vec![3.0, 4.0, 5.0]);
         assert_eq!(nums("What is 15% of 80?"), vec![15.0, 80.0]);
         assert_eq!(nums("Convert -40°C to Fahrenheit"), vec![-40.0]);
@@ -192,7 +200,10 @@ mod tests {
 
     #[test]
     fn digits_inside_words_are_not_bound() {
-        assert_eq!(nums("How many moles are in 9.8 g of H2SO4 (sulfuric acid)?"), vec![9.8]);
+        assert_eq!(
+            nums("How many moles are in 9.8 g of H2SO4 (sulfuric acid)?"),
+            vec![9.8]
+        );
         assert_eq!(nums("What is x2 plus 3?"), vec![3.0]);
     }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, ExternType, InstancePre, Linker, Module, ModuleExport, Store, StoreLimits, StoreLimitsBuilder, Trap, Val,
-    ValType,
+    Config, Engine, ExternType, InstancePre, Linker, Module, ModuleExport, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, Val, ValType,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtxBuilder};
@@ -67,7 +67,9 @@ impl fmt::Display for Outcome {
             Outcome::Trap(kind) => write!(f, "trap: {kind}"),
             Outcome::Invalid(msg) => write!(f, "invalid program: {msg}"),
             Outcome::Mismatch(msg) => write!(f, "arguments do not fit: {msg}"),
-            Outcome::Denied(import) => write!(f, "denied import `{import}`: the policy does not grant it"),
+            Outcome::Denied(import) => {
+                write!(f, "denied import `{import}`: the policy does not grant it")
+            }
         }
     }
 }
@@ -150,11 +152,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(policy: &Policy) -> Result<Sandbox, SandboxError> {
-        policy.check().map_err(|(key, message)| SandboxError::Policy { key, message })?;
-        let clock = policy.system.clock_time().map_err(|message| SandboxError::Policy {
-            key: "system.clock".into(),
-            message,
-        })?;
+        policy
+            .check()
+            .map_err(|(key, message)| SandboxError::Policy { key, message })?;
+        let clock = policy
+            .system
+            .clock_time()
+            .map_err(|message| SandboxError::Policy {
+                key: "system.clock".into(),
+                message,
+            })?;
         if let Some(dir) = &policy.system.files
             && policy.allows_system()
             && !dir.is_dir()
@@ -173,13 +180,23 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         if policy.allows_system() {
             wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| {
-                host.wasi.as_mut().expect("stores of a system-policy sandbox always carry WASI")
+                host.wasi
+                    .as_mut()
+                    .expect("stores of a system-policy sandbox always carry WASI")
             })
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         }
-        let ticker = Ticker::start(engine.clone())
-            .map_err(|e| SandboxError::Engine(format!("cannot start the deadline ticker thread: {e}")))?;
-        Ok(Sandbox { engine, linker, policy: policy.clone(), clock, cache: Mutex::new(HashMap::new()), ticker })
+        let ticker = Ticker::start(engine.clone()).map_err(|e| {
+            SandboxError::Engine(format!("cannot start the deadline ticker thread: {e}"))
+        })?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            policy: policy.clone(),
+            clock,
+            cache: Mutex::new(HashMap::new()),
+            ticker,
+        })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -203,7 +220,9 @@ impl Sandbox {
     pub fn run(&self, wat: &str, args: &[Arg]) -> Outcome {
         let prepared = self.prepare(wat);
         match prepared.as_ref() {
-            Ok(prepared) => self.execute(prepared, args).unwrap_or_else(|outcome| outcome),
+            Ok(prepared) => self
+                .execute(prepared, args)
+                .unwrap_or_else(|outcome| outcome),
             Err(outcome) => outcome.clone(),
         }
     }
@@ -233,33 +252,57 @@ impl Sandbox {
             )));
         }
         let bytes = parse_wat(wat).map_err(Outcome::Invalid)?;
-        let module = Module::new(&self.engine, &bytes).map_err(|e| Outcome::Invalid(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, &bytes).map_err(|e| Outcome::Invalid(format!("{e:#}")))?;
         for import in module.imports() {
             if !self.grants(import.module(), import.name()) {
-                return Err(Outcome::Denied(format!("{}.{}", import.module(), import.name())));
+                return Err(Outcome::Denied(format!(
+                    "{}.{}",
+                    import.module(),
+                    import.name()
+                )));
             }
         }
         let memory_limit = u64::from(self.policy.memory_pages) * 65_536;
         let required = module.resources_required();
-        if required.max_initial_memory_size.is_some_and(|pages| pages * 65_536 > memory_limit) {
+        if required
+            .max_initial_memory_size
+            .is_some_and(|pages| pages * 65_536 > memory_limit)
+        {
             return Err(Outcome::Trap(TrapKind::Memory));
         }
         let (func, entry) = match (module.get_export(ENTRY), module.get_export_index(ENTRY)) {
             (Some(ExternType::Func(func)), Some(entry)) => (func, entry),
-            _ => return Err(Outcome::Invalid(format!("the module exports no function `{ENTRY}`"))),
+            _ => {
+                return Err(Outcome::Invalid(format!(
+                    "the module exports no function `{ENTRY}`"
+                )));
+            }
         };
         let params: Vec<ValType> = func.params().collect();
         let results: Vec<ValType> = func.results().collect();
         if results.len() > 1 {
-            return Err(Outcome::Invalid(format!("`{ENTRY}` returns {} values; it must return one", results.len())));
+            return Err(Outcome::Invalid(format!(
+                "`{ENTRY}` returns {} values; it must return one",
+                results.len()
+            )));
         }
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| Outcome::Denied(format!("{e:#}")))?;
-        Ok(Prepared { pre, entry, params, result: results.into_iter().next() })
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Outcome::Denied(format!("{e:#}")))?;
+        Ok(Prepared {
+            pre,
+            entry,
+            params,
+            result: results.into_iter().next(),
+        })
     }
 
     fn grants(&self, module: &str, name: &str) -> bool {
         // Blocking or networking calls would escape the deadline or the policy.
-        let refused = name.starts_with("sock_") || matches!(name, "poll_oneoff" | "proc_raise" | "sched_yield");
+        let refused = name.starts_with("sock_")
+            || matches!(name, "poll_oneoff" | "proc_raise" | "sched_yield");
         self.policy.allows_system() && module == "wasi_snapshot_preview1" && !refused
     }
 
@@ -271,10 +314,16 @@ impl Sandbox {
             .table_elements(10_000)
             .instances(1)
             .build();
-        let wasi = if self.policy.allows_system() { Some(self.wasi_context()?) } else { None };
+        let wasi = if self.policy.allows_system() {
+            Some(self.wasi_context()?)
+        } else {
+            None
+        };
         let mut store = Store::new(&self.engine, Host { limits, wasi });
         store.limiter(|host| &mut host.limits);
-        store.set_fuel(self.policy.fuel).map_err(|e| Outcome::Trap(TrapKind::Other(format!("{e:#}"))))?;
+        store
+            .set_fuel(self.policy.fuel)
+            .map_err(|e| Outcome::Trap(TrapKind::Other(format!("{e:#}"))))?;
         store.set_epoch_deadline(self.ticker.ticks(self.policy.deadline()));
 
         let instance = prepared.pre.instantiate(&mut store).map_err(classify)?;
@@ -284,15 +333,24 @@ impl Sandbox {
             .and_then(wasmtime::Extern::into_func)
             .ok_or_else(|| Outcome::Invalid(format!("the module exports no function `{ENTRY}`")))?;
         let mut result = [Val::I32(0)];
-        let results = if prepared.result.is_some() { &mut result[..] } else { &mut result[..0] };
+        let results = if prepared.result.is_some() {
+            &mut result[..]
+        } else {
+            &mut result[..0]
+        };
         func.call(&mut store, &params, results).map_err(classify)?;
         match results.first() {
             Some(Val::F64(bits)) => Ok(Outcome::Value(f64::from_bits(*bits))),
             Some(Val::F32(bits)) => Ok(Outcome::Value(f64::from(f32::from_bits(*bits)))),
             Some(Val::I32(v)) => Ok(Outcome::Value(f64::from(*v))),
             Some(Val::I64(v)) => Ok(Outcome::Value(*v as f64)),
-            Some(other) => Err(Outcome::Invalid(format!("`{ENTRY}` returns a {:?}, not a number", other.ty(&store)))),
-            None => Err(Outcome::Invalid(format!("`{ENTRY}` returns nothing; it must return a number"))),
+            Some(other) => Err(Outcome::Invalid(format!(
+                "`{ENTRY}` returns a {:?}, not a number",
+                other.ty(&store)
+            ))),
+            None => Err(Outcome::Invalid(format!(
+                "`{ENTRY}` returns nothing; it must return a number"
+            ))),
         }
     }
 
@@ -308,7 +366,12 @@ impl Sandbox {
         if let Some(dir) = &self.policy.system.files {
             builder
                 .preopened_dir(dir, GUEST_FILES_DIR, FsPerms::ReadOnly)
-                .map_err(|e| Outcome::Trap(TrapKind::Other(format!("cannot preopen {}: {e:#}", dir.display()))))?;
+                .map_err(|e| {
+                    Outcome::Trap(TrapKind::Other(format!(
+                        "cannot preopen {}: {e:#}",
+                        dir.display()
+                    )))
+                })?;
         }
         Ok(builder.build_p1())
     }
@@ -321,13 +384,20 @@ fn bind_params(
     store: &mut Store<Host>,
     instance: &wasmtime::Instance,
 ) -> Result<Vec<Val>, Outcome> {
-    let wanted: usize = args.iter().map(|a| if matches!(a, Arg::Text(_)) { 2 } else { 1 }).sum();
+    let wanted: usize = args
+        .iter()
+        .map(|a| if matches!(a, Arg::Text(_)) { 2 } else { 1 })
+        .sum();
     let mismatch = || {
         let shown: Vec<String> = args.iter().map(ToString::to_string).collect();
         Outcome::Mismatch(format!(
             "`{ENTRY}` takes {} parameter(s) ({}) but the arguments [{}] need {wanted}",
             params.len(),
-            params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            params
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             shown.join(", ")
         ))
     };
@@ -344,12 +414,17 @@ fn bind_params(
                 values.push(number_param(*n, slot).ok_or_else(mismatch)?);
             }
             Arg::Text(text) => {
-                let (ptr_ty, len_ty) = (slots.next().ok_or_else(mismatch)?, slots.next().ok_or_else(mismatch)?);
+                let (ptr_ty, len_ty) = (
+                    slots.next().ok_or_else(mismatch)?,
+                    slots.next().ok_or_else(mismatch)?,
+                );
                 if !matches!(ptr_ty, ValType::I32) || !matches!(len_ty, ValType::I32) {
                     return Err(mismatch());
                 }
                 let memory = instance.get_memory(&mut *store, "memory").ok_or_else(|| {
-                    Outcome::Invalid("string arguments need an exported memory named `memory`".into())
+                    Outcome::Invalid(
+                        "string arguments need an exported memory named `memory`".into(),
+                    )
                 })?;
                 let bytes = text.as_bytes();
                 if offset + bytes.len() > ARGUMENT_AREA_BYTES {
@@ -358,7 +433,9 @@ fn bind_params(
                         offset + bytes.len()
                     )));
                 }
-                memory.write(&mut *store, offset, bytes).map_err(|_| Outcome::Trap(TrapKind::Memory))?;
+                memory
+                    .write(&mut *store, offset, bytes)
+                    .map_err(|_| Outcome::Trap(TrapKind::Memory))?;
                 values.push(Val::I32(offset as i32));
                 values.push(Val::I32(bytes.len() as i32));
                 offset += bytes.len().next_multiple_of(8);
@@ -374,7 +451,9 @@ fn number_param(n: f64, ty: &ValType) -> Option<Val> {
         ValType::F64 => Some(Val::F64(n.to_bits())),
         ValType::F32 => Some(Val::F32((n as f32).to_bits())),
         ValType::I64 if integral && n.abs() < 9.0e15 => Some(Val::I64(n as i64)),
-        ValType::I32 if integral && n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX) => Some(Val::I32(n as i32)),
+        ValType::I32 if integral && n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX) => {
+            Some(Val::I32(n as i32))
+        }
         _ => None,
     }
 }
@@ -386,12 +465,16 @@ fn classify(err: wasmtime::Error) -> Outcome {
             Trap::OutOfFuel => TrapKind::OutOfFuel,
             Trap::Interrupt => TrapKind::Deadline,
             Trap::StackOverflow => TrapKind::StackOverflow,
-            Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::AllocationTooLarge => TrapKind::Memory,
+            Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::AllocationTooLarge => {
+                TrapKind::Memory
+            }
             Trap::IntegerDivisionByZero => TrapKind::DivisionByZero,
             Trap::IntegerOverflow => TrapKind::IntegerOverflow,
             Trap::BadConversionToInteger => TrapKind::InvalidConversion,
             Trap::UnreachableCodeReached => TrapKind::Unreachable,
-            Trap::TableOutOfBounds | Trap::IndirectCallToNull | Trap::BadSignature => TrapKind::Table,
+            Trap::TableOutOfBounds | Trap::IndirectCallToNull | Trap::BadSignature => {
+                TrapKind::Table
+            }
             other => TrapKind::Other(other.to_string()),
         };
         return Outcome::Trap(kind);
@@ -411,7 +494,12 @@ pub fn parse_wat(wat: &str) -> Result<Vec<u8>, String> {
     wat::parse_str(wat).map_err(|e| {
         // wat renders `message\n --> <anon>:L:C\n  | source...`; keep message and position.
         let rendered = e.to_string();
-        let message = rendered.lines().next().unwrap_or("malformed WAT").trim().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or("malformed WAT")
+            .trim()
+            .to_string();
         let position = rendered
             .lines()
             .find_map(|line| line.trim().strip_prefix("--> "))
@@ -458,7 +546,10 @@ impl Ticker {
                     engine.increment_epoch();
                 }
             })?;
-        Ok(Ticker { stop, thread: Some(thread) })
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Epoch ticks covering `deadline` (at least one).

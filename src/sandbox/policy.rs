@@ -105,7 +105,11 @@ pub struct SystemPolicy {
 
 impl Default for SystemPolicy {
     fn default() -> Self {
-        SystemPolicy { files: None, clock: "real".into(), env: BTreeMap::new() }
+        SystemPolicy {
+            files: None,
+            clock: "real".into(),
+            env: BTreeMap::new(),
+        }
     }
 }
 
@@ -119,7 +123,10 @@ impl SystemPolicy {
             return Ok(None);
         }
         parse_utc(&self.clock).map(Some).ok_or_else(|| {
-            format!("`{}` is neither \"real\" nor a UTC time like \"2026-06-15T12:00:00Z\"", self.clock)
+            format!(
+                "`{}` is neither \"real\" nor a UTC time like \"2026-06-15T12:00:00Z\"",
+                self.clock
+            )
         })
     }
 }
@@ -127,7 +134,14 @@ impl SystemPolicy {
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` (UTC) into the time since the Unix epoch.
 pub fn parse_utc(text: &str) -> Option<Duration> {
     let b = text.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
@@ -192,7 +206,10 @@ mod tests {
     #[test]
     fn default_policy_passes_its_own_checks() {
         assert_eq!(Policy::default().check(), Ok(()));
-        let bad = Policy { memory_pages: 0, ..Policy::default() };
+        let bad = Policy {
+            memory_pages: 0,
+            ..Policy::default()
+        };
         assert_eq!(bad.check().unwrap_err().0, "memory_pages");
     }
 }
