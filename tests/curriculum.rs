@@ -138,7 +138,7 @@ fn test_split_uses_held_out_phrasings_and_unseen_questions() {
                 .iter()
                 .filter(|f| f.task.name() == example.family);
             let held = family.flat_map(|f| f.held_out.iter()).any(|p| {
-                p.split(|c| c == '{' || c == '}')
+                p.split(['{', '}'])
                     .step_by(2)
                     .all(|literal| example.question.contains(literal))
             });

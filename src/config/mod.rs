@@ -547,7 +547,7 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
             return fail(key, "must be at least 1".into());
         }
     }
-    if m.num_attention_heads % m.num_key_value_heads != 0 {
+    if !m.num_attention_heads.is_multiple_of(m.num_key_value_heads) {
         return fail(
             "model.num_key_value_heads",
             format!(
@@ -556,7 +556,7 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
             ),
         );
     }
-    if e.wat.hidden_size % e.wat.num_attention_heads != 0 {
+    if !e.wat.hidden_size.is_multiple_of(e.wat.num_attention_heads) {
         return fail(
             "wat.num_attention_heads",
             format!(

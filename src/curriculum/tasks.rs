@@ -1073,7 +1073,7 @@ fn pick(rng: &mut Rng, pool: &[String], name: &str) -> Result<String, String> {
 
 /// Whether the integer `k` is held out for the test split (about one in five).
 pub fn held_out(k: i64) -> bool {
-    mix(k as u64 ^ 0x5eed_0f_7e57) % 5 == 0
+    mix(k as u64 ^ 0x005e_ed0f_7e57).is_multiple_of(5)
 }
 
 /// An integer in `lo..=hi` that is seen (not held out), unseen (held out), or free.

@@ -69,12 +69,13 @@ pub fn bind(question: &str) -> Vec<Arg> {
                 i = end + 1;
                 continue;
             }
-        } else if starts_number(&chars, i) && !prev.is_some_and(|p| p.is_alphabetic() || p == '_') {
-            if let Some((value, end)) = scan_number(&chars, i) {
-                args.push(Arg::Number(value));
-                i = end;
-                continue;
-            }
+        } else if starts_number(&chars, i)
+            && !prev.is_some_and(|p| p.is_alphabetic() || p == '_')
+            && let Some((value, end)) = scan_number(&chars, i)
+        {
+            args.push(Arg::Number(value));
+            i = end;
+            continue;
         }
         // Skip the rest of a word so digits inside it are never bound.
         if c.is_alphabetic() || c == '_' {
