@@ -2,10 +2,13 @@
 //! WebAssembly program when a question needs computation, run it in a sandbox, and
 //! answer from the computed value. The binary in `main.rs` is a thin shell over this.
 
+pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod curriculum;
+pub mod model;
 pub mod sandbox;
+pub mod tokenize;
 
 use std::io::Write;
 use std::path::Path;

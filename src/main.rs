@@ -82,6 +82,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Greedy generation with the text stream alone from a Hugging Face Qwen3 directory.
+    Generate {
+        /// Directory with config.json, *.safetensors and tokenizer.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// The prompt, passed to the tokenizer as is (chat markup included).
+        prompt: String,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Print the generated token ids, one line, space-separated.
+        #[arg(long)]
+        ids: bool,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: config::Backend,
+    },
     /// Print benchmark tables.
     Bench {
         #[command(subcommand)]
@@ -187,6 +202,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             exec(&program, question.as_deref(), &args, &p, json)
         }
+        Command::Generate { model, prompt, max_new_tokens, ids, backend } => {
+            let task = GenerateTask { dir: model, prompt, max_new_tokens };
+            let generated = wmx::backend::dispatch(backend, task)??;
+            if ids {
+                let shown: Vec<String> = generated.ids.iter().map(u32::to_string).collect();
+                println!("{}", shown.join(" "));
+            } else {
+                println!("{}", generated.text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             what: BenchCommand::Sandbox { seconds },
         } => {
@@ -194,6 +220,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", wmx::bench::table(&rows));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+struct GenerateTask {
+    dir: PathBuf,
+    prompt: String,
+    max_new_tokens: usize,
+}
+
+struct Generated {
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl wmx::backend::BackendTask for GenerateTask {
+    type Output = Result<Generated>;
+
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Result<Generated> {
+        use wmx::model::qwen3::Qwen3ForCausalLM;
+        let tokenizer = wmx::tokenize::TextTokenizer::from_file(&self.dir.join("tokenizer.json"))?;
+        let (model, config) = Qwen3ForCausalLM::<B>::from_hf_dir(&self.dir, &device)?;
+        let prompt = tokenizer.encode(&self.prompt)?;
+        let ids = model.generate(&prompt, self.max_new_tokens, &config.eos_ids(), &device);
+        let text = tokenizer.decode(&ids)?;
+        Ok(Generated { ids, text })
     }
 }
 

@@ -1,0 +1,37 @@
+//! The WorldModel's networks: the Qwen3 text stream, the WAT stream and the fusion
+//! blocks, generic over the burn backend. One file per architecture.
+
+pub mod fusion;
+pub mod qwen3;
+pub mod wat_stream;
+pub mod weights;
+pub mod world;
+
+use std::path::{Path, PathBuf};
+
+/// Errors loading, building or saving a model; each names the file or tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("missing {what}")]
+    Missing { what: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("tensor `{name}` has shape {found:?}; the config expects {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("{dir}: tensors the model does not use: {}", names.join(", "))]
+    Unexpected { dir: PathBuf, names: Vec<String> },
+    #[error("tensor data: {0}")]
+    Tensor(String),
+}
+
+impl ModelError {
+    pub fn io(path: &Path, err: impl std::fmt::Display) -> ModelError {
+        ModelError::Io { path: path.to_path_buf(), message: err.to_string() }
+    }
+
+    pub fn format(path: &Path, message: String) -> ModelError {
+        ModelError::Format { path: path.to_path_buf(), message }
+    }
+}

@@ -1,0 +1,505 @@
+//! The text stream: a Qwen3 decoder that matches transformers' `Qwen3ForCausalLM`
+//! (RMSNorm, per-head q/k RMSNorm, rotate-half RoPE, GQA, SwiGLU, tied or untied head).
+//! Module paths are Hugging Face's (`model.layers.N.self_attn.q_proj`), so weights load by name.
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, LinearConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::weights::{Export, Weights, export_tensor};
+
+/// Hugging Face `config.json` of a Qwen3 model (the fields wmx uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Qwen3Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_max_position")]
+    pub max_position_embeddings: usize,
+    /// Top-level in older files; newer ones put it in `rope_parameters`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_max_position() -> usize {
+    40_960
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+impl Qwen3Config {
+    /// Reads `config.json` of a Hugging Face directory.
+    pub fn from_dir(dir: &Path) -> Result<Qwen3Config, ModelError> {
+        let path = dir.join("config.json");
+        if !path.is_file() {
+            return Err(ModelError::Missing { what: path.display().to_string() });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let config: Qwen3Config = serde_json::from_str(&text).map_err(|e| ModelError::format(&path, e.to_string()))?;
+        if config.attention_bias {
+            return Err(ModelError::format(&path, "attention_bias = true is not a Qwen3 checkpoint".into()));
+        }
+        if config.num_attention_heads % config.num_key_value_heads != 0 {
+            return Err(ModelError::format(&path, "num_key_value_heads must divide num_attention_heads".into()));
+        }
+        Ok(config)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    pub fn theta(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref()?.get("rope_theta")?.as_f64())
+            .unwrap_or(1_000_000.0)
+    }
+
+    /// End-of-sequence token ids (`eos_token_id` may be a number or a list).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
+            Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The config as Hugging Face writes it, for export.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("architectures".into(), serde_json::json!(["Qwen3ForCausalLM"]));
+            map.insert("model_type".into(), "qwen3".into());
+            map.insert("hidden_act".into(), "silu".into());
+            map.insert("head_dim".into(), self.head_dim().into());
+            map.insert("rope_theta".into(), self.theta().into());
+            map.insert("rope_parameters".into(), serde_json::json!({"rope_theta": self.theta(), "rope_type": "default"}));
+            map.insert("dtype".into(), "float32".into());
+        }
+        value
+    }
+
+    /// Builds a randomly initialised model of this shape.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Qwen3ForCausalLM<B> {
+        let hd = self.head_dim();
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let norm = |d| RmsNorm::ones(d, self.rms_norm_eps, device);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                input_layernorm: norm(self.hidden_size),
+                self_attn: Attention {
+                    q_proj: linear(self.hidden_size, self.num_attention_heads * hd),
+                    k_proj: linear(self.hidden_size, self.num_key_value_heads * hd),
+                    v_proj: linear(self.hidden_size, self.num_key_value_heads * hd),
+                    o_proj: linear(self.num_attention_heads * hd, self.hidden_size),
+                    q_norm: norm(hd),
+                    k_norm: norm(hd),
+                    num_heads: self.num_attention_heads,
+                    num_kv_heads: self.num_key_value_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(self.hidden_size),
+                mlp: Mlp {
+                    gate_proj: linear(self.hidden_size, self.intermediate_size),
+                    up_proj: linear(self.hidden_size, self.intermediate_size),
+                    down_proj: linear(self.intermediate_size, self.hidden_size),
+                },
+            })
+            .collect();
+        let embed = Tensor::random([self.vocab_size, self.hidden_size], burn::tensor::Distribution::Normal(0.0, 0.02), device);
+        Qwen3ForCausalLM {
+            model: Qwen3Model { embed_tokens: Embedding { weight: Param::from_tensor(embed) }, layers, norm: norm(self.hidden_size) },
+            lm_head: (!self.tie_word_embeddings).then(|| linear(self.hidden_size, self.vocab_size)),
+            rotary: Rotary::new(hd, self.max_position_embeddings, self.theta(), device),
+        }
+    }
+}
+
+/// Root-mean-square norm with a learned scale, named `weight` as in Hugging Face.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn ones(d: usize, eps: f64, device: &B::Device) -> RmsNorm<B> {
+        RmsNorm { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
+    }
+
+    /// # Shapes
+    /// - x: `[..., d]` → `[..., d]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze()
+    }
+}
+
+/// Rotate-half rotary embeddings (Hugging Face's layout, not burn's interleaved one).
+#[derive(Module, Debug)]
+pub struct Rotary<B: Backend> {
+    /// `[max_positions, head_dim]`
+    pub cos: Tensor<B, 2>,
+    /// `[max_positions, head_dim]`
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rotary<B> {
+    pub fn new(head_dim: usize, max_positions: usize, theta: f64, device: &B::Device) -> Rotary<B> {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_positions * head_dim);
+        let mut sin = Vec::with_capacity(max_positions * head_dim);
+        for pos in 0..max_positions {
+            for i in 0..head_dim {
+                // Same frequency for i and i + half: emb = cat(freqs, freqs).
+                let inv_freq = 1.0 / theta.powf((2 * (i % half)) as f64 / head_dim as f64);
+                let angle = pos as f64 * inv_freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Rotary {
+            cos: Tensor::from_data(TensorData::new(cos, [max_positions, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_positions, head_dim]), device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, heads, seq, head_dim]`, positions `start..start + seq`
+    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, seq, hd] = x.dims();
+        let cos = self.cos.clone().narrow(0, start, seq).unsqueeze::<4>();
+        let sin = self.sin.clone().narrow(0, start, seq).unsqueeze::<4>();
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Cached keys and values of every layer, for generation.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(layers: usize) -> KvCache<B> {
+        KvCache { layers: vec![None; layers] }
+    }
+
+    /// Tokens already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub q_norm: RmsNorm<B>,
+    pub k_norm: RmsNorm<B>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    /// - mask: `[seq, past + seq]`, true where attention is forbidden
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        start: usize,
+        mask: Option<&Tensor<B, 2, Bool>>,
+        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
+        let q = self.q_norm.forward(heads(self.q_proj.forward(x.clone()), nh)).swap_dims(1, 2);
+        let k = self.k_norm.forward(heads(self.k_proj.forward(x.clone()), nkv)).swap_dims(1, 2);
+        let v = heads(self.v_proj.forward(x), nkv).swap_dims(1, 2);
+        let q = rotary.apply(q, start);
+        let mut k = rotary.apply(k, start);
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let total = k.dims()[2];
+        let repeat = |t: Tensor<B, 4>| {
+            t.unsqueeze_dim::<5>(2).repeat_dim(2, nh / nkv).reshape([b, nh, total, hd])
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        if let Some(mask) = mask {
+            scores = scores.mask_fill(mask.clone().unsqueeze::<4>().expand([b, nh, s, total]), f32::NEG_INFINITY);
+        }
+        let out = softmax(scores, 3).matmul(v);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        start: usize,
+        mask: Option<&Tensor<B, 2, Bool>>,
+        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, start, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Qwen3Model<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+}
+
+/// The decoder with its language-model head.
+#[derive(Module, Debug)]
+pub struct Qwen3ForCausalLM<B: Backend> {
+    pub model: Qwen3Model<B>,
+    /// `None` when the head shares the embedding matrix.
+    pub lm_head: Option<Linear<B>>,
+    pub rotary: Rotary<B>,
+}
+
+/// `[seq, past + seq]`, true above the causal diagonal.
+pub fn causal_mask<B: Backend>(seq: usize, past: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+    // tril_mask is true outside the lower triangle: key j > query i + past.
+    Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, device)
+}
+
+impl<B: Backend> Qwen3ForCausalLM<B> {
+    /// # Shapes
+    /// - ids: `[batch, seq]` → `[batch, seq, hidden]`
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.model.embed_tokens.forward(ids)
+    }
+
+    /// Final norm and head.
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]` → logits `[batch, seq, vocab]`
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.model.norm.forward(hidden);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => {
+                let [b, s, d] = h.dims();
+                let w = self.model.embed_tokens.weight.val();
+                h.reshape([b * s, d]).matmul(w.clone().transpose()).reshape([b, s, w.dims()[0]])
+            }
+        }
+    }
+
+    /// Logits for every position, continuing from `cache` when given.
+    /// # Shapes
+    /// - ids: `[batch, seq]` → `[batch, seq, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let [_, s] = ids.dims();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let device = ids.device();
+        let mask = (s > 1).then(|| causal_mask::<B>(s, past, &device));
+        let mut x = self.embed(ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, &self.rotary, past, mask.as_ref(), slot);
+        }
+        self.head(x)
+    }
+
+    /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping after an id in `stop`.
+    pub fn generate(&self, prompt: &[u32], max_new: usize, stop: &[u32], device: &B::Device) -> Vec<u32> {
+        let mut cache = KvCache::new(self.model.layers.len());
+        let mut out = Vec::new();
+        let mut input: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+        for _ in 0..max_new {
+            let len = input.len();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, len]), device);
+            let logits = self.forward(ids, Some(&mut cache));
+            let [_, s, vocab] = logits.dims();
+            let last = logits.narrow(1, s - 1, 1).reshape([vocab]);
+            let next = last.argmax(0).into_data().convert::<i64>().to_vec::<i64>().ok().and_then(|v| v.first().copied()).unwrap_or(0) as u32;
+            out.push(next);
+            if stop.contains(&next) {
+                break;
+            }
+            input = vec![next as i32];
+        }
+        out
+    }
+
+    /// Loads a Hugging Face Qwen3 directory: `config.json` and its safetensors.
+    pub fn from_hf_dir(dir: &Path, device: &B::Device) -> Result<(Qwen3ForCausalLM<B>, Qwen3Config), ModelError> {
+        let config = Qwen3Config::from_dir(dir)?;
+        let mut w = Weights::open(dir)?;
+        let (h, hd) = (config.hidden_size, config.head_dim());
+        let (nh, nkv, inter) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
+        // Hugging Face stores linear weights as [out, in]; burn multiplies by [in, out].
+        let linear = |w: &mut Weights, name: &str, o: usize, i: usize| -> Result<Linear<B>, ModelError> {
+            let t: Tensor<B, 2> = w.take(&format!("{name}.weight"), [o, i], device)?;
+            Ok(Linear { weight: Param::from_tensor(t.transpose()), bias: None })
+        };
+        let norm = |w: &mut Weights, name: &str, d: usize| -> Result<RmsNorm<B>, ModelError> {
+            Ok(RmsNorm { weight: Param::from_tensor(w.take(&format!("{name}.weight"), [d], device)?), eps: config.rms_norm_eps })
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(DecoderLayer {
+                input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h)?,
+                self_attn: Attention {
+                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), nh * hd, h)?,
+                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), nkv * hd, h)?,
+                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), nkv * hd, h)?,
+                    o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, nh * hd)?,
+                    q_norm: norm(&mut w, &format!("{p}.self_attn.q_norm"), hd)?,
+                    k_norm: norm(&mut w, &format!("{p}.self_attn.k_norm"), hd)?,
+                    num_heads: nh,
+                    num_kv_heads: nkv,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h)?,
+                mlp: Mlp {
+                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), inter, h)?,
+                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), inter, h)?,
+                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, inter)?,
+                },
+            });
+        }
+        let embed = w.take("model.embed_tokens.weight", [config.vocab_size, h], device)?;
+        let final_norm = norm(&mut w, "model.norm", h)?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", config.vocab_size, h)?) };
+        // Tied checkpoints sometimes carry a copy of the head; old ones a RoPE buffer.
+        let tied = config.tie_word_embeddings;
+        let unused = w.untaken(|name| name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight"));
+        if !unused.is_empty() {
+            return Err(ModelError::Unexpected { dir: dir.to_path_buf(), names: unused });
+        }
+        let model = Qwen3ForCausalLM {
+            model: Qwen3Model { embed_tokens: Embedding { weight: Param::from_tensor(embed) }, layers, norm: final_norm },
+            lm_head,
+            rotary: Rotary::new(hd, config.max_position_embeddings, config.theta(), device),
+        };
+        Ok((model, config))
+    }
+
+    /// The weights under Hugging Face names and layouts, for export.
+    pub fn hf_tensors(&self) -> Result<Export, ModelError> {
+        let mut out = Export::new();
+        let put_linear = |out: &mut Export, name: String, l: &Linear<B>| -> Result<(), ModelError> {
+            out.insert(format!("{name}.weight"), export_tensor(l.weight.val().transpose())?);
+            Ok(())
+        };
+        out.insert("model.embed_tokens.weight".into(), export_tensor(self.model.embed_tokens.weight.val())?);
+        out.insert("model.norm.weight".into(), export_tensor(self.model.norm.weight.val())?);
+        if let Some(head) = &self.lm_head {
+            put_linear(&mut out, "lm_head".into(), head)?;
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &layer.self_attn;
+            for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                put_linear(&mut out, format!("{p}.self_attn.{name}"), l)?;
+            }
+            for (name, l) in [("gate_proj", &layer.mlp.gate_proj), ("up_proj", &layer.mlp.up_proj), ("down_proj", &layer.mlp.down_proj)] {
+                put_linear(&mut out, format!("{p}.mlp.{name}"), l)?;
+            }
+            for (name, n) in [
+                ("input_layernorm", &layer.input_layernorm),
+                ("post_attention_layernorm", &layer.post_attention_layernorm),
+                ("self_attn.q_norm", &a.q_norm),
+                ("self_attn.k_norm", &a.k_norm),
+            ] {
+                out.insert(format!("{p}.{name}.weight"), export_tensor(n.weight.val())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `model` as a Hugging Face directory transformers loads: `config.json`,
+/// `model.safetensors` (f32) and, when given, a copy of `tokenizer.json`.
+pub fn export_hf<B: Backend>(
+    model: &Qwen3ForCausalLM<B>,
+    config: &Qwen3Config,
+    tokenizer: Option<&Path>,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let config_json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| ModelError::Tensor(e.to_string()))?;
+    crate::write_atomic(&dir.join("config.json"), config_json.as_bytes()).map_err(|e| ModelError::io(dir, e))?;
+    super::weights::write_safetensors(&dir.join("model.safetensors"), &model.hf_tensors()?, false)?;
+    if let Some(tokenizer) = tokenizer {
+        std::fs::copy(tokenizer, dir.join("tokenizer.json")).map_err(|e| ModelError::io(tokenizer, e))?;
+    }
+    Ok(())
+}

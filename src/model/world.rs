@@ -1,0 +1,235 @@
+//! The WorldModel: the Qwen3 text stream, the segmented WAT stream, and gated fusion
+//! at the declared text layers. Training runs both streams teacher-forced; inference
+//! decodes one candidate program per exit, then the answer with fusion on.
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+
+use super::fusion::GatedCrossAttention;
+use super::qwen3::{Qwen3ForCausalLM, causal_mask};
+use super::wat_stream::{WatStream, WatStreamConfig};
+use crate::tokenize::wat::{BOS, EOS};
+
+#[derive(Module, Debug)]
+pub struct WorldModel<B: Backend> {
+    pub text: Qwen3ForCausalLM<B>,
+    pub wat: WatStream<B>,
+    /// One gated cross-attention block per fusion layer.
+    pub fusion: Vec<GatedCrossAttention<B>>,
+    /// Text layers ℓk (0-based) before which segment k is fused.
+    pub fusion_layers: Vec<usize>,
+}
+
+/// A teacher-forced batch. Text rows are `question ++ answer`; WAT rows are
+/// `<bos> program` with targets `program <eos>`.
+#[derive(Debug, Clone)]
+pub struct Batch<B: Backend> {
+    /// `[batch, seq]`
+    pub text_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]`: next-token targets.
+    pub text_targets: Tensor<B, 2, Int>,
+    /// `[batch, seq]`: 1 where the target is an answer token to predict.
+    pub text_loss_mask: Tensor<B, 2>,
+    /// `[batch, seq]`: true at question positions (what the WAT stream may read).
+    pub question: Tensor<B, 2, Bool>,
+    /// `[batch, wat_len]`
+    pub wat_ids: Tensor<B, 2, Int>,
+    /// `[batch, wat_len]`
+    pub wat_targets: Tensor<B, 2, Int>,
+    /// `[batch, wat_len]`: 1 where the target is a program token or `<eos>`.
+    pub wat_loss_mask: Tensor<B, 2>,
+}
+
+/// What a teacher-forced forward pass gives.
+#[derive(Debug, Clone)]
+pub struct Output<B: Backend> {
+    /// `[batch, seq, vocab]`
+    pub text_logits: Tensor<B, 3>,
+    /// One `[batch, wat_len, wat_vocab]` per exit.
+    pub wat_logits: Vec<Tensor<B, 3>>,
+}
+
+/// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
+pub fn masked_cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let picked = log_softmax(logits, 2).gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+    let total = mask.clone().sum().clamp_min(1.0);
+    (picked * mask).sum().neg() / total
+}
+
+impl<B: Backend> WorldModel<B> {
+    pub fn new(
+        text: Qwen3ForCausalLM<B>,
+        wat: &WatStreamConfig,
+        fusion_layers: Vec<usize>,
+        fusion_heads: usize,
+        gate_init: f64,
+        device: &B::Device,
+    ) -> WorldModel<B> {
+        let d_text = text.model.embed_tokens.weight.dims()[1];
+        let eps = text.model.norm.eps;
+        let fusion = fusion_layers
+            .iter()
+            .map(|_| GatedCrossAttention::new(d_text, wat.hidden_size, fusion_heads, 2 * d_text, gate_init, eps, device))
+            .collect();
+        WorldModel { text, wat: wat.init(device), fusion, fusion_layers }
+    }
+
+    /// Teacher-forced forward pass of both streams.
+    pub fn forward(&self, batch: &Batch<B>) -> Output<B> {
+        let [_, s] = batch.text_ids.dims();
+        let device = batch.text_ids.device();
+        let causal = causal_mask::<B>(s, 0, &device);
+        let text_ignore = batch.question.clone().bool_not();
+        let answer = text_ignore.clone().float();
+        let wat_ignore = batch.wat_ids.clone().equal_elem(crate::tokenize::wat::PAD as i32);
+        let mut x = self.text.embed(batch.text_ids.clone());
+        let mut w = self.wat.embed_tokens.forward(batch.wat_ids.clone());
+        let mut wat_logits = Vec::new();
+        let mut segment = 0;
+        for (i, layer) in self.text.model.layers.iter().enumerate() {
+            while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
+                let seg = &self.wat.segments[segment];
+                w = seg.forward(w, &x, &text_ignore, &self.wat.rotary);
+                wat_logits.push(seg.exit(w.clone()));
+                x = self.fusion[segment].forward(x, w.clone(), &wat_ignore, &answer);
+                segment += 1;
+            }
+            x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
+        }
+        Output { text_logits: self.text.head(x), wat_logits }
+    }
+
+    /// Text loss and one WAT loss per exit.
+    pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
+        let out = self.forward(batch);
+        let text = masked_cross_entropy(out.text_logits, batch.text_targets.clone(), batch.text_loss_mask.clone());
+        let wat = out
+            .wat_logits
+            .into_iter()
+            .map(|logits| masked_cross_entropy(logits, batch.wat_targets.clone(), batch.wat_loss_mask.clone()))
+            .collect();
+        (text, wat)
+    }
+
+    /// Text states entering each fusion layer, for a question of one row.
+    /// # Shapes
+    /// - question: `[1, q]` → one `[1, q, d_text]` per fusion layer
+    pub fn question_states(&self, question: &[u32], device: &B::Device) -> Vec<Tensor<B, 3>> {
+        let ids = ids_tensor::<B>(question, device);
+        let q = question.len();
+        let causal = causal_mask::<B>(q, 0, device);
+        let mut x = self.text.embed(ids);
+        let mut states = Vec::new();
+        let last = self.fusion_layers.last().copied().unwrap_or(0);
+        for (i, layer) in self.text.model.layers.iter().enumerate().take(last + 1) {
+            while states.len() < self.fusion_layers.len() && self.fusion_layers[states.len()] == i {
+                states.push(x.clone());
+            }
+            x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
+        }
+        states
+    }
+
+    /// WAT states of `program` (`<bos>` first) after segments `0..=exit`.
+    fn wat_states(&self, program: &[u32], states: &[Tensor<B, 3>], exit: usize, device: &B::Device) -> Tensor<B, 3> {
+        let q = states[0].dims()[1];
+        let ignore = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
+        let mut w = self.wat.embed_tokens.forward(ids_tensor::<B>(program, device));
+        for (k, seg) in self.wat.segments.iter().enumerate().take(exit + 1) {
+            w = seg.forward(w, &states[k], &ignore, &self.wat.rotary);
+        }
+        w
+    }
+
+    /// Greedily decodes a candidate program from exit `exit`; returns its tokens
+    /// (without `<bos>`/`<eos>`) and their mean log-probability (the exit's confidence).
+    pub fn decode_candidate(&self, states: &[Tensor<B, 3>], exit: usize, max_tokens: usize, device: &B::Device) -> (Vec<u32>, f64) {
+        let mut program = vec![BOS];
+        let mut logprob = 0.0;
+        for _ in 0..max_tokens {
+            let w = self.wat_states(&program, states, exit, device);
+            let len = program.len();
+            let logits = self.wat.segments[exit].exit(w.narrow(1, len - 1, 1));
+            let vocab = logits.dims()[2];
+            let logp = log_softmax(logits.reshape([vocab]), 0);
+            let (next, lp) = argmax_with_value(logp);
+            logprob += lp;
+            if next == EOS {
+                break;
+            }
+            program.push(next);
+        }
+        let n = program.len().max(1) as f64;
+        program.remove(0);
+        (program, logprob / n)
+    }
+
+    /// Greedily decodes the answer after `prefix` (question plus injected computed
+    /// span), with fusion reading each exit's candidate. Stops after a `stop` id.
+    pub fn decode_answer(
+        &self,
+        prefix: &[u32],
+        question_len: usize,
+        candidates: &[Vec<u32>],
+        states: &[Tensor<B, 3>],
+        max_new: usize,
+        stop: &[u32],
+        device: &B::Device,
+    ) -> Vec<u32> {
+        let wat: Vec<Tensor<B, 3>> = candidates
+            .iter()
+            .enumerate()
+            .map(|(k, program)| {
+                let mut with_bos = vec![BOS];
+                with_bos.extend(program);
+                self.wat_states(&with_bos, states, k, device)
+            })
+            .collect();
+        let mut ids = prefix.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let s = ids.len();
+            let causal = causal_mask::<B>(s, 0, device);
+            let answer: Vec<f32> = (0..s).map(|i| if i >= question_len { 1.0 } else { 0.0 }).collect();
+            let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [1, s]), device);
+            let mut x = self.text.embed(ids_tensor::<B>(&ids, device));
+            let mut segment = 0;
+            for (i, layer) in self.text.model.layers.iter().enumerate() {
+                while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
+                    let w = wat[segment].clone();
+                    let ignore = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; w.dims()[1]], [1, w.dims()[1]]), device);
+                    x = self.fusion[segment].forward(x, w, &ignore, &answer);
+                    segment += 1;
+                }
+                x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
+            }
+            let logits = self.text.head(x.narrow(1, s - 1, 1));
+            let vocab = logits.dims()[2];
+            let (next, _) = argmax_with_value(logits.reshape([vocab]));
+            out.push(next);
+            if stop.contains(&next) {
+                break;
+            }
+            ids.push(next);
+        }
+        out
+    }
+}
+
+fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
+/// The index and value of the largest element of a vector.
+fn argmax_with_value<B: Backend>(v: Tensor<B, 1>) -> (u32, f64) {
+    let values = v.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let mut best = (0u32, f64::NEG_INFINITY);
+    for (i, &x) in values.iter().enumerate() {
+        if f64::from(x) > best.1 {
+            best = (i as u32, f64::from(x));
+        }
+    }
+    best
+}

@@ -1,0 +1,149 @@
+//! The WorldModel's information flow, pinned: answer tokens never reach the WAT
+//! stream, WAT tokens never reach question positions, closed gates leave the text
+//! stream exactly as plain Qwen3, and both streams learn.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use wmx::backend::{Cpu, CpuTrain};
+use wmx::model::qwen3::Qwen3Config;
+use wmx::model::wat_stream::WatStreamConfig;
+use wmx::model::world::{Batch, WorldModel};
+
+const Q: usize = 5;
+const S: usize = 9;
+const W: usize = 7;
+
+fn config() -> Qwen3Config {
+    Qwen3Config::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/tiny-tied")).unwrap()
+}
+
+fn model<B: Backend>(gate_init: f64) -> WorldModel<B> {
+    let device = Default::default();
+    B::seed(&device, 3);
+    let text_config = config();
+    let text = text_config.init::<B>(&device);
+    let wat = WatStreamConfig {
+        vocab_size: 400,
+        hidden_size: 32,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        layers_per_segment: 1,
+        segments: 2,
+        text_hidden_size: text_config.hidden_size,
+        max_tokens: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+    };
+    WorldModel::new(text, &wat, vec![0, 1], 4, gate_init, &device)
+}
+
+fn ints<B: Backend>(rows: &[Vec<i32>]) -> Tensor<B, 2, Int> {
+    let (b, n) = (rows.len(), rows[0].len());
+    Tensor::from_data(TensorData::new(rows.concat(), [b, n]), &Default::default())
+}
+
+fn floats<B: Backend>(rows: &[Vec<f32>]) -> Tensor<B, 2> {
+    let (b, n) = (rows.len(), rows[0].len());
+    Tensor::from_data(TensorData::new(rows.concat(), [b, n]), &Default::default())
+}
+
+fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
+    let mut targets = text[1..].to_vec();
+    targets.push(0);
+    let loss: Vec<f32> = (0..S).map(|i| if i + 1 >= Q && i + 1 < S { 1.0 } else { 0.0 }).collect();
+    let question: Vec<bool> = (0..S).map(|i| i < Q).collect();
+    let mut wat_targets = wat[1..].to_vec();
+    wat_targets.push(2);
+    Batch {
+        text_ids: ints(&[text.to_vec()]),
+        text_targets: ints(&[targets]),
+        text_loss_mask: floats(&[loss]),
+        question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [1, S]), &Default::default()),
+        wat_ids: ints(&[wat.to_vec()]),
+        wat_targets: ints(&[wat_targets]),
+        wat_loss_mask: floats(&[vec![1.0; W]]),
+    }
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+const TEXT: [i32; S] = [10, 11, 12, 13, 14, 15, 16, 17, 18];
+const WAT: [i32; W] = [1, 20, 21, 22, 23, 24, 25];
+
+#[test]
+fn closed_gates_leave_the_text_stream_as_plain_qwen3() {
+    let model = model::<Cpu>(0.0);
+    let b = batch::<Cpu>(TEXT, WAT);
+    let fused = values(model.forward(&b).text_logits);
+    let plain = values(model.text.forward(b.text_ids.clone(), None));
+    assert!(max_diff(&fused, &plain) <= 1e-6, "{}", max_diff(&fused, &plain));
+}
+
+#[test]
+fn answer_tokens_never_reach_the_wat_stream() {
+    let model = model::<Cpu>(0.7);
+    let before = model.forward(&batch::<Cpu>(TEXT, WAT));
+    let mut changed = TEXT;
+    changed[Q] = 99;
+    changed[S - 1] = 98;
+    let after = model.forward(&batch::<Cpu>(changed, WAT));
+    assert_eq!(before.wat_logits.len(), 2);
+    for (a, b) in before.wat_logits.into_iter().zip(after.wat_logits) {
+        assert_eq!(values(a), values(b));
+    }
+}
+
+#[test]
+fn wat_tokens_never_reach_question_positions() {
+    let model = model::<Cpu>(0.7);
+    let before = model.forward(&batch::<Cpu>(TEXT, WAT)).text_logits;
+    let mut changed = WAT;
+    changed[2] = 30;
+    changed[5] = 31;
+    let after = model.forward(&batch::<Cpu>(TEXT, changed)).text_logits;
+    let vocab = before.dims()[2];
+    let question = |t: Tensor<Cpu, 3>| values(t.narrow(1, 0, Q));
+    assert_eq!(question(before.clone()), question(after.clone()));
+    // With the gates open, answer positions do read the program.
+    let answer = |t: Tensor<Cpu, 3>| values(t.narrow(1, Q, S - Q));
+    assert!(max_diff(&answer(before), &answer(after)) > 1e-4, "fusion had no effect ({vocab} vocab)");
+}
+
+#[test]
+fn both_streams_learn_a_batch() {
+    let mut model = model::<CpuTrain>(0.0);
+    let mut optim = AdamWConfig::new().init();
+    let b = batch::<CpuTrain>(TEXT, WAT);
+    let mut first = None;
+    let mut last = (0.0, 0.0);
+    for _ in 0..40 {
+        let (text, wat) = model.losses(&b);
+        let wat_mean = wat.into_iter().reduce(|a, c| a + c).unwrap() / 2.0;
+        let loss = text.clone() + wat_mean.clone();
+        let values = (text.clone().into_scalar() as f64, wat_mean.clone().into_scalar() as f64);
+        first.get_or_insert(values);
+        last = values;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let first = first.unwrap();
+    assert!(last.0 < first.0 * 0.5, "text loss {first:?} → {last:?}");
+    assert!(last.1 < first.1 * 0.5, "wat loss {first:?} → {last:?}");
+    // Greedy decoding from the last exit reproduces the memorised program.
+    let inner = model.valid();
+    let device = Default::default();
+    let question: Vec<u32> = TEXT[..Q].iter().map(|&t| t as u32).collect();
+    let states = inner.question_states(&question, &device);
+    let (program, confidence) = inner.decode_candidate(&states, 1, 10, &device);
+    assert_eq!(program, WAT[1..].iter().map(|&t| t as u32).collect::<Vec<_>>());
+    assert!(confidence < 0.0 && confidence > -1.0, "{confidence}");
+}
