@@ -14,6 +14,12 @@ Writes, under tests/fixtures/qwen3/:
   tokenizer/     the real Qwen3 tokenizer.json and the ids / decodings transformers
       gives for a set of chat-format texts (expected.json).
 The fixtures are committed; this script is only rerun to change them.
+
+    python3 scripts/qwen3_fixtures.py --check-export DIR [--fixture tiny-untied]
+
+instead loads a directory wmx exported (the parity test writes one to
+target/tmp/exported-tiny-untied) with transformers and checks its logits against
+the fixture it came from.
 """
 
 import argparse
@@ -144,11 +150,31 @@ def real_tokenizer(source):
     print(f"tokenizer: {len(cases)} texts; first ids {cases[0]['ids']}")
 
 
+def check_export(path, fixture):
+    from safetensors.torch import load_file
+
+    expected = load_file(os.path.join(ROOT, fixture, "expected.safetensors"))
+    model = Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        logits = model(input_ids=expected["input_ids"]).logits
+    worst = (logits - expected["logits"]).abs().max().item()
+    scale = expected["logits"].abs().max().item()
+    ok = worst <= 1e-4 * scale
+    print(f"transformers loaded {path}: max |Δlogit| {worst:.2e} (max |logit| {scale:.2f}) -> {'ok' if ok else 'MISMATCH'}")
+    if not ok:
+        raise SystemExit(1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--qwen3-tokenizer", help="directory with the real Qwen3 tokenizer.json and tokenizer_config.json")
+    parser.add_argument("--check-export", help="a directory wmx exported, to load with transformers")
+    parser.add_argument("--fixture", default="tiny-untied", help="fixture the export was made from")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.check_export:
+        check_export(args.check_export, args.fixture)
+        return
     build("tiny-tied", tie=True, dtype=torch.float32, shard=False)
     build("tiny-untied", tie=False, dtype=torch.bfloat16, shard=True)
     if args.qwen3_tokenizer:

@@ -24,13 +24,18 @@ pub trait BackendTask {
 
 /// The named backend is not compiled into this binary.
 #[derive(Debug, thiserror::Error)]
-#[error("backend `{name}` is not built into this wmx; rebuild with `cargo build --release --features {name}`")]
+#[error(
+    "backend `{name}` is not built into this wmx; rebuild with `cargo build --release --features {name}`"
+)]
 pub struct MissingBackend {
     pub name: &'static str,
 }
 
 /// Runs `task` on the named backend's default device.
-pub fn dispatch<T: BackendTask>(backend: BackendName, task: T) -> Result<T::Output, MissingBackend> {
+pub fn dispatch<T: BackendTask>(
+    backend: BackendName,
+    task: T,
+) -> Result<T::Output, MissingBackend> {
     match backend {
         BackendName::Cpu => Ok(task.run::<Cpu>(Default::default())),
         #[cfg(feature = "cuda")]

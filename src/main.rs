@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wmx::config::{self, ConfigError};
 use wmx::curriculum::import::{self, Fields, Format};
 use wmx::curriculum::{self, Curriculum, CurriculumError, Split};
+use wmx::model::ModelError;
 use wmx::sandbox::{Arg, Outcome, Policy, Sandbox};
+use wmx::tokenize::TokenizeError;
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +108,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Forward + backward time per batch of an experiment's model.
+    Model {
+        /// Experiment whose model shape is measured.
+        #[arg(default_value = "experiments/base.toml")]
+        experiment: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        #[arg(long, default_value_t = 64)]
+        wat_len: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Backend to measure on [default: the experiment's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+    },
     /// Executions per second of a cached program and first-compile time.
     Sandbox {
         /// Seconds to measure throughput for.
@@ -154,6 +173,17 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                         | wmx::sandbox::SandboxError::Files { .. }
                 )
             )
+            || matches!(
+                cause.downcast_ref::<ModelError>(),
+                Some(e) if !matches!(e, ModelError::Tensor(_))
+            )
+            || matches!(
+                cause.downcast_ref::<TokenizeError>(),
+                Some(TokenizeError::Load { .. })
+            )
+            || cause
+                .downcast_ref::<wmx::backend::MissingBackend>()
+                .is_some()
     })
 }
 
@@ -202,8 +232,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             exec(&program, question.as_deref(), &args, &p, json)
         }
-        Command::Generate { model, prompt, max_new_tokens, ids, backend } => {
-            let task = GenerateTask { dir: model, prompt, max_new_tokens };
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            ids,
+            backend,
+        } => {
+            let task = GenerateTask {
+                dir: model,
+                prompt,
+                max_new_tokens,
+            };
             let generated = wmx::backend::dispatch(backend, task)??;
             if ids {
                 let shown: Vec<String> = generated.ids.iter().map(u32::to_string).collect();
@@ -211,6 +251,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("{}", generated.text);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Model {
+                    experiment,
+                    batch,
+                    seq,
+                    wat_len,
+                    repeats,
+                    backend,
+                },
+        } => {
+            let loaded = config::load(&experiment, &[])?;
+            let shape = wmx::bench::StepShape {
+                batch,
+                seq,
+                wat_len,
+                repeats: repeats.max(1),
+            };
+            let task = wmx::bench::ModelBench {
+                experiment: &loaded.experiment,
+                shape,
+            };
+            let rows = wmx::backend::dispatch(backend.unwrap_or(loaded.experiment.backend), task)?;
+            print!("{}", wmx::bench::table(&rows));
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -239,8 +305,8 @@ impl wmx::backend::BackendTask for GenerateTask {
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Result<Generated> {
         use wmx::model::qwen3::Qwen3ForCausalLM;
-        let tokenizer = wmx::tokenize::TextTokenizer::from_file(&self.dir.join("tokenizer.json"))?;
         let (model, config) = Qwen3ForCausalLM::<B>::from_hf_dir(&self.dir, &device)?;
+        let tokenizer = wmx::tokenize::TextTokenizer::from_file(&self.dir.join("tokenizer.json"))?;
         let prompt = tokenizer.encode(&self.prompt)?;
         let ids = model.generate(&prompt, self.max_new_tokens, &config.eos_ids(), &device);
         let text = tokenizer.decode(&ids)?;

@@ -270,3 +270,35 @@ fn exec_system_policy_reads_declared_files() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("value 77"), "{}", text(&out));
 }
+
+#[test]
+fn generate_matches_transformers_greedy_ids() {
+    let dir = repo().join("tests/fixtures/qwen3/tiny-tied");
+    let prompt = "<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n";
+    let out = wmx(
+        &repo(),
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            prompt,
+            "--max-new-tokens",
+            "32",
+            "--ids",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids: Vec<String> = expected
+        .tensor("generated_ids")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()).to_string())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ids.join(" "));
+    let missing = wmx(&repo(), &["generate", "--model", "no/such/dir", "hi"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("no/such/dir"), "{}", text(&missing));
+}

@@ -172,3 +172,27 @@ fn system_examples_read_declared_files_and_the_fixed_clock() {
         assert_eq!(example.value, 4217.0);
     }
 }
+
+#[test]
+fn every_curriculum_program_round_trips_through_the_wat_vocabulary() {
+    let (_, dataset) = standard();
+    let vocab = wmx::tokenize::wat::WatVocab::new();
+    let mut programs: Vec<&str> = Split::ALL
+        .iter()
+        .flat_map(|&s| dataset.examples(s))
+        .map(|e| e.program.as_str())
+        .collect();
+    programs.sort();
+    programs.dedup();
+    assert!(programs.len() > 20);
+    for program in programs {
+        let ids = vocab.encode(program).unwrap();
+        assert!(!ids.is_empty());
+        let decoded = vocab.decode(&ids);
+        assert_eq!(
+            wat::parse_str(&decoded).unwrap(),
+            wat::parse_str(program).unwrap(),
+            "{program}\n→ {decoded}"
+        );
+    }
+}

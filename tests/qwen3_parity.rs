@@ -11,7 +11,9 @@ use wmx::model::qwen3::{KvCache, Qwen3ForCausalLM};
 use wmx::tokenize::TextTokenizer;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qwen3")
+        .join(name)
 }
 
 struct Expected {
@@ -26,22 +28,43 @@ fn expected(dir: &Path) -> Expected {
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ints = |name: &str| -> Vec<i64> {
-        st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     };
-    let logits = st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let logits = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     Expected {
         input_ids: ints("input_ids"),
         input_shape: st.tensor("input_ids").unwrap().shape().to_vec(),
         logits,
         prompt_ids: ints("prompt_ids").into_iter().map(|v| v as u32).collect(),
-        generated_ids: ints("generated_ids").into_iter().map(|v| v as u32).collect(),
+        generated_ids: ints("generated_ids")
+            .into_iter()
+            .map(|v| v as u32)
+            .collect(),
     }
 }
 
 fn logits_of(model: &Qwen3ForCausalLM<Cpu>, ids: &[i64], shape: &[usize]) -> Vec<f32> {
-    let data = TensorData::new(ids.iter().map(|&v| v as i32).collect::<Vec<_>>(), [shape[0], shape[1]]);
+    let data = TensorData::new(
+        ids.iter().map(|&v| v as i32).collect::<Vec<_>>(),
+        [shape[0], shape[1]],
+    );
     let ids = Tensor::<Cpu, 2, Int>::from_data(data, &Default::default());
-    model.forward(ids, None).into_data().to_vec::<f32>().unwrap()
+    model
+        .forward(ids, None)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
 }
 
 /// |a - b| ≤ 1e-4·|b| + 1e-5 everywhere (f32, relative).
@@ -60,7 +83,11 @@ fn check_logits(name: &str) {
     let dir = fixture(name);
     let (model, _) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
     let e = expected(&dir);
-    assert_close(&logits_of(&model, &e.input_ids, &e.input_shape), &e.logits, name);
+    assert_close(
+        &logits_of(&model, &e.input_ids, &e.input_shape),
+        &e.logits,
+        name,
+    );
 }
 
 #[test]
@@ -77,10 +104,13 @@ fn parity_logits_untied_bf16_sharded() {
 fn parity_greedy_generation_matches_transformers() {
     for name in ["tiny-tied", "tiny-untied"] {
         let dir = fixture(name);
-        let (model, config) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
+        let (model, config) =
+            Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
         let e = expected(&dir);
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-        let prompt = tokenizer.encode("<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n").unwrap();
+        let prompt = tokenizer
+            .encode("<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n")
+            .unwrap();
         assert_eq!(prompt, e.prompt_ids, "{name}: prompt tokens");
         let generated = model.generate(&prompt, 32, &config.eos_ids(), &Default::default());
         assert_eq!(generated, e.generated_ids, "{name}: greedy tokens");
@@ -100,9 +130,19 @@ fn cached_decoding_matches_a_full_forward() {
     let mut stepped = Vec::new();
     // Prefill four tokens, then one at a time.
     for chunk in [&first[..4], &first[4..5], &first[5..]] {
-        for piece in chunk.chunks(if chunk.len() > 1 && stepped.is_empty() { chunk.len() } else { 1 }) {
-            let data = TensorData::new(piece.iter().map(|&v| v as i32).collect::<Vec<_>>(), [1, piece.len()]);
-            let out = model.forward(Tensor::<Cpu, 2, Int>::from_data(data, &device), Some(&mut cache));
+        for piece in chunk.chunks(if chunk.len() > 1 && stepped.is_empty() {
+            chunk.len()
+        } else {
+            1
+        }) {
+            let data = TensorData::new(
+                piece.iter().map(|&v| v as i32).collect::<Vec<_>>(),
+                [1, piece.len()],
+            );
+            let out = model.forward(
+                Tensor::<Cpu, 2, Int>::from_data(data, &device),
+                Some(&mut cache),
+            );
             stepped.extend(out.into_data().to_vec::<f32>().unwrap());
         }
     }
@@ -120,24 +160,46 @@ fn parity_tokenizer_matches_transformers_on_chat_texts() {
     assert!(cases.len() >= 5);
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(tokenizer.encode(text).unwrap(), ids, "encode {text:?}");
-        assert_eq!(tokenizer.decode(&ids).unwrap(), case["decoded"].as_str().unwrap(), "decode {text:?}");
+        assert_eq!(
+            tokenizer.decode(&ids).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "decode {text:?}"
+        );
     }
     // The example from NOTES.md, digits split one per token.
-    let ids = tokenizer.encode("<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n").unwrap();
-    assert_eq!(ids, [151644, 872, 198, 3838, 374, 220, 16, 17, 353, 220, 22, 30, 151645, 198, 151644, 77091, 198]);
+    let ids = tokenizer
+        .encode("<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    assert_eq!(
+        ids,
+        [
+            151644, 872, 198, 3838, 374, 220, 16, 17, 353, 220, 22, 30, 151645, 198, 151644, 77091,
+            198
+        ]
+    );
 }
 
 #[test]
 fn exported_safetensors_reload_to_the_same_logits() {
     let dir = fixture("tiny-untied");
     let (model, config) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    wmx::model::qwen3::export_hf(&model, &config, Some(&dir.join("tokenizer.json")), out.path()).unwrap();
-    let (reloaded, _) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(out.path(), &Default::default()).unwrap();
+    // Kept under target/ so `scripts/qwen3_fixtures.py --check-export` can load it with transformers.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exported-tiny-untied");
+    wmx::model::qwen3::export_hf(&model, &config, Some(&dir.join("tokenizer.json")), &out).unwrap();
+    let (reloaded, _) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&out, &Default::default()).unwrap();
     let e = expected(&dir);
-    assert_close(&logits_of(&reloaded, &e.input_ids, &e.input_shape), &e.logits, "exported");
+    assert_close(
+        &logits_of(&reloaded, &e.input_ids, &e.input_shape),
+        &e.logits,
+        "exported",
+    );
 }
 
 #[test]
@@ -149,18 +211,34 @@ fn broken_checkpoints_name_the_file_or_tensor() {
     std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
     let err = Qwen3ForCausalLM::<Cpu>::from_hf_dir(dir.path(), &Default::default()).unwrap_err();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
-    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
-    let config = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     std::fs::write(dir.path().join("config.json"), config).unwrap();
     match Qwen3ForCausalLM::<Cpu>::from_hf_dir(dir.path(), &Default::default()) {
-        Err(ModelError::Shape { name, expected, found }) => {
+        Err(ModelError::Shape {
+            name,
+            expected,
+            found,
+        }) => {
             assert_eq!(name, "model.layers.0.mlp.gate_proj.weight");
             assert_eq!((expected, found), (vec![96, 64], vec![128, 64]));
         }
         other => panic!("expected a shape error, got {:?}", other.map(|_| ())),
     }
-    let config = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
     std::fs::write(dir.path().join("config.json"), config).unwrap();
     let err = Qwen3ForCausalLM::<Cpu>::from_hf_dir(dir.path(), &Default::default()).unwrap_err();
-    assert!(err.to_string().contains("model.layers.2.input_layernorm.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("model.layers.2.input_layernorm.weight"),
+        "{err}"
+    );
 }

@@ -17,7 +17,10 @@ const S: usize = 9;
 const W: usize = 7;
 
 fn config() -> Qwen3Config {
-    Qwen3Config::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/tiny-tied")).unwrap()
+    Qwen3Config::from_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/tiny-tied"),
+    )
+    .unwrap()
 }
 
 fn model<B: Backend>(gate_init: f64) -> WorldModel<B> {
@@ -53,7 +56,9 @@ fn floats<B: Backend>(rows: &[Vec<f32>]) -> Tensor<B, 2> {
 fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
     let mut targets = text[1..].to_vec();
     targets.push(0);
-    let loss: Vec<f32> = (0..S).map(|i| if i + 1 >= Q && i + 1 < S { 1.0 } else { 0.0 }).collect();
+    let loss: Vec<f32> = (0..S)
+        .map(|i| if i + 1 >= Q && i + 1 < S { 1.0 } else { 0.0 })
+        .collect();
     let question: Vec<bool> = (0..S).map(|i| i < Q).collect();
     let mut wat_targets = wat[1..].to_vec();
     wat_targets.push(2);
@@ -61,7 +66,10 @@ fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
         text_ids: ints(&[text.to_vec()]),
         text_targets: ints(&[targets]),
         text_loss_mask: floats(&[loss]),
-        question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [1, S]), &Default::default()),
+        question: Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(question, [1, S]),
+            &Default::default(),
+        ),
         wat_ids: ints(&[wat.to_vec()]),
         wat_targets: ints(&[wat_targets]),
         wat_loss_mask: floats(&[vec![1.0; W]]),
@@ -73,7 +81,10 @@ fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 const TEXT: [i32; S] = [10, 11, 12, 13, 14, 15, 16, 17, 18];
@@ -85,7 +96,11 @@ fn closed_gates_leave_the_text_stream_as_plain_qwen3() {
     let b = batch::<Cpu>(TEXT, WAT);
     let fused = values(model.forward(&b).text_logits);
     let plain = values(model.text.forward(b.text_ids.clone(), None));
-    assert!(max_diff(&fused, &plain) <= 1e-6, "{}", max_diff(&fused, &plain));
+    assert!(
+        max_diff(&fused, &plain) <= 1e-6,
+        "{}",
+        max_diff(&fused, &plain)
+    );
 }
 
 #[test]
@@ -115,7 +130,10 @@ fn wat_tokens_never_reach_question_positions() {
     assert_eq!(question(before.clone()), question(after.clone()));
     // With the gates open, answer positions do read the program.
     let answer = |t: Tensor<Cpu, 3>| values(t.narrow(1, Q, S - Q));
-    assert!(max_diff(&answer(before), &answer(after)) > 1e-4, "fusion had no effect ({vocab} vocab)");
+    assert!(
+        max_diff(&answer(before), &answer(after)) > 1e-4,
+        "fusion had no effect ({vocab} vocab)"
+    );
 }
 
 #[test]
@@ -129,7 +147,10 @@ fn both_streams_learn_a_batch() {
         let (text, wat) = model.losses(&b);
         let wat_mean = wat.into_iter().reduce(|a, c| a + c).unwrap() / 2.0;
         let loss = text.clone() + wat_mean.clone();
-        let values = (text.clone().into_scalar() as f64, wat_mean.clone().into_scalar() as f64);
+        let values = (
+            text.clone().into_scalar() as f64,
+            wat_mean.clone().into_scalar() as f64,
+        );
         first.get_or_insert(values);
         last = values;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -144,6 +165,51 @@ fn both_streams_learn_a_batch() {
     let question: Vec<u32> = TEXT[..Q].iter().map(|&t| t as u32).collect();
     let states = inner.question_states(&question, &device);
     let (program, confidence) = inner.decode_candidate(&states, 1, 10, &device);
-    assert_eq!(program, WAT[1..].iter().map(|&t| t as u32).collect::<Vec<_>>());
+    assert_eq!(
+        program,
+        WAT[1..].iter().map(|&t| t as u32).collect::<Vec<_>>()
+    );
     assert!(confidence < 0.0 && confidence > -1.0, "{confidence}");
+}
+
+#[test]
+fn saved_models_load_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mpk");
+    let original = model::<Cpu>(0.5);
+    original.save(&path).unwrap();
+    let device = Default::default();
+    Cpu::seed(&device, 99);
+    let fresh = model::<Cpu>(0.1);
+    let b = batch::<Cpu>(TEXT, WAT);
+    assert_ne!(
+        values(fresh.forward(&b).text_logits),
+        values(original.forward(&b).text_logits)
+    );
+    let loaded = fresh.load(&path, &device).unwrap();
+    let (a, c) = (original.forward(&b), loaded.forward(&b));
+    let (x, y) = (values(a.text_logits), values(c.text_logits));
+    assert_eq!(x, y, "max diff {}", max_diff(&x, &y));
+    for (x, y) in a.wat_logits.into_iter().zip(c.wat_logits) {
+        assert_eq!(values(x), values(y));
+    }
+    let missing = model::<Cpu>(0.0).load(&dir.path().join("absent.mpk"), &device);
+    assert!(missing.unwrap_err().to_string().contains("absent.mpk"));
+}
+
+#[test]
+fn answers_decode_like_plain_qwen3_when_gates_are_closed() {
+    let model = model::<Cpu>(0.0);
+    let device = Default::default();
+    let question: Vec<u32> = TEXT[..Q].iter().map(|&t| t as u32).collect();
+    let states = model.question_states(&question, &device);
+    assert_eq!(states.len(), 2);
+    let candidates: Vec<Vec<u32>> = (0..2)
+        .map(|k| model.decode_candidate(&states, k, 6, &device).0)
+        .collect();
+    let prefix: Vec<u32> = TEXT[..7].iter().map(|&t| t as u32).collect();
+    let fused = model.decode_answer(&prefix, Q, &candidates, &states, 8, &[], &device);
+    let plain = model.text.generate(&prefix, 8, &[], &device);
+    assert_eq!(fused, plain);
+    assert_eq!(fused.len(), 8);
 }

@@ -3,7 +3,7 @@
 //! `x += tanh(a)·xattn(norm(x), wat)`, then `x += tanh(b)·ffw(norm(x))`, a and b from 0.
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
@@ -22,9 +22,14 @@ pub struct CrossAttention<B: Backend> {
 }
 
 impl<B: Backend> CrossAttention<B> {
-    pub fn new(d_query: usize, d_context: usize, num_heads: usize, device: &B::Device) -> CrossAttention<B> {
+    pub fn new(
+        d_query: usize,
+        d_context: usize,
+        num_heads: usize,
+        device: &B::Device,
+    ) -> CrossAttention<B> {
         let head_dim = d_query / num_heads;
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| super::linear::<B>(i, o, device);
         CrossAttention {
             q_proj: linear(d_query, num_heads * head_dim),
             k_proj: linear(d_context, num_heads * head_dim),
@@ -39,17 +44,35 @@ impl<B: Backend> CrossAttention<B> {
     /// - x: `[batch, seq, d_query]`, context: `[batch, ctx, d_context]`
     /// - ignore: `[batch, ctx]`, true for context positions no query may read
     /// - output: `[batch, seq, d_query]`
-    pub fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>, ignore: &Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        ignore: &Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let t = context.dims()[1];
         let (h, hd) = (self.num_heads, self.head_dim);
-        let q = self.q_proj.forward(x).reshape([b, s, h, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(context.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(context).reshape([b, t, h, hd]).swap_dims(1, 2);
+        let q = self
+            .q_proj
+            .forward(x)
+            .reshape([b, s, h, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(context.clone())
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(context)
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
         let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
         let mask = ignore.clone().reshape([b, 1, 1, t]).expand([b, h, s, t]);
         let out = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(v);
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }
 
@@ -61,7 +84,9 @@ pub struct TanhGate<B: Backend> {
 
 impl<B: Backend> TanhGate<B> {
     pub fn new(init: f64, device: &B::Device) -> TanhGate<B> {
-        TanhGate { scale: Param::from_tensor(Tensor::full([1], init, device)) }
+        TanhGate {
+            scale: Param::from_tensor(Tensor::full([1], init, device)),
+        }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -90,7 +115,7 @@ impl<B: Backend> GatedCrossAttention<B> {
         eps: f64,
         device: &B::Device,
     ) -> GatedCrossAttention<B> {
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| super::linear::<B>(i, o, device);
         GatedCrossAttention {
             attn_norm: RmsNorm::ones(d_text, eps, device),
             attn: CrossAttention::new(d_text, d_wat, num_heads, device),
@@ -117,7 +142,9 @@ impl<B: Backend> GatedCrossAttention<B> {
         answer: &Tensor<B, 2>,
     ) -> Tensor<B, 3> {
         let answer = answer.clone().unsqueeze_dim::<3>(2);
-        let attended = self.attn.forward(self.attn_norm.forward(x.clone()), wat, wat_ignore);
+        let attended = self
+            .attn
+            .forward(self.attn_norm.forward(x.clone()), wat, wat_ignore);
         let x = x + self.attn_gate.forward(attended) * answer.clone();
         let fed = self.ffw.forward(self.ffw_norm.forward(x.clone()));
         x + self.ffw_gate.forward(fed) * answer

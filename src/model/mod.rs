@@ -9,6 +9,19 @@ pub mod world;
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+/// A bias-free linear layer `[d_in] → [d_out]`, initialised eagerly from
+/// U(-1/√d_in, 1/√d_in). (burn's lazy initialisation draws its random numbers when
+/// a parameter is first read, so a cloned, unread model would not match its source.)
+pub fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let weight = Tensor::random([d_in, d_out], Distribution::Uniform(-bound, bound), device);
+    Linear { weight: Param::from_tensor(weight), bias: None }
+}
+
 /// Errors loading, building or saving a model; each names the file or tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -19,7 +32,11 @@ pub enum ModelError {
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("tensor `{name}` has shape {found:?}; the config expects {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     #[error("{dir}: tensors the model does not use: {}", names.join(", "))]
     Unexpected { dir: PathBuf, names: Vec<String> },
     #[error("tensor data: {0}")]
@@ -28,10 +45,16 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn io(path: &Path, err: impl std::fmt::Display) -> ModelError {
-        ModelError::Io { path: path.to_path_buf(), message: err.to_string() }
+        ModelError::Io {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        }
     }
 
     pub fn format(path: &Path, message: String) -> ModelError {
-        ModelError::Format { path: path.to_path_buf(), message }
+        ModelError::Format {
+            path: path.to_path_buf(),
+            message,
+        }
     }
 }

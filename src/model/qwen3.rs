@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear, LinearConfig};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
@@ -52,25 +52,56 @@ fn default_eps() -> f64 {
 }
 
 impl Qwen3Config {
+    /// The shape an experiment declares for a text stream built from scratch.
+    pub fn from_experiment(m: &crate::config::ModelConfig) -> Qwen3Config {
+        Qwen3Config {
+            vocab_size: m.vocab_size,
+            hidden_size: m.hidden_size,
+            intermediate_size: m.intermediate_size,
+            num_hidden_layers: m.num_hidden_layers,
+            num_attention_heads: m.num_attention_heads,
+            num_key_value_heads: m.num_key_value_heads,
+            head_dim: Some(m.head_dim),
+            max_position_embeddings: m.max_position_embeddings,
+            rope_theta: Some(m.rope_theta),
+            rope_parameters: None,
+            rms_norm_eps: m.rms_norm_eps,
+            tie_word_embeddings: m.tie_word_embeddings,
+            attention_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
+        }
+    }
+
     /// Reads `config.json` of a Hugging Face directory.
     pub fn from_dir(dir: &Path) -> Result<Qwen3Config, ModelError> {
         let path = dir.join("config.json");
         if !path.is_file() {
-            return Err(ModelError::Missing { what: path.display().to_string() });
+            return Err(ModelError::Missing {
+                what: path.display().to_string(),
+            });
         }
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        let config: Qwen3Config = serde_json::from_str(&text).map_err(|e| ModelError::format(&path, e.to_string()))?;
+        let config: Qwen3Config =
+            serde_json::from_str(&text).map_err(|e| ModelError::format(&path, e.to_string()))?;
         if config.attention_bias {
-            return Err(ModelError::format(&path, "attention_bias = true is not a Qwen3 checkpoint".into()));
+            return Err(ModelError::format(
+                &path,
+                "attention_bias = true is not a Qwen3 checkpoint".into(),
+            ));
         }
         if config.num_attention_heads % config.num_key_value_heads != 0 {
-            return Err(ModelError::format(&path, "num_key_value_heads must divide num_attention_heads".into()));
+            return Err(ModelError::format(
+                &path,
+                "num_key_value_heads must divide num_attention_heads".into(),
+            ));
         }
         Ok(config)
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     pub fn theta(&self) -> f64 {
@@ -82,8 +113,14 @@ impl Qwen3Config {
     /// End-of-sequence token ids (`eos_token_id` may be a number or a list).
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-            Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| v as u32).into_iter().collect()
+            }
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -92,12 +129,18 @@ impl Qwen3Config {
     pub fn to_hf_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
-            map.insert("architectures".into(), serde_json::json!(["Qwen3ForCausalLM"]));
+            map.insert(
+                "architectures".into(),
+                serde_json::json!(["Qwen3ForCausalLM"]),
+            );
             map.insert("model_type".into(), "qwen3".into());
             map.insert("hidden_act".into(), "silu".into());
             map.insert("head_dim".into(), self.head_dim().into());
             map.insert("rope_theta".into(), self.theta().into());
-            map.insert("rope_parameters".into(), serde_json::json!({"rope_theta": self.theta(), "rope_type": "default"}));
+            map.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_theta": self.theta(), "rope_type": "default"}),
+            );
             map.insert("dtype".into(), "float32".into());
         }
         value
@@ -106,7 +149,7 @@ impl Qwen3Config {
     /// Builds a randomly initialised model of this shape.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Qwen3ForCausalLM<B> {
         let hd = self.head_dim();
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| super::linear::<B>(i, o, device);
         let norm = |d| RmsNorm::ones(d, self.rms_norm_eps, device);
         let layers = (0..self.num_hidden_layers)
             .map(|_| DecoderLayer {
@@ -130,9 +173,19 @@ impl Qwen3Config {
                 },
             })
             .collect();
-        let embed = Tensor::random([self.vocab_size, self.hidden_size], burn::tensor::Distribution::Normal(0.0, 0.02), device);
+        let embed = Tensor::random(
+            [self.vocab_size, self.hidden_size],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
         Qwen3ForCausalLM {
-            model: Qwen3Model { embed_tokens: Embedding { weight: Param::from_tensor(embed) }, layers, norm: norm(self.hidden_size) },
+            model: Qwen3Model {
+                embed_tokens: Embedding {
+                    weight: Param::from_tensor(embed),
+                },
+                layers,
+                norm: norm(self.hidden_size),
+            },
             lm_head: (!self.tie_word_embeddings).then(|| linear(self.hidden_size, self.vocab_size)),
             rotary: Rotary::new(hd, self.max_position_embeddings, self.theta(), device),
         }
@@ -148,7 +201,10 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     pub fn ones(d: usize, eps: f64, device: &B::Device) -> RmsNorm<B> {
-        RmsNorm { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
+        RmsNorm {
+            weight: Param::from_tensor(Tensor::ones([d], device)),
+            eps,
+        }
     }
 
     /// # Shapes
@@ -209,12 +265,17 @@ pub struct KvCache<B: Backend> {
 
 impl<B: Backend> KvCache<B> {
     pub fn new(layers: usize) -> KvCache<B> {
-        KvCache { layers: vec![None; layers] }
+        KvCache {
+            layers: vec![None; layers],
+        }
     }
 
     /// Tokens already cached.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -250,8 +311,14 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
-        let q = self.q_norm.forward(heads(self.q_proj.forward(x.clone()), nh)).swap_dims(1, 2);
-        let k = self.k_norm.forward(heads(self.k_proj.forward(x.clone()), nkv)).swap_dims(1, 2);
+        let q = self
+            .q_norm
+            .forward(heads(self.q_proj.forward(x.clone()), nh))
+            .swap_dims(1, 2);
+        let k = self
+            .k_norm
+            .forward(heads(self.k_proj.forward(x.clone()), nkv))
+            .swap_dims(1, 2);
         let v = heads(self.v_proj.forward(x), nkv).swap_dims(1, 2);
         let q = rotary.apply(q, start);
         let mut k = rotary.apply(k, start);
@@ -265,15 +332,21 @@ impl<B: Backend> Attention<B> {
         }
         let total = k.dims()[2];
         let repeat = |t: Tensor<B, 4>| {
-            t.unsqueeze_dim::<5>(2).repeat_dim(2, nh / nkv).reshape([b, nh, total, hd])
+            t.unsqueeze_dim::<5>(2)
+                .repeat_dim(2, nh / nkv)
+                .reshape([b, nh, total, hd])
         };
         let (k, v) = (repeat(k), repeat(v));
         let mut scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
         if let Some(mask) = mask {
-            scores = scores.mask_fill(mask.clone().unsqueeze::<4>().expand([b, nh, s, total]), f32::NEG_INFINITY);
+            scores = scores.mask_fill(
+                mask.clone().unsqueeze::<4>().expand([b, nh, s, total]),
+                f32::NEG_INFINITY,
+            );
         }
         let out = softmax(scores, 3).matmul(v);
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
     }
 }
 
@@ -288,7 +361,8 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
     }
 }
 
@@ -311,7 +385,10 @@ impl<B: Backend> DecoderLayer<B> {
         mask: Option<&Tensor<B, 2, Bool>>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, start, mask, cache);
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rotary, start, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -355,7 +432,9 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             None => {
                 let [b, s, d] = h.dims();
                 let w = self.model.embed_tokens.weight.val();
-                h.reshape([b * s, d]).matmul(w.clone().transpose()).reshape([b, s, w.dims()[0]])
+                h.reshape([b * s, d])
+                    .matmul(w.clone().transpose())
+                    .reshape([b, s, w.dims()[0]])
             }
         }
     }
@@ -363,7 +442,11 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     /// Logits for every position, continuing from `cache` when given.
     /// # Shapes
     /// - ids: `[batch, seq]` → `[batch, seq, vocab]`
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let [_, s] = ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len());
         let device = ids.device();
@@ -377,7 +460,13 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     }
 
     /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping after an id in `stop`.
-    pub fn generate(&self, prompt: &[u32], max_new: usize, stop: &[u32], device: &B::Device) -> Vec<u32> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+        device: &B::Device,
+    ) -> Vec<u32> {
         let mut cache = KvCache::new(self.model.layers.len());
         let mut out = Vec::new();
         let mut input: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
@@ -387,7 +476,14 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             let logits = self.forward(ids, Some(&mut cache));
             let [_, s, vocab] = logits.dims();
             let last = logits.narrow(1, s - 1, 1).reshape([vocab]);
-            let next = last.argmax(0).into_data().convert::<i64>().to_vec::<i64>().ok().and_then(|v| v.first().copied()).unwrap_or(0) as u32;
+            let next = last
+                .argmax(0)
+                .into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0) as u32;
             out.push(next);
             if stop.contains(&next) {
                 break;
@@ -398,18 +494,32 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     }
 
     /// Loads a Hugging Face Qwen3 directory: `config.json` and its safetensors.
-    pub fn from_hf_dir(dir: &Path, device: &B::Device) -> Result<(Qwen3ForCausalLM<B>, Qwen3Config), ModelError> {
+    pub fn from_hf_dir(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<(Qwen3ForCausalLM<B>, Qwen3Config), ModelError> {
         let config = Qwen3Config::from_dir(dir)?;
         let mut w = Weights::open(dir)?;
         let (h, hd) = (config.hidden_size, config.head_dim());
-        let (nh, nkv, inter) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
+        let (nh, nkv, inter) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.intermediate_size,
+        );
         // Hugging Face stores linear weights as [out, in]; burn multiplies by [in, out].
-        let linear = |w: &mut Weights, name: &str, o: usize, i: usize| -> Result<Linear<B>, ModelError> {
-            let t: Tensor<B, 2> = w.take(&format!("{name}.weight"), [o, i], device)?;
-            Ok(Linear { weight: Param::from_tensor(t.transpose()), bias: None })
-        };
+        let linear =
+            |w: &mut Weights, name: &str, o: usize, i: usize| -> Result<Linear<B>, ModelError> {
+                let t: Tensor<B, 2> = w.take(&format!("{name}.weight"), [o, i], device)?;
+                Ok(Linear {
+                    weight: Param::from_tensor(t.transpose()),
+                    bias: None,
+                })
+            };
         let norm = |w: &mut Weights, name: &str, d: usize| -> Result<RmsNorm<B>, ModelError> {
-            Ok(RmsNorm { weight: Param::from_tensor(w.take(&format!("{name}.weight"), [d], device)?), eps: config.rms_norm_eps })
+            Ok(RmsNorm {
+                weight: Param::from_tensor(w.take(&format!("{name}.weight"), [d], device)?),
+                eps: config.rms_norm_eps,
+            })
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -427,7 +537,11 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                     num_kv_heads: nkv,
                     head_dim: hd,
                 },
-                post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h)?,
+                post_attention_layernorm: norm(
+                    &mut w,
+                    &format!("{p}.post_attention_layernorm"),
+                    h,
+                )?,
                 mlp: Mlp {
                     gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), inter, h)?,
                     up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), inter, h)?,
@@ -437,15 +551,30 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         }
         let embed = w.take("model.embed_tokens.weight", [config.vocab_size, h], device)?;
         let final_norm = norm(&mut w, "model.norm", h)?;
-        let lm_head = if config.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", config.vocab_size, h)?) };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(linear(&mut w, "lm_head", config.vocab_size, h)?)
+        };
         // Tied checkpoints sometimes carry a copy of the head; old ones a RoPE buffer.
         let tied = config.tie_word_embeddings;
-        let unused = w.untaken(|name| name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight"));
+        let unused = w.untaken(|name| {
+            name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
+        });
         if !unused.is_empty() {
-            return Err(ModelError::Unexpected { dir: dir.to_path_buf(), names: unused });
+            return Err(ModelError::Unexpected {
+                dir: dir.to_path_buf(),
+                names: unused,
+            });
         }
         let model = Qwen3ForCausalLM {
-            model: Qwen3Model { embed_tokens: Embedding { weight: Param::from_tensor(embed) }, layers, norm: final_norm },
+            model: Qwen3Model {
+                embed_tokens: Embedding {
+                    weight: Param::from_tensor(embed),
+                },
+                layers,
+                norm: final_norm,
+            },
             lm_head,
             rotary: Rotary::new(hd, config.max_position_embeddings, config.theta(), device),
         };
@@ -455,22 +584,41 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     /// The weights under Hugging Face names and layouts, for export.
     pub fn hf_tensors(&self) -> Result<Export, ModelError> {
         let mut out = Export::new();
-        let put_linear = |out: &mut Export, name: String, l: &Linear<B>| -> Result<(), ModelError> {
-            out.insert(format!("{name}.weight"), export_tensor(l.weight.val().transpose())?);
-            Ok(())
-        };
-        out.insert("model.embed_tokens.weight".into(), export_tensor(self.model.embed_tokens.weight.val())?);
-        out.insert("model.norm.weight".into(), export_tensor(self.model.norm.weight.val())?);
+        let put_linear =
+            |out: &mut Export, name: String, l: &Linear<B>| -> Result<(), ModelError> {
+                out.insert(
+                    format!("{name}.weight"),
+                    export_tensor(l.weight.val().transpose())?,
+                );
+                Ok(())
+            };
+        out.insert(
+            "model.embed_tokens.weight".into(),
+            export_tensor(self.model.embed_tokens.weight.val())?,
+        );
+        out.insert(
+            "model.norm.weight".into(),
+            export_tensor(self.model.norm.weight.val())?,
+        );
         if let Some(head) = &self.lm_head {
             put_linear(&mut out, "lm_head".into(), head)?;
         }
         for (i, layer) in self.model.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &layer.self_attn;
-            for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (name, l) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 put_linear(&mut out, format!("{p}.self_attn.{name}"), l)?;
             }
-            for (name, l) in [("gate_proj", &layer.mlp.gate_proj), ("up_proj", &layer.mlp.up_proj), ("down_proj", &layer.mlp.down_proj)] {
+            for (name, l) in [
+                ("gate_proj", &layer.mlp.gate_proj),
+                ("up_proj", &layer.mlp.up_proj),
+                ("down_proj", &layer.mlp.down_proj),
+            ] {
                 put_linear(&mut out, format!("{p}.mlp.{name}"), l)?;
             }
             for (name, n) in [
@@ -495,11 +643,14 @@ pub fn export_hf<B: Backend>(
     dir: &Path,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config_json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| ModelError::Tensor(e.to_string()))?;
-    crate::write_atomic(&dir.join("config.json"), config_json.as_bytes()).map_err(|e| ModelError::io(dir, e))?;
+    let config_json = serde_json::to_string_pretty(&config.to_hf_json())
+        .map_err(|e| ModelError::Tensor(e.to_string()))?;
+    crate::write_atomic(&dir.join("config.json"), config_json.as_bytes())
+        .map_err(|e| ModelError::io(dir, e))?;
     super::weights::write_safetensors(&dir.join("model.safetensors"), &model.hf_tensors()?, false)?;
     if let Some(tokenizer) = tokenizer {
-        std::fs::copy(tokenizer, dir.join("tokenizer.json")).map_err(|e| ModelError::io(tokenizer, e))?;
+        std::fs::copy(tokenizer, dir.join("tokenizer.json"))
+            .map_err(|e| ModelError::io(tokenizer, e))?;
     }
     Ok(())
 }

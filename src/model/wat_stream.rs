@@ -4,7 +4,7 @@
 //! whose head yields its own candidate program.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear, LinearConfig};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::fusion::CrossAttention;
@@ -31,7 +31,7 @@ impl WatStreamConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> WatStream<B> {
         let d = self.hidden_size;
         let hd = d / self.num_attention_heads;
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| super::linear::<B>(i, o, device);
         let norm = |n| RmsNorm::ones(n, self.rms_norm_eps, device);
         let block = || WatBlock {
             self_norm: norm(d),
@@ -47,7 +47,12 @@ impl WatStreamConfig {
                 head_dim: hd,
             },
             cross_norm: norm(d),
-            cross_attn: CrossAttention::new(d, self.text_hidden_size, self.num_attention_heads, device),
+            cross_attn: CrossAttention::new(
+                d,
+                self.text_hidden_size,
+                self.num_attention_heads,
+                device,
+            ),
             mlp_norm: norm(d),
             mlp: Mlp {
                 gate_proj: linear(d, self.intermediate_size),
@@ -62,9 +67,15 @@ impl WatStreamConfig {
                 exit_head: linear(d, self.vocab_size),
             })
             .collect();
-        let embed = Tensor::random([self.vocab_size, d], burn::tensor::Distribution::Normal(0.0, 0.02), device);
+        let embed = Tensor::random(
+            [self.vocab_size, d],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
         WatStream {
-            embed_tokens: Embedding { weight: Param::from_tensor(embed) },
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(embed),
+            },
             segments,
             rotary: Rotary::new(hd, self.max_tokens + 1, self.rope_theta, device),
         }
@@ -112,8 +123,18 @@ impl<B: Backend> Segment<B> {
         let len = w.dims()[1];
         let causal = causal_mask::<B>(len, 0, &w.device());
         for block in &self.blocks {
-            w = w.clone() + block.self_attn.forward(block.self_norm.forward(w), rotary, 0, Some(&causal), None);
-            w = w.clone() + block.cross_attn.forward(block.cross_norm.forward(w), text.clone(), text_ignore);
+            w = w.clone()
+                + block.self_attn.forward(
+                    block.self_norm.forward(w),
+                    rotary,
+                    0,
+                    Some(&causal),
+                    None,
+                );
+            w = w.clone()
+                + block
+                    .cross_attn
+                    .forward(block.cross_norm.forward(w), text.clone(), text_ignore);
             w = w.clone() + block.mlp.forward(block.mlp_norm.forward(w));
         }
         w

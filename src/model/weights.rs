@@ -27,9 +27,10 @@ impl Weights {
         let files: Vec<PathBuf> = if single.is_file() {
             vec![single]
         } else if index_path.is_file() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-            let index: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::format(&index_path, e.to_string()))?;
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+            let index: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::format(&index_path, e.to_string()))?;
             let map = index
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -38,7 +39,10 @@ impl Weights {
             names.into_iter().map(|n| dir.join(n)).collect()
         } else {
             return Err(ModelError::Missing {
-                what: format!("model.safetensors or model.safetensors.index.json in {}", dir.display()),
+                what: format!(
+                    "model.safetensors or model.safetensors.index.json in {}",
+                    dir.display()
+                ),
             });
         };
         let mut shards = Vec::new();
@@ -56,7 +60,12 @@ impl Weights {
             }
             shards.push(bytes);
         }
-        Ok(Weights { dir: dir.to_path_buf(), shards, index, taken: BTreeSet::new() })
+        Ok(Weights {
+            dir: dir.to_path_buf(),
+            shards,
+            index,
+            taken: BTreeSet::new(),
+        })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -65,23 +74,40 @@ impl Weights {
 
     /// Reads `name` as f32 values, checking its shape.
     pub fn take_data(&mut self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError> {
-        let shard = *self
-            .index
-            .get(name)
-            .ok_or_else(|| ModelError::Missing { what: format!("tensor `{name}` in {}", self.dir.display()) })?;
+        let shard = *self.index.get(name).ok_or_else(|| ModelError::Missing {
+            what: format!("tensor `{name}` in {}", self.dir.display()),
+        })?;
         let tensors = SafeTensors::deserialize(&self.shards[shard])
             .map_err(|e| ModelError::format(&self.dir, e.to_string()))?;
-        let view = tensors.tensor(name).map_err(|e| ModelError::format(&self.dir, e.to_string()))?;
+        let view = tensors
+            .tensor(name)
+            .map_err(|e| ModelError::format(&self.dir, e.to_string()))?;
         if view.shape() != shape {
-            return Err(ModelError::Shape { name: name.to_string(), expected: shape.to_vec(), found: view.shape().to_vec() });
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
         }
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
             other => {
-                return Err(ModelError::format(&self.dir, format!("tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16")));
+                return Err(ModelError::format(
+                    &self.dir,
+                    format!("tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16"),
+                ));
             }
         };
         self.taken.insert(name.to_string());
@@ -99,8 +125,12 @@ impl Weights {
 
     /// Names in the files that nothing took, except those `ignore` accepts.
     pub fn untaken(&self, ignore: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut left: Vec<String> =
-            self.index.keys().filter(|n| !self.taken.contains(*n) && !ignore(n)).cloned().collect();
+        let mut left: Vec<String> = self
+            .index
+            .keys()
+            .filter(|n| !self.taken.contains(*n) && !ignore(n))
+            .cloned()
+            .collect();
         left.sort();
         left
     }
@@ -110,7 +140,9 @@ impl Weights {
 pub type Export = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Reads a backend tensor out as f32 values for export.
-pub fn export_tensor<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+pub fn export_tensor<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
     let shape = tensor.dims().to_vec();
     let values = tensor
         .into_data()
@@ -126,7 +158,10 @@ pub fn write_safetensors(path: &Path, tensors: &Export, bf16: bool) -> Result<()
         .iter()
         .map(|(name, (shape, values))| {
             let bytes = if bf16 {
-                values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
+                values
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect()
             } else {
                 values.iter().flat_map(|v| v.to_le_bytes()).collect()
             };
@@ -143,6 +178,7 @@ pub fn write_safetensors(path: &Path, tensors: &Export, bf16: bool) -> Result<()
         })
         .collect::<Result<_, _>>()?;
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| ModelError::Tensor(e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, metadata).map_err(|e| ModelError::Tensor(e.to_string()))?;
     crate::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
 }

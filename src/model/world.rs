@@ -2,7 +2,10 @@
 //! at the declared text layers. Training runs both streams teacher-forced; inference
 //! decodes one candidate program per exit, then the answer with fusion on.
 
+use std::path::Path;
+
 use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
@@ -51,8 +54,14 @@ pub struct Output<B: Backend> {
 }
 
 /// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
-pub fn masked_cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
-    let picked = log_softmax(logits, 2).gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let picked = log_softmax(logits, 2)
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2);
     let total = mask.clone().sum().clamp_min(1.0);
     (picked * mask).sum().neg() / total
 }
@@ -70,9 +79,39 @@ impl<B: Backend> WorldModel<B> {
         let eps = text.model.norm.eps;
         let fusion = fusion_layers
             .iter()
-            .map(|_| GatedCrossAttention::new(d_text, wat.hidden_size, fusion_heads, 2 * d_text, gate_init, eps, device))
+            .map(|_| {
+                GatedCrossAttention::new(
+                    d_text,
+                    wat.hidden_size,
+                    fusion_heads,
+                    2 * d_text,
+                    gate_init,
+                    eps,
+                    device,
+                )
+            })
             .collect();
-        WorldModel { text, wat: wat.init(device), fusion, fusion_layers }
+        WorldModel {
+            text,
+            wat: wat.init(device),
+            fusion,
+            fusion_layers,
+        }
+    }
+
+    /// Saves every parameter (both streams and the fusion blocks) to `path` (`.mpk`).
+    pub fn save(&self, path: &Path) -> Result<(), super::ModelError> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        self.clone()
+            .save_file(path.to_path_buf(), &recorder)
+            .map_err(|e| super::ModelError::io(path, e))
+    }
+
+    /// Loads parameters saved by [`WorldModel::save`] into a model of the same shape.
+    pub fn load(self, path: &Path, device: &B::Device) -> Result<WorldModel<B>, super::ModelError> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        self.load_file(path.to_path_buf(), &recorder, device)
+            .map_err(|e| super::ModelError::io(path, e))
     }
 
     /// Teacher-forced forward pass of both streams.
@@ -82,7 +121,10 @@ impl<B: Backend> WorldModel<B> {
         let causal = causal_mask::<B>(s, 0, &device);
         let text_ignore = batch.question.clone().bool_not();
         let answer = text_ignore.clone().float();
-        let wat_ignore = batch.wat_ids.clone().equal_elem(crate::tokenize::wat::PAD as i32);
+        let wat_ignore = batch
+            .wat_ids
+            .clone()
+            .equal_elem(crate::tokenize::wat::PAD as i32);
         let mut x = self.text.embed(batch.text_ids.clone());
         let mut w = self.wat.embed_tokens.forward(batch.wat_ids.clone());
         let mut wat_logits = Vec::new();
@@ -97,17 +139,30 @@ impl<B: Backend> WorldModel<B> {
             }
             x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
         }
-        Output { text_logits: self.text.head(x), wat_logits }
+        Output {
+            text_logits: self.text.head(x),
+            wat_logits,
+        }
     }
 
     /// Text loss and one WAT loss per exit.
     pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
         let out = self.forward(batch);
-        let text = masked_cross_entropy(out.text_logits, batch.text_targets.clone(), batch.text_loss_mask.clone());
+        let text = masked_cross_entropy(
+            out.text_logits,
+            batch.text_targets.clone(),
+            batch.text_loss_mask.clone(),
+        );
         let wat = out
             .wat_logits
             .into_iter()
-            .map(|logits| masked_cross_entropy(logits, batch.wat_targets.clone(), batch.wat_loss_mask.clone()))
+            .map(|logits| {
+                masked_cross_entropy(
+                    logits,
+                    batch.wat_targets.clone(),
+                    batch.wat_loss_mask.clone(),
+                )
+            })
             .collect();
         (text, wat)
     }
@@ -132,10 +187,20 @@ impl<B: Backend> WorldModel<B> {
     }
 
     /// WAT states of `program` (`<bos>` first) after segments `0..=exit`.
-    fn wat_states(&self, program: &[u32], states: &[Tensor<B, 3>], exit: usize, device: &B::Device) -> Tensor<B, 3> {
+    fn wat_states(
+        &self,
+        program: &[u32],
+        states: &[Tensor<B, 3>],
+        exit: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let q = states[0].dims()[1];
-        let ignore = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
-        let mut w = self.wat.embed_tokens.forward(ids_tensor::<B>(program, device));
+        let ignore =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
+        let mut w = self
+            .wat
+            .embed_tokens
+            .forward(ids_tensor::<B>(program, device));
         for (k, seg) in self.wat.segments.iter().enumerate().take(exit + 1) {
             w = seg.forward(w, &states[k], &ignore, &self.wat.rotary);
         }
@@ -144,7 +209,13 @@ impl<B: Backend> WorldModel<B> {
 
     /// Greedily decodes a candidate program from exit `exit`; returns its tokens
     /// (without `<bos>`/`<eos>`) and their mean log-probability (the exit's confidence).
-    pub fn decode_candidate(&self, states: &[Tensor<B, 3>], exit: usize, max_tokens: usize, device: &B::Device) -> (Vec<u32>, f64) {
+    pub fn decode_candidate(
+        &self,
+        states: &[Tensor<B, 3>],
+        exit: usize,
+        max_tokens: usize,
+        device: &B::Device,
+    ) -> (Vec<u32>, f64) {
         let mut program = vec![BOS];
         let mut logprob = 0.0;
         for _ in 0..max_tokens {
@@ -191,14 +262,19 @@ impl<B: Backend> WorldModel<B> {
         for _ in 0..max_new {
             let s = ids.len();
             let causal = causal_mask::<B>(s, 0, device);
-            let answer: Vec<f32> = (0..s).map(|i| if i >= question_len { 1.0 } else { 0.0 }).collect();
+            let answer: Vec<f32> = (0..s)
+                .map(|i| if i >= question_len { 1.0 } else { 0.0 })
+                .collect();
             let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [1, s]), device);
             let mut x = self.text.embed(ids_tensor::<B>(&ids, device));
             let mut segment = 0;
             for (i, layer) in self.text.model.layers.iter().enumerate() {
                 while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
                     let w = wat[segment].clone();
-                    let ignore = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; w.dims()[1]], [1, w.dims()[1]]), device);
+                    let ignore = Tensor::<B, 2, Bool>::from_data(
+                        TensorData::new(vec![false; w.dims()[1]], [1, w.dims()[1]]),
+                        device,
+                    );
                     x = self.fusion[segment].forward(x, w, &ignore, &answer);
                     segment += 1;
                 }
@@ -224,7 +300,11 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
 
 /// The index and value of the largest element of a vector.
 fn argmax_with_value<B: Backend>(v: Tensor<B, 1>) -> (u32, f64) {
-    let values = v.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let values = v
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
     let mut best = (0u32, f64::NEG_INFINITY);
     for (i, &x) in values.iter().enumerate() {
         if f64::from(x) > best.1 {

@@ -23,20 +23,27 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<TextTokenizer, TokenizeError> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| TokenizeError::Load { path: path.display().to_string(), message: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(TextTokenizer { inner })
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
-        let encoding = self.inner.encode(text, false).map_err(|e| TokenizeError::Codec(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizeError::Codec(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
-        self.inner.decode(ids, false).map_err(|e| TokenizeError::Codec(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| TokenizeError::Codec(e.to_string()))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -49,20 +56,32 @@ impl TextTokenizer {
 }
 
 /// Special tokens of a tokenizer trained here: chat markup and the computed span.
-pub const SPECIAL_TOKENS: [&str; 5] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<computed>", "</computed>"];
+pub const SPECIAL_TOKENS: [&str; 5] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<computed>",
+    "</computed>",
+];
 
 impl TextTokenizer {
     /// Trains a byte-level BPE on `texts` (the curriculum), Qwen-style: digits are
     /// split one per token, and [`SPECIAL_TOKENS`] are single tokens.
-    pub fn train_bpe<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<TextTokenizer, TokenizeError> {
+    pub fn train_bpe<'a>(
+        texts: impl Iterator<Item = &'a str> + Send,
+        vocab_size: usize,
+    ) -> Result<TextTokenizer, TokenizeError> {
+        use tokenizers::models::TrainerWrapper;
         use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
         use tokenizers::pre_tokenizers::digits::Digits;
         use tokenizers::pre_tokenizers::sequence::Sequence;
-        use tokenizers::models::TrainerWrapper;
         use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper};
 
-        let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
         let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
         inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -77,15 +96,21 @@ impl TextTokenizer {
                 .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
                 .build(),
         );
-        inner.train(&mut trainer, texts).map_err(|e| TokenizeError::Codec(format!("training BPE: {e}")))?;
+        inner
+            .train(&mut trainer, texts)
+            .map_err(|e| TokenizeError::Codec(format!("training BPE: {e}")))?;
         inner.add_special_tokens(&specials);
         Ok(TextTokenizer { inner })
     }
 
     /// Writes `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<(), TokenizeError> {
-        let json = self.inner.to_string(true).map_err(|e| TokenizeError::Codec(e.to_string()))?;
-        crate::write_atomic(path, json.as_bytes()).map_err(|e| TokenizeError::Codec(format!("{}: {e}", path.display())))
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| TokenizeError::Codec(e.to_string()))?;
+        crate::write_atomic(path, json.as_bytes())
+            .map_err(|e| TokenizeError::Codec(format!("{}: {e}", path.display())))
     }
 }
 
@@ -95,7 +120,11 @@ mod tests {
 
     #[test]
     fn trained_bpe_splits_digits_keeps_specials_and_round_trips() {
-        let texts = ["What is 12 * 7? The answer is 84.", "Add 1,234.5 and 6.", "Count the 's' in \"sandbox\""];
+        let texts = [
+            "What is 12 * 7? The answer is 84.",
+            "Add 1,234.5 and 6.",
+            "Count the 's' in \"sandbox\"",
+        ];
         let corpus: Vec<&str> = texts.iter().copied().cycle().take(60).collect();
         let tokenizer = TextTokenizer::train_bpe(corpus.into_iter(), 300).unwrap();
         let text = "<|im_start|>user\nWhat is 1234 + 5?<|im_end|>\n<computed>1239</computed> The answer is 1239.";

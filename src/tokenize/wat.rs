@@ -17,54 +17,302 @@ const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<sep>"];
 
 /// Keywords, types and instructions, each one token.
 const WORDS: &[&str] = &[
-    "(", ")", "module", "func", "export", "import", "param", "result", "local", "global", "mut", "memory",
-    "data", "table", "elem", "type", "start", "offset", "block", "loop", "if", "then", "else", "end", "br",
-    "br_if", "br_table", "return", "call", "call_indirect", "unreachable", "nop", "drop", "select",
-    "i32", "i64", "f32", "f64", "funcref", "externref",
-    "local.get", "local.set", "local.tee", "global.get", "global.set",
-    "memory.size", "memory.grow", "memory.fill", "memory.copy",
-    "i32.load", "i64.load", "f32.load", "f64.load", "i32.load8_s", "i32.load8_u", "i32.load16_s",
-    "i32.load16_u", "i64.load8_s", "i64.load8_u", "i64.load16_s", "i64.load16_u", "i64.load32_s",
-    "i64.load32_u", "i32.store", "i64.store", "f32.store", "f64.store", "i32.store8", "i32.store16",
-    "i64.store8", "i64.store16", "i64.store32", "offset=", "align=",
-    "i32.const", "i64.const", "f32.const", "f64.const",
-    "i32.eqz", "i32.eq", "i32.ne", "i32.lt_s", "i32.lt_u", "i32.gt_s", "i32.gt_u", "i32.le_s",
-    "i32.le_u", "i32.ge_s", "i32.ge_u", "i64.eqz", "i64.eq", "i64.ne", "i64.lt_s", "i64.lt_u",
-    "i64.gt_s", "i64.gt_u", "i64.le_s", "i64.le_u", "i64.ge_s", "i64.ge_u", "f32.eq", "f32.ne",
-    "f32.lt", "f32.gt", "f32.le", "f32.ge", "f64.eq", "f64.ne", "f64.lt", "f64.gt", "f64.le", "f64.ge",
-    "i32.clz", "i32.ctz", "i32.popcnt", "i32.add", "i32.sub", "i32.mul", "i32.div_s", "i32.div_u",
-    "i32.rem_s", "i32.rem_u", "i32.and", "i32.or", "i32.xor", "i32.shl", "i32.shr_s", "i32.shr_u",
-    "i32.rotl", "i32.rotr", "i64.clz", "i64.ctz", "i64.popcnt", "i64.add", "i64.sub", "i64.mul",
-    "i64.div_s", "i64.div_u", "i64.rem_s", "i64.rem_u", "i64.and", "i64.or", "i64.xor", "i64.shl",
-    "i64.shr_s", "i64.shr_u", "i64.rotl", "i64.rotr", "f32.abs", "f32.neg", "f32.ceil", "f32.floor",
-    "f32.trunc", "f32.nearest", "f32.sqrt", "f32.add", "f32.sub", "f32.mul", "f32.div", "f32.min",
-    "f32.max", "f32.copysign", "f64.abs", "f64.neg", "f64.ceil", "f64.floor", "f64.trunc",
-    "f64.nearest", "f64.sqrt", "f64.add", "f64.sub", "f64.mul", "f64.div", "f64.min", "f64.max",
-    "f64.copysign", "i32.wrap_i64", "i32.trunc_f32_s", "i32.trunc_f32_u", "i32.trunc_f64_s",
-    "i32.trunc_f64_u", "i64.extend_i32_s", "i64.extend_i32_u", "i64.trunc_f32_s", "i64.trunc_f32_u",
-    "i64.trunc_f64_s", "i64.trunc_f64_u", "f32.convert_i32_s", "f32.convert_i32_u",
-    "f32.convert_i64_s", "f32.convert_i64_u", "f32.demote_f64", "f64.convert_i32_s",
-    "f64.convert_i32_u", "f64.convert_i64_s", "f64.convert_i64_u", "f64.promote_f32",
-    "i32.reinterpret_f32", "i64.reinterpret_f64", "f32.reinterpret_i32", "f64.reinterpret_i64",
-    "i32.extend8_s", "i32.extend16_s", "i64.extend8_s", "i64.extend16_s", "i64.extend32_s",
-    "i32.trunc_sat_f64_s", "i64.trunc_sat_f64_s", "nan", "inf", "-inf", "+inf", "-nan",
+    "(",
+    ")",
+    "module",
+    "func",
+    "export",
+    "import",
+    "param",
+    "result",
+    "local",
+    "global",
+    "mut",
+    "memory",
+    "data",
+    "table",
+    "elem",
+    "type",
+    "start",
+    "offset",
+    "block",
+    "loop",
+    "if",
+    "then",
+    "else",
+    "end",
+    "br",
+    "br_if",
+    "br_table",
+    "return",
+    "call",
+    "call_indirect",
+    "unreachable",
+    "nop",
+    "drop",
+    "select",
+    "i32",
+    "i64",
+    "f32",
+    "f64",
+    "funcref",
+    "externref",
+    "local.get",
+    "local.set",
+    "local.tee",
+    "global.get",
+    "global.set",
+    "memory.size",
+    "memory.grow",
+    "memory.fill",
+    "memory.copy",
+    "i32.load",
+    "i64.load",
+    "f32.load",
+    "f64.load",
+    "i32.load8_s",
+    "i32.load8_u",
+    "i32.load16_s",
+    "i32.load16_u",
+    "i64.load8_s",
+    "i64.load8_u",
+    "i64.load16_s",
+    "i64.load16_u",
+    "i64.load32_s",
+    "i64.load32_u",
+    "i32.store",
+    "i64.store",
+    "f32.store",
+    "f64.store",
+    "i32.store8",
+    "i32.store16",
+    "i64.store8",
+    "i64.store16",
+    "i64.store32",
+    "offset=",
+    "align=",
+    "i32.const",
+    "i64.const",
+    "f32.const",
+    "f64.const",
+    "i32.eqz",
+    "i32.eq",
+    "i32.ne",
+    "i32.lt_s",
+    "i32.lt_u",
+    "i32.gt_s",
+    "i32.gt_u",
+    "i32.le_s",
+    "i32.le_u",
+    "i32.ge_s",
+    "i32.ge_u",
+    "i64.eqz",
+    "i64.eq",
+    "i64.ne",
+    "i64.lt_s",
+    "i64.lt_u",
+    "i64.gt_s",
+    "i64.gt_u",
+    "i64.le_s",
+    "i64.le_u",
+    "i64.ge_s",
+    "i64.ge_u",
+    "f32.eq",
+    "f32.ne",
+    "f32.lt",
+    "f32.gt",
+    "f32.le",
+    "f32.ge",
+    "f64.eq",
+    "f64.ne",
+    "f64.lt",
+    "f64.gt",
+    "f64.le",
+    "f64.ge",
+    "i32.clz",
+    "i32.ctz",
+    "i32.popcnt",
+    "i32.add",
+    "i32.sub",
+    "i32.mul",
+    "i32.div_s",
+    "i32.div_u",
+    "i32.rem_s",
+    "i32.rem_u",
+    "i32.and",
+    "i32.or",
+    "i32.xor",
+    "i32.shl",
+    "i32.shr_s",
+    "i32.shr_u",
+    "i32.rotl",
+    "i32.rotr",
+    "i64.clz",
+    "i64.ctz",
+    "i64.popcnt",
+    "i64.add",
+    "i64.sub",
+    "i64.mul",
+    "i64.div_s",
+    "i64.div_u",
+    "i64.rem_s",
+    "i64.rem_u",
+    "i64.and",
+    "i64.or",
+    "i64.xor",
+    "i64.shl",
+    "i64.shr_s",
+    "i64.shr_u",
+    "i64.rotl",
+    "i64.rotr",
+    "f32.abs",
+    "f32.neg",
+    "f32.ceil",
+    "f32.floor",
+    "f32.trunc",
+    "f32.nearest",
+    "f32.sqrt",
+    "f32.add",
+    "f32.sub",
+    "f32.mul",
+    "f32.div",
+    "f32.min",
+    "f32.max",
+    "f32.copysign",
+    "f64.abs",
+    "f64.neg",
+    "f64.ceil",
+    "f64.floor",
+    "f64.trunc",
+    "f64.nearest",
+    "f64.sqrt",
+    "f64.add",
+    "f64.sub",
+    "f64.mul",
+    "f64.div",
+    "f64.min",
+    "f64.max",
+    "f64.copysign",
+    "i32.wrap_i64",
+    "i32.trunc_f32_s",
+    "i32.trunc_f32_u",
+    "i32.trunc_f64_s",
+    "i32.trunc_f64_u",
+    "i64.extend_i32_s",
+    "i64.extend_i32_u",
+    "i64.trunc_f32_s",
+    "i64.trunc_f32_u",
+    "i64.trunc_f64_s",
+    "i64.trunc_f64_u",
+    "f32.convert_i32_s",
+    "f32.convert_i32_u",
+    "f32.convert_i64_s",
+    "f32.convert_i64_u",
+    "f32.demote_f64",
+    "f64.convert_i32_s",
+    "f64.convert_i32_u",
+    "f64.convert_i64_s",
+    "f64.convert_i64_u",
+    "f64.promote_f32",
+    "i32.reinterpret_f32",
+    "i64.reinterpret_f64",
+    "f32.reinterpret_i32",
+    "f64.reinterpret_i64",
+    "i32.extend8_s",
+    "i32.extend16_s",
+    "i64.extend8_s",
+    "i64.extend16_s",
+    "i64.extend32_s",
+    "i32.trunc_sat_f64_s",
+    "i64.trunc_sat_f64_s",
+    "nan",
+    "inf",
+    "-inf",
+    "+inf",
+    "-nan",
 ];
 
 /// `$names` the curricula use, each one token (others are spelled `$` + characters).
 const NAMES: &[&str] = &[
-    "$a", "$b", "$c", "$n", "$p", "$x", "$i", "$d", "$v", "$t", "$y", "$z", "$acc", "$end", "$prev", "$cur",
-    "$next", "$done", "$step", "$count", "$inside", "$space", "$seen", "$chunk", "$byte", "$eof",
-    "$scanned", "$era", "$doe", "$yoe", "$mp", "$list", "$text", "$text_len", "$char", "$char_len",
-    "$file", "$file_len", "$compute", "$main", "$l", "$loop", "$path_open", "$fd_read",
-    "$fd_filestat_get", "$clock_time_get", "$fd_write", "$x0", "$x1", "$x2", "$x3", "$x4", "$x5", "$x6",
-    "$x7", "$x8", "$x9", "$x10", "$x11", "$x12", "$x13", "$x14", "$x15",
+    "$a",
+    "$b",
+    "$c",
+    "$n",
+    "$p",
+    "$x",
+    "$i",
+    "$d",
+    "$v",
+    "$t",
+    "$y",
+    "$z",
+    "$acc",
+    "$end",
+    "$prev",
+    "$cur",
+    "$next",
+    "$done",
+    "$step",
+    "$count",
+    "$inside",
+    "$space",
+    "$seen",
+    "$chunk",
+    "$byte",
+    "$eof",
+    "$scanned",
+    "$era",
+    "$doe",
+    "$yoe",
+    "$mp",
+    "$list",
+    "$text",
+    "$text_len",
+    "$char",
+    "$char_len",
+    "$file",
+    "$file_len",
+    "$compute",
+    "$main",
+    "$l",
+    "$loop",
+    "$path_open",
+    "$fd_read",
+    "$fd_filestat_get",
+    "$clock_time_get",
+    "$fd_write",
+    "$x0",
+    "$x1",
+    "$x2",
+    "$x3",
+    "$x4",
+    "$x5",
+    "$x6",
+    "$x7",
+    "$x8",
+    "$x9",
+    "$x10",
+    "$x11",
+    "$x12",
+    "$x13",
+    "$x14",
+    "$x15",
 ];
 
 /// Strings the curricula use, each one token (others are spelled between quotes).
 const STRINGS: &[&str] = &[
-    "\"compute\"", "\"memory\"", "\"wasi_snapshot_preview1\"", "\"path_open\"", "\"fd_read\"",
-    "\"fd_filestat_get\"", "\"clock_time_get\"", "\"fd_write\"", "\"fd_close\"", "\"environ_get\"",
-    "\"environ_sizes_get\"", "\"main\"",
+    "\"compute\"",
+    "\"memory\"",
+    "\"wasi_snapshot_preview1\"",
+    "\"path_open\"",
+    "\"fd_read\"",
+    "\"fd_filestat_get\"",
+    "\"clock_time_get\"",
+    "\"fd_write\"",
+    "\"fd_close\"",
+    "\"environ_get\"",
+    "\"environ_sizes_get\"",
+    "\"main\"",
 ];
 
 /// What a token is, for decoding.
@@ -97,7 +345,11 @@ pub struct UnknownToken {
 
 impl fmt::Display for UnknownToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}: `{}` is not in the WAT vocabulary", self.line, self.column, self.token)
+        write!(
+            f,
+            "line {}, column {}: `{}` is not in the WAT vocabulary",
+            self.line, self.column, self.token
+        )
     }
 }
 
@@ -109,12 +361,25 @@ impl Default for WatVocab {
 
 impl WatVocab {
     pub fn new() -> WatVocab {
-        let mut tokens: Vec<(String, Kind)> = SPECIALS.iter().map(|s| (s.to_string(), Kind::Special)).collect();
-        tokens.extend(WORDS.iter().chain(NAMES).chain(STRINGS).map(|w| (w.to_string(), Kind::Word)));
+        let mut tokens: Vec<(String, Kind)> = SPECIALS
+            .iter()
+            .map(|s| (s.to_string(), Kind::Special))
+            .collect();
+        tokens.extend(
+            WORDS
+                .iter()
+                .chain(NAMES)
+                .chain(STRINGS)
+                .map(|w| (w.to_string(), Kind::Word)),
+        );
         tokens.push(("$".into(), Kind::Dollar));
         tokens.push(("\"".into(), Kind::Quote));
         tokens.extend((0x20u8..0x7f).map(|b| (format!("·{}", b as char), Kind::Char)));
-        let ids = tokens.iter().enumerate().map(|(i, (t, _))| (t.clone(), i as u32)).collect();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| (t.clone(), i as u32))
+            .collect();
         WatVocab { tokens, ids }
     }
 
@@ -141,7 +406,13 @@ impl WatVocab {
         let mut in_run = false;
         for lexeme in lex(wat) {
             let (text, line, column) = lexeme;
-            let unknown = || TokenizeError::Wat(UnknownToken { token: text.to_string(), line, column });
+            let unknown = || {
+                TokenizeError::Wat(UnknownToken {
+                    token: text.to_string(),
+                    line,
+                    column,
+                })
+            };
             if let Some(&id) = self.ids.get(text) {
                 out.push(id);
                 in_run = false;
@@ -154,7 +425,10 @@ impl WatVocab {
                 }
                 ids
             } else if text.starts_with('"') {
-                let inner = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(unknown)?;
+                let inner = text
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .ok_or_else(unknown)?;
                 let mut ids = vec![self.ids["\""]];
                 for c in inner.chars() {
                     ids.push(self.char_id(c).ok_or_else(unknown)?);
@@ -164,8 +438,13 @@ impl WatVocab {
                 in_run = false;
                 continue;
             } else if is_number(text) {
-                text.chars().map(|c| self.char_id(c).ok_or_else(unknown)).collect::<Result<_, _>>()?
-            } else if let Some(value) = text.strip_prefix("offset=").or_else(|| text.strip_prefix("align=")) {
+                text.chars()
+                    .map(|c| self.char_id(c).ok_or_else(unknown))
+                    .collect::<Result<_, _>>()?
+            } else if let Some(value) = text
+                .strip_prefix("offset=")
+                .or_else(|| text.strip_prefix("align="))
+            {
                 let key = &text[..text.len() - value.len()];
                 let mut ids = vec![self.ids[key]];
                 for c in value.chars() {
@@ -189,7 +468,9 @@ impl WatVocab {
     }
 
     fn kind(&self, id: u32) -> Kind {
-        self.tokens.get(id as usize).map_or(Kind::Special, |(_, k)| *k)
+        self.tokens
+            .get(id as usize)
+            .map_or(Kind::Special, |(_, k)| *k)
     }
 
     /// The text of any id sequence: whole tokens separated by spaces, spelled runs
@@ -199,7 +480,9 @@ impl WatVocab {
         let mut joined = false; // the previous token continues into this one
         let mut in_string = false;
         for &id in ids {
-            let Some((text, kind)) = self.tokens.get(id as usize) else { continue };
+            let Some((text, kind)) = self.tokens.get(id as usize) else {
+                continue;
+            };
             match kind {
                 Kind::Special => {
                     joined = false;
@@ -248,7 +531,9 @@ fn space(out: &mut String) {
 
 fn is_number(text: &str) -> bool {
     let body = text.trim_start_matches(['-', '+']);
-    body.starts_with(|c: char| c.is_ascii_digit()) || body.starts_with("nan") || body.starts_with("inf")
+    body.starts_with(|c: char| c.is_ascii_digit())
+        || body.starts_with("nan")
+        || body.starts_with("inf")
 }
 
 /// Splits WAT into lexemes with 1-based positions: parens, strings, and atoms;
@@ -299,7 +584,9 @@ fn lex(wat: &str) -> Vec<(&str, usize, usize)> {
             }
             _ => {
                 let start = i;
-                while i < bytes.len() && !matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'"') {
+                while i < bytes.len()
+                    && !matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'"')
+                {
                     i += 1;
                 }
                 out.push((&wat[start..i], line, column));
@@ -317,22 +604,43 @@ mod tests {
         let vocab = WatVocab::new();
         let ids = vocab.encode(wat).unwrap();
         let decoded = vocab.decode(&ids);
-        assert_eq!(wat::parse_str(&decoded).unwrap(), wat::parse_str(wat).unwrap(), "{wat}\n→ {decoded}");
+        assert_eq!(
+            wat::parse_str(&decoded).unwrap(),
+            wat::parse_str(wat).unwrap(),
+            "{wat}\n→ {decoded}"
+        );
     }
 
     #[test]
     fn programs_round_trip_to_the_same_module() {
-        round_trip("(module (func (export \"compute\") (param $a f64) (param $b f64) (result f64) local.get $a local.get $b f64.add))");
-        round_trip("(module ;; comment\n (memory (export \"memory\") 1) (data (i32.const 1024) \"hi \\\"there\\\"\")\n (func $spin (export \"other\") (param $q1 i32) (result f64) (; block ;) i32.const 12 i32.const -3 i32.add drop f64.const 2.5e-3))");
-        round_trip("(module (func (export \"compute\") (result f64) (block $x (br_table 0 0 (i32.const 1))) f64.const nan))");
-        round_trip("(module (memory 1) (func (export \"compute\") (result f64) i32.const 8 i64.load offset=8 align=4 f64.convert_i64_s))");
+        round_trip(
+            "(module (func (export \"compute\") (param $a f64) (param $b f64) (result f64) local.get $a local.get $b f64.add))",
+        );
+        round_trip(
+            "(module ;; comment\n (memory (export \"memory\") 1) (data (i32.const 1024) \"hi \\\"there\\\"\")\n (func $spin (export \"other\") (param $q1 i32) (result f64) (; block ;) i32.const 12 i32.const -3 i32.add drop f64.const 2.5e-3))",
+        );
+        round_trip(
+            "(module (func (export \"compute\") (result f64) (block $x (br_table 0 0 (i32.const 1))) f64.const nan))",
+        );
+        round_trip(
+            "(module (memory 1) (func (export \"compute\") (result f64) i32.const 8 i64.load offset=8 align=4 f64.convert_i64_s))",
+        );
     }
 
     #[test]
     fn unknown_words_are_errors_with_positions() {
-        let err = WatVocab::new().encode("(module\n  (func f64.cnst))").unwrap_err();
+        let err = WatVocab::new()
+            .encode("(module\n  (func f64.cnst))")
+            .unwrap_err();
         match err {
-            TokenizeError::Wat(u) => assert_eq!(u, UnknownToken { token: "f64.cnst".into(), line: 2, column: 9 }),
+            TokenizeError::Wat(u) => assert_eq!(
+                u,
+                UnknownToken {
+                    token: "f64.cnst".into(),
+                    line: 2,
+                    column: 9
+                }
+            ),
             other => panic!("{other}"),
         }
     }
