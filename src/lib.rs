@@ -9,6 +9,7 @@ pub mod curriculum;
 pub mod model;
 pub mod sandbox;
 pub mod tokenize;
+pub mod train;
 
 use std::io::Write;
 use std::path::Path;

@@ -208,7 +208,7 @@ fn answers_decode_like_plain_qwen3_when_gates_are_closed() {
         .map(|k| model.decode_candidate(&states, k, 6, &device).0)
         .collect();
     let prefix: Vec<u32> = TEXT[..7].iter().map(|&t| t as u32).collect();
-    let fused = model.decode_answer(&prefix, Q, &candidates, &states, 8, &[], &device);
+    let fused = model.decode_answer(&prefix, Q, &candidates, &states, 8, &[]);
     let plain = model.text.generate(&prefix, 8, &[], &device);
     assert_eq!(fused, plain);
     assert_eq!(fused.len(), 8);

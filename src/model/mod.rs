@@ -19,7 +19,10 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 pub fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     let bound = 1.0 / (d_in as f64).sqrt();
     let weight = Tensor::random([d_in, d_out], Distribution::Uniform(-bound, bound), device);
-    Linear { weight: Param::from_tensor(weight), bias: None }
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: None,
+    }
 }
 
 /// Errors loading, building or saving a model; each names the file or tensor.

@@ -246,8 +246,8 @@ impl<B: Backend> WorldModel<B> {
         states: &[Tensor<B, 3>],
         max_new: usize,
         stop: &[u32],
-        device: &B::Device,
     ) -> Vec<u32> {
+        let device = &states[0].device();
         let wat: Vec<Tensor<B, 3>> = candidates
             .iter()
             .enumerate()

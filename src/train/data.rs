@@ -1,0 +1,190 @@
+//! From verified examples to model input: the chat layout of the text stream, the
+//! WAT program's tokens, and padded batches with their loss masks.
+//!
+//! A text row is `question prompt ++ <computed>v</computed> ++ answer <|im_end|>`:
+//! the WAT stream reads the prompt; the computed span is given, never predicted; the
+//! text loss covers the answer and its end marker.
+
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+
+use crate::curriculum::Example;
+use crate::model::world::Batch;
+use crate::tokenize::wat::{BOS, EOS, PAD, WatVocab};
+use crate::tokenize::{TextTokenizer, TokenizeError};
+
+/// The prompt the text stream reads before answering.
+pub fn prompt(question: &str) -> String {
+    format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+/// The span injected after the prompt with the sandbox's value.
+pub fn computed_span(value: f64) -> String {
+    format!("<computed>{}</computed>", crate::format_value(value))
+}
+
+/// One example as token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// Prompt, computed span, answer, end marker.
+    pub text: Vec<u32>,
+    /// Tokens of the prompt (what the WAT stream may read).
+    pub question_len: usize,
+    /// Index of the first answer token (after the computed span).
+    pub answer_start: usize,
+    /// The program's WAT tokens (no `<bos>`/`<eos>`).
+    pub wat: Vec<u32>,
+}
+
+/// Encodes examples for both streams.
+pub struct Encoder<'a> {
+    pub text: &'a TextTokenizer,
+    pub wat: &'a WatVocab,
+    /// Id used to pad text rows.
+    pub pad: u32,
+}
+
+impl Encoder<'_> {
+    pub fn encode(&self, example: &Example) -> Result<Encoded, TokenizeError> {
+        let prompt = self.text.encode(&prompt(&example.question))?;
+        let computed = self.text.encode(&computed_span(example.value))?;
+        let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
+        let question_len = prompt.len();
+        let answer_start = question_len + computed.len();
+        let mut text = prompt;
+        text.extend(computed);
+        text.extend(answer);
+        Ok(Encoded {
+            text,
+            question_len,
+            answer_start,
+            wat: self.wat.encode(&example.program)?,
+        })
+    }
+}
+
+/// Pads encoded examples into one batch.
+pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> Batch<B> {
+    let b = rows.len();
+    let s = rows.iter().map(|r| r.text.len()).max().unwrap_or(1);
+    let w = rows.iter().map(|r| r.wat.len() + 1).max().unwrap_or(1);
+    let (mut ids, mut targets, mut loss, mut question) = (
+        vec![pad as i32; b * s],
+        vec![pad as i32; b * s],
+        vec![0f32; b * s],
+        vec![false; b * s],
+    );
+    let (mut wat_ids, mut wat_targets, mut wat_loss) = (
+        vec![PAD as i32; b * w],
+        vec![PAD as i32; b * w],
+        vec![0f32; b * w],
+    );
+    for (r, row) in rows.iter().enumerate() {
+        let base = r * s;
+        for (i, &t) in row.text.iter().enumerate() {
+            ids[base + i] = t as i32;
+            if i + 1 < row.text.len() {
+                targets[base + i] = row.text[i + 1] as i32;
+                if i + 1 >= row.answer_start {
+                    loss[base + i] = 1.0;
+                }
+            }
+            question[base + i] = i < row.question_len;
+        }
+        let base = r * w;
+        let input = std::iter::once(BOS).chain(row.wat.iter().copied());
+        let target = row.wat.iter().copied().chain(std::iter::once(EOS));
+        for (i, (x, y)) in input.zip(target).enumerate() {
+            wat_ids[base + i] = x as i32;
+            wat_targets[base + i] = y as i32;
+            wat_loss[base + i] = 1.0;
+        }
+    }
+    let int =
+        |v: Vec<i32>, n: usize| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [b, n]), device);
+    let float =
+        |v: Vec<f32>, n: usize| Tensor::<B, 2>::from_data(TensorData::new(v, [b, n]), device);
+    Batch {
+        text_ids: int(ids, s),
+        text_targets: int(targets, s),
+        text_loss_mask: float(loss, s),
+        question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [b, s]), device),
+        wat_ids: int(wat_ids, w),
+        wat_targets: int(wat_targets, w),
+        wat_loss_mask: float(wat_loss, w),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::curriculum::Split;
+
+    #[test]
+    fn batches_mask_the_computed_span_and_pad_both_streams() {
+        let corpus = [
+            "What is 2 + 3?",
+            "The answer is 5.",
+            "<computed>5</computed>",
+        ];
+        let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
+        let wat = WatVocab::new();
+        let encoder = Encoder {
+            text: &text,
+            wat: &wat,
+            pad: text.token_id("<|endoftext|>").unwrap(),
+        };
+        let example = |q: &str, v: f64| {
+            Example {
+            id: "t".into(),
+            stage: "s".into(),
+            family: "add".into(),
+            op: "add".into(),
+            split: Split::Train,
+            question: q.into(),
+            program: "(module (func (export \"compute\") (param $a f64) (param $b f64) (result f64) local.get $a local.get $b f64.add))".into(),
+            args: vec![],
+            value: v,
+            answer: format!("The answer is {v}."),
+            system: false,
+        }
+        };
+        let short = encoder.encode(&example("What is 2 + 3?", 5.0)).unwrap();
+        let long = encoder
+            .encode(&example("What is 20 + 30 + 1?", 51.0))
+            .unwrap();
+        assert_eq!(
+            text.decode(&short.text[..short.question_len]).unwrap(),
+            prompt("What is 2 + 3?")
+        );
+        assert_eq!(
+            text.decode(&short.text[short.question_len..short.answer_start])
+                .unwrap(),
+            "<computed>5</computed>"
+        );
+        let batch = collate::<Cpu>(&[&short, &long], encoder.pad, &Default::default());
+        let [b, s] = batch.text_ids.dims();
+        assert_eq!((b, s), (2, long.text.len()));
+        let loss: Vec<f32> = batch.text_loss_mask.into_data().to_vec().unwrap();
+        // Targets from the first answer token to the end marker, in the short row.
+        let predicted = loss[..s].iter().filter(|&&m| m == 1.0).count();
+        assert_eq!(predicted, short.text.len() - short.answer_start);
+        assert_eq!(
+            loss[short.answer_start - 2],
+            0.0,
+            "the computed span is given"
+        );
+        let question: Vec<bool> = batch.question.into_data().to_vec().unwrap();
+        assert_eq!(
+            question[..s].iter().filter(|&&q| q).count(),
+            short.question_len
+        );
+        let wat_ids: Vec<i32> = batch.wat_ids.into_data().to_vec().unwrap();
+        assert_eq!(wat_ids[0], BOS as i32);
+        let wat_loss: Vec<f32> = batch.wat_loss_mask.into_data().to_vec().unwrap();
+        assert_eq!(
+            wat_loss.iter().sum::<f32>() as usize,
+            short.wat.len() + 1 + long.wat.len() + 1
+        );
+    }
+}

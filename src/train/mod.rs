@@ -1,0 +1,5 @@
+//! Training: examples become batches (`data`), the learning rate follows `schedule`.
+//! The loop, checkpoints and run directories build on these.
+
+pub mod data;
+pub mod schedule;
