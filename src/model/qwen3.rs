@@ -90,7 +90,10 @@ impl Qwen3Config {
                 "attention_bias = true is not a Qwen3 checkpoint".into(),
             ));
         }
-        if !config.num_attention_heads.is_multiple_of(config.num_key_value_heads) {
+        if !config
+            .num_attention_heads
+            .is_multiple_of(config.num_key_value_heads)
+        {
             return Err(ModelError::format(
                 &path,
                 "num_key_value_heads must divide num_attention_heads".into(),

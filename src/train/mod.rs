@@ -2,4 +2,5 @@
 //! The loop, checkpoints and run directories build on these.
 
 pub mod data;
+pub mod fit;
 pub mod schedule;

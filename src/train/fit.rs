@@ -1,0 +1,288 @@
+//! The training loop, top to bottom: plan the epoch → for each optimizer step, set
+//! the learning rate → forward / backward over the accumulated micro-batches →
+//! step → report. Checkpointing, logging and stopping live in the [`Hooks`].
+
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use super::data::{Encoded, collate};
+use super::schedule::learning_rate;
+use crate::config::TrainConfig;
+use crate::curriculum::rng::Rng;
+use crate::model::world::WorldModel;
+
+/// One stage's encoded data.
+#[derive(Debug, Clone)]
+pub struct StageData {
+    pub name: String,
+    pub epochs: usize,
+    pub replay: f64,
+    pub train: Vec<Encoded>,
+    pub validation: Vec<Encoded>,
+}
+
+/// Where training is: everything besides the model and optimizer a resume needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub stage: usize,
+    pub epoch: usize,
+    /// Optimizer steps taken within the current epoch.
+    pub step_in_epoch: usize,
+    /// Lowest validation loss seen, with the step it was seen at.
+    pub best_validation: Option<(f64, usize)>,
+}
+
+/// What one optimizer step measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    pub stage: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub learning_rate: f64,
+    pub text_loss: f64,
+    pub wat_losses: Vec<f64>,
+    pub grad_norm: f64,
+    pub seconds: f64,
+    pub tokens: usize,
+    /// Optimizer steps in this epoch, for progress.
+    pub steps_in_epoch: usize,
+}
+
+/// What the loop should do after a step or epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Everything outside the loop's body: logging, checkpoints, interruption.
+pub trait Hooks<B: AutodiffBackend, O> {
+    fn after_step(
+        &mut self,
+        report: &StepReport,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+    ) -> Control;
+    fn after_epoch(
+        &mut self,
+        validation_loss: f64,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+    ) -> Control;
+}
+
+/// Trains `model` through the stages from `cursor` on; returns the model and
+/// whether it ran to the end (`false` when a hook stopped it).
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
+    mut model: WorldModel<B>,
+    optim: &mut O,
+    stages: &[StageData],
+    config: &TrainConfig,
+    seed: u64,
+    pad: u32,
+    cursor: &mut Cursor,
+    hooks: &mut dyn Hooks<B, O>,
+) -> (WorldModel<B>, bool) {
+    let device = model.text.rotary.cos.device();
+    let examples_per_step = config.batch_size * config.grad_accum;
+    let total_steps = total_steps(stages, config);
+    while cursor.stage < stages.len() {
+        let stage = &stages[cursor.stage];
+        let epochs = stage_epochs(stage, config);
+        while cursor.epoch < epochs {
+            let plan = epoch_plan(stages, cursor.stage, cursor.epoch, seed, config.batch_size);
+            let steps_in_epoch = plan.len().div_ceil(examples_per_step);
+            while cursor.step_in_epoch < steps_in_epoch {
+                let lr = learning_rate(
+                    cursor.step,
+                    total_steps,
+                    config.learning_rate,
+                    config.warmup_steps,
+                    config.min_lr_ratio,
+                );
+                let started = Instant::now();
+                let group = &plan[cursor.step_in_epoch * examples_per_step
+                    ..((cursor.step_in_epoch + 1) * examples_per_step).min(plan.len())];
+                let mut accumulator = GradientsAccumulator::<WorldModel<B>>::new();
+                let (mut text_sum, mut wat_sums, mut tokens) =
+                    (0.0, vec![0.0; model.fusion.len()], 0);
+                let micro_batches: Vec<&[(usize, usize)]> =
+                    group.chunks(config.batch_size).collect();
+                for micro in &micro_batches {
+                    let rows: Vec<&Encoded> =
+                        micro.iter().map(|&(s, i)| &stages[s].train[i]).collect();
+                    tokens += rows
+                        .iter()
+                        .map(|r| r.text.len() + r.wat.len() + 1)
+                        .sum::<usize>();
+                    let batch = collate::<B>(&rows, pad, &device);
+                    let (text, wat) = model.losses(&batch);
+                    let wat_mean = wat
+                        .iter()
+                        .cloned()
+                        .reduce(|a, b| a + b)
+                        .map_or_else(|| text.zeros_like(), |s| s / wat.len() as f64);
+                    let loss = (text.clone() + wat_mean * config.wat_loss_weight)
+                        / micro_batches.len() as f64;
+                    text_sum += scalar(text) / micro_batches.len() as f64;
+                    for (sum, l) in wat_sums.iter_mut().zip(wat) {
+                        *sum += scalar(l) / micro_batches.len() as f64;
+                    }
+                    accumulator
+                        .accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+                }
+                let grads = accumulator.grads();
+                let grad_norm = grad_norm(&model, &grads);
+                model = optim.step(lr, model, grads);
+                cursor.step += 1;
+                cursor.step_in_epoch += 1;
+                let report = StepReport {
+                    stage: stage.name.clone(),
+                    epoch: cursor.epoch,
+                    step: cursor.step,
+                    learning_rate: lr,
+                    text_loss: text_sum,
+                    wat_losses: wat_sums,
+                    grad_norm,
+                    seconds: started.elapsed().as_secs_f64(),
+                    tokens,
+                    steps_in_epoch,
+                };
+                if hooks.after_step(&report, &model, optim, cursor) == Control::Stop {
+                    return (model, false);
+                }
+            }
+            let validation = validation_loss(&model.valid(), &stage.validation, config, pad);
+            cursor.epoch += 1;
+            cursor.step_in_epoch = 0;
+            if cursor
+                .best_validation
+                .is_none_or(|(best, _)| validation < best)
+            {
+                cursor.best_validation = Some((validation, cursor.step));
+            }
+            if hooks.after_epoch(validation, &model, optim, cursor) == Control::Stop {
+                return (model, false);
+            }
+        }
+        cursor.stage += 1;
+        cursor.epoch = 0;
+    }
+    (model, true)
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f64::NAN)
+}
+
+/// A stage's epochs after `epoch_scale` (at least one).
+pub fn stage_epochs(stage: &StageData, config: &TrainConfig) -> usize {
+    ((stage.epochs as f64 * config.epoch_scale).round() as usize).max(1)
+}
+
+/// Optimizer steps of the whole curriculum, for the schedule.
+pub fn total_steps(stages: &[StageData], config: &TrainConfig) -> usize {
+    let per_step = config.batch_size * config.grad_accum;
+    (0..stages.len())
+        .map(|s| stage_epochs(&stages[s], config) * epoch_len(stages, s).div_ceil(per_step))
+        .sum::<usize>()
+        .max(1)
+}
+
+fn replay_count(stages: &[StageData], stage: usize) -> usize {
+    let replay = stages[stage].replay;
+    let earlier: usize = stages[..stage].iter().map(|s| s.train.len()).sum();
+    if earlier == 0 || replay <= 0.0 {
+        return 0;
+    }
+    ((stages[stage].train.len() as f64 * replay / (1.0 - replay)).round() as usize).min(earlier)
+}
+
+fn epoch_len(stages: &[StageData], stage: usize) -> usize {
+    stages[stage].train.len() + replay_count(stages, stage)
+}
+
+/// The examples of one epoch as `(stage, index)`, in training order: the stage's
+/// own examples plus a replay share drawn from earlier stages, shuffled from the
+/// seed, then grouped so each batch holds examples of similar program length.
+pub fn epoch_plan(
+    stages: &[StageData],
+    stage: usize,
+    epoch: usize,
+    seed: u64,
+    batch: usize,
+) -> Vec<(usize, usize)> {
+    let mut rng = Rng::stream(seed, &[0x7ea1, stage as u64, epoch as u64]);
+    let mut plan: Vec<(usize, usize)> =
+        (0..stages[stage].train.len()).map(|i| (stage, i)).collect();
+    let earlier: Vec<(usize, usize)> = (0..stage)
+        .flat_map(|s| (0..stages[s].train.len()).map(move |i| (s, i)))
+        .collect();
+    let mut pool = earlier;
+    rng.shuffle(&mut pool);
+    plan.extend(pool.into_iter().take(replay_count(stages, stage)));
+    rng.shuffle(&mut plan);
+    // Sort windows of a few batches by WAT length: less padding, still mixed.
+    let window = batch.max(1) * 8;
+    for chunk in plan.chunks_mut(window) {
+        chunk.sort_by_key(|&(s, i)| stages[s].train[i].wat.len());
+    }
+    let mut batches: Vec<Vec<(usize, usize)>> =
+        plan.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
+    rng.shuffle(&mut batches);
+    batches.concat()
+}
+
+/// Mean loss (text + weighted mean WAT) over a split, without gradients.
+pub fn validation_loss<B: Backend>(
+    model: &WorldModel<B>,
+    rows: &[Encoded],
+    config: &TrainConfig,
+    pad: u32,
+) -> f64 {
+    if rows.is_empty() {
+        return f64::NAN;
+    }
+    let device = model.text.rotary.cos.device();
+    let mut total = 0.0;
+    for chunk in rows.chunks(config.batch_size) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let (text, wat) = model.losses(&collate::<B>(&refs, pad, &device));
+        let wat_mean = wat.iter().map(|l| scalar(l.clone())).sum::<f64>() / wat.len().max(1) as f64;
+        total += (scalar(text) + config.wat_loss_weight * wat_mean) * chunk.len() as f64;
+    }
+    total / rows.len() as f64
+}
+
+/// The global L2 norm of the gradients (before clipping).
+fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> f64 {
+    struct Norm<'a> {
+        grads: &'a GradientsParams,
+        sum: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Norm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.sum += scalar(g.square().sum());
+            }
+        }
+    }
+    let mut visitor = Norm { grads, sum: 0.0 };
+    model.visit(&mut visitor);
+    visitor.sum.sqrt()
+}

@@ -1,0 +1,267 @@
+//! The training loop on a tiny curriculum: losses fall, replay mixes stages, and a
+//! run stopped and resumed from its state continues exactly as one never stopped.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, Optimizer, adaptor::OptimizerAdaptor};
+use burn::tensor::backend::Backend;
+use wmx::backend::CpuTrain;
+use wmx::config::TrainConfig;
+use wmx::curriculum::Curriculum;
+use wmx::model::qwen3::Qwen3Config;
+use wmx::model::wat_stream::WatStreamConfig;
+use wmx::model::world::WorldModel;
+use wmx::tokenize::TextTokenizer;
+use wmx::tokenize::wat::WatVocab;
+use wmx::train::data::Encoder;
+use wmx::train::fit::{Control, Cursor, Hooks, StageData, StepReport, epoch_plan, fit};
+
+type B = CpuTrain;
+type Optim = OptimizerAdaptor<burn::optim::AdamW, WorldModel<B>, B>;
+
+const CURRICULUM: &str = r#"
+seed = 3
+[[stages]]
+name = "one"
+count = 24
+epochs = 2
+[[stages.families]]
+task = "add"
+phrasings = ["What is {a} + {b}?"]
+held_out = ["Add {a} and {b}."]
+[[stages]]
+name = "two"
+count = 16
+epochs = 2
+replay = 0.25
+[[stages.families]]
+task = "mul"
+phrasings = ["What is {a} * {b}?"]
+held_out = ["Multiply {a} by {b}."]
+"#;
+
+fn setup() -> (Vec<StageData>, u32, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.toml");
+    std::fs::write(&path, CURRICULUM).unwrap();
+    let dataset = Curriculum::load(&path).unwrap().generate().unwrap();
+    let texts: Vec<String> = dataset
+        .stages
+        .iter()
+        .flat_map(|s| s.train.iter())
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.question,
+                wmx::train::data::computed_span(e.value),
+                e.answer
+            )
+        })
+        .collect();
+    let text = TextTokenizer::train_bpe(texts.iter().map(String::as_str), 200).unwrap();
+    let wat = WatVocab::new();
+    let pad = text.token_id("<|endoftext|>").unwrap();
+    let encoder = Encoder {
+        text: &text,
+        wat: &wat,
+        pad,
+    };
+    let stages = dataset
+        .stages
+        .iter()
+        .map(|s| StageData {
+            name: s.name.clone(),
+            epochs: s.epochs,
+            replay: s.replay,
+            train: s.train.iter().map(|e| encoder.encode(e).unwrap()).collect(),
+            validation: s
+                .validation
+                .iter()
+                .map(|e| encoder.encode(e).unwrap())
+                .collect(),
+        })
+        .collect();
+    (stages, pad, text.vocab_size())
+}
+
+fn model(vocab: usize) -> WorldModel<B> {
+    let device = Default::default();
+    B::seed(&device, 11);
+    let mut m = wmx::config::ModelConfig {
+        vocab_size: vocab,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        head_dim: 16,
+        ..Default::default()
+    };
+    m.max_position_embeddings = 128;
+    let text = Qwen3Config::from_experiment(&m).init(&device);
+    let wat = WatStreamConfig {
+        vocab_size: WatVocab::new().len(),
+        hidden_size: 32,
+        num_attention_heads: 2,
+        intermediate_size: 64,
+        layers_per_segment: 1,
+        segments: 2,
+        text_hidden_size: 32,
+        max_tokens: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+    };
+    WorldModel::new(text, &wat, vec![0, 1], 2, 0.0, &device)
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        batch_size: 8,
+        grad_accum: 1,
+        learning_rate: 3e-3,
+        warmup_steps: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn optim() -> Optim {
+    AdamWConfig::new().with_weight_decay(0.01).init()
+}
+
+/// Records every step; stops after `stop_at` steps when set, keeping the state.
+struct Recorder {
+    losses: Vec<(f64, Vec<f64>)>,
+    stop_at: Option<usize>,
+    saved: Option<(
+        WorldModel<B>,
+        <Optim as Optimizer<WorldModel<B>, B>>::Record,
+        Cursor,
+    )>,
+    epochs: usize,
+}
+
+impl Hooks<B, Optim> for Recorder {
+    fn after_step(
+        &mut self,
+        report: &StepReport,
+        model: &WorldModel<B>,
+        optim: &Optim,
+        cursor: &Cursor,
+    ) -> Control {
+        self.losses
+            .push((report.text_loss, report.wat_losses.clone()));
+        if Some(report.step) == self.stop_at {
+            self.saved = Some((model.clone(), optim.to_record(), cursor.clone()));
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+    fn after_epoch(
+        &mut self,
+        validation: f64,
+        _: &WorldModel<B>,
+        _: &Optim,
+        _: &Cursor,
+    ) -> Control {
+        assert!(validation.is_finite());
+        self.epochs += 1;
+        Control::Continue
+    }
+}
+
+fn recorder(stop_at: Option<usize>) -> Recorder {
+    Recorder {
+        losses: Vec::new(),
+        stop_at,
+        saved: None,
+        epochs: 0,
+    }
+}
+
+#[test]
+fn resumed_training_matches_uninterrupted() {
+    let (stages, pad, vocab) = setup();
+    let config = config();
+    let mut straight = recorder(None);
+    let (_, finished) = fit(
+        model(vocab),
+        &mut optim(),
+        &stages,
+        &config,
+        5,
+        pad,
+        &mut Cursor::default(),
+        &mut straight,
+    );
+    assert!(finished);
+    assert_eq!(straight.epochs, 4);
+    let steps = straight.losses.len();
+    // 24 examples → 3 steps an epoch; 16 + 5 replayed → 3 steps; 2 epochs each.
+    assert_eq!(steps, 12);
+
+    let mut first = recorder(Some(4));
+    let (_, finished) = fit(
+        model(vocab),
+        &mut optim(),
+        &stages,
+        &config,
+        5,
+        pad,
+        &mut Cursor::default(),
+        &mut first,
+    );
+    assert!(!finished);
+    let (saved_model, optim_record, mut cursor) = first.saved.take().unwrap();
+    assert_eq!(cursor.step, 4);
+    // A fresh process would load these from a checkpoint.
+    let restored = model(vocab).load_record(saved_model.into_record());
+    let mut second = recorder(None);
+    let (_, finished) = fit(
+        restored,
+        &mut optim().load_record(optim_record),
+        &stages,
+        &config,
+        5,
+        pad,
+        &mut cursor,
+        &mut second,
+    );
+    assert!(finished);
+    let resumed: Vec<_> = first.losses.into_iter().chain(second.losses).collect();
+    assert_eq!(resumed, straight.losses);
+}
+
+#[test]
+fn losses_fall_over_the_curriculum() {
+    let (stages, pad, vocab) = setup();
+    let config = TrainConfig {
+        epoch_scale: 4.0,
+        ..config()
+    };
+    let mut rec = recorder(None);
+    fit(
+        model(vocab),
+        &mut optim(),
+        &stages,
+        &config,
+        1,
+        pad,
+        &mut Cursor::default(),
+        &mut rec,
+    );
+    let (first, last) = (&rec.losses[0], rec.losses.last().unwrap());
+    assert!(last.0 < first.0 * 0.6, "text {} → {}", first.0, last.0);
+    for (a, b) in first.1.iter().zip(&last.1) {
+        assert!(b < &(a * 0.6), "wat {a} → {b}");
+    }
+}
+
+#[test]
+fn epochs_replay_earlier_stages_deterministically() {
+    let (stages, _, _) = setup();
+    let plan = epoch_plan(&stages, 1, 0, 9, 8);
+    assert_eq!(plan, epoch_plan(&stages, 1, 0, 9, 8));
+    assert_ne!(plan, epoch_plan(&stages, 1, 1, 9, 8));
+    let replayed = plan.iter().filter(|(s, _)| *s == 0).count();
+    assert_eq!(replayed, 5, "16 × 0.25 / 0.75 ≈ 5 examples from stage one");
+    assert_eq!(plan.len(), 21);
+}
