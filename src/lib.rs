@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod curriculum;
 pub mod model;
+pub mod run;
 pub mod sandbox;
 pub mod tokenize;
 pub mod train;
