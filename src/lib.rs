@@ -6,6 +6,7 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod curriculum;
+pub mod infer;
 pub mod model;
 pub mod run;
 pub mod sandbox;

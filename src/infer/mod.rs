@@ -1,0 +1,257 @@
+//! Answering a question through the whole path: prefill → one candidate program per
+//! exit → run each in the sandbox → score and select → inject
+//! `<computed>v</computed>` → decode the answer with fusion on. Every answer keeps
+//! its provenance.
+
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+
+use crate::config::SelectionConfig;
+use crate::model::world::WorldModel;
+use crate::sandbox::{Arg, Outcome, Sandbox, bind};
+use crate::tokenize::wat::WatVocab;
+use crate::tokenize::{TextTokenizer, TokenizeError};
+use crate::train::data::{computed_span, prompt};
+
+/// The score terms of one candidate, each in 0..=1.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Scores {
+    pub op_match: f64,
+    pub layer_position: f64,
+    pub reasonableness: f64,
+    pub confidence: f64,
+    /// The weighted sum the softmax runs over.
+    pub total: f64,
+}
+
+/// One exit's candidate program and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub exit: usize,
+    /// The text layer the exit's segment is fused before.
+    pub layer: usize,
+    pub program: String,
+    /// Operations the program performs (`add`, `loop`, `system`, …).
+    pub operations: Vec<String>,
+    pub outcome: Outcome,
+    pub scores: Scores,
+    /// Selection probability (0 for candidates without a value).
+    pub probability: f64,
+}
+
+/// An answer with its provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub question: String,
+    pub args: Vec<Arg>,
+    pub candidates: Vec<Candidate>,
+    /// Index into `candidates` of the selected one, if any computed a value.
+    pub selected: Option<usize>,
+    pub value: Option<f64>,
+    pub text: String,
+}
+
+/// The operations a WAT program performs, for op_match and specialization.
+pub fn operations(program: &str) -> Vec<String> {
+    let mut ops: Vec<String> = Vec::new();
+    let mut add = |op: &str| {
+        if !ops.iter().any(|o| o == op) {
+            ops.push(op.to_string());
+        }
+    };
+    for word in program.split(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        match word.rsplit('.').next().unwrap_or("") {
+            "add" => add("add"),
+            "sub" => add("sub"),
+            "mul" => add("mul"),
+            "div" | "div_s" | "div_u" => add("div"),
+            "rem_s" | "rem_u" => add("rem"),
+            "min" => add("min"),
+            "max" => add("max"),
+            "gt" | "lt" | "ge" | "le" | "gt_s" | "lt_s" | "ge_s" | "le_s" | "eq" => add("compare"),
+            _ => {}
+        }
+        match word {
+            "loop" => add("loop"),
+            "if" => add("branch"),
+            "call" => add("system"),
+            "i32.load8_u" => add("text"),
+            _ => {}
+        }
+    }
+    ops
+}
+
+/// The operation a question asks for, from its wording (`None` when unclear).
+pub fn intent(question: &str) -> Option<&'static str> {
+    let q = question.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| q.contains(w));
+    if has(&["file", "year", "bytes"]) {
+        Some("system")
+    } else if has(&["character", "vowel", "word", "letter", "length of \""]) {
+        Some("text")
+    } else if has(&["factorial", "!", "fibonacci", "fib(", "prime", "power", "^", "gcd", "divisor", "integers from", "number from", "numbers from", "through", "one to"]) {
+        Some("loop")
+    } else if has(&["smallest", "minimum", "least"]) {
+        Some("min")
+    } else if has(&["largest", "maximum", "greatest among"]) {
+        Some("max")
+    } else if has(&["greater", "larger", "exceed"]) {
+        Some("compare")
+    } else if has(&["÷", "/", "divide", "shared equally", "split", "go into", "cut into"]) {
+        Some("div")
+    } else if has(&["×", "*", "multipl", "times", "product", "groups of", "each", "rows of", "%", "percent"]) {
+        Some("mul")
+    } else if has(&["-", "minus", "subtract", "difference", "less", "left", "remain", "take", "away", "sold", "get off"]) {
+        Some("sub")
+    } else if has(&["+", "plus", "add", "sum", "total", "more"]) {
+        Some("add")
+    } else {
+        None
+    }
+}
+
+fn scores(question: &str, candidate_ops: &[String], outcome: &Outcome, exit: usize, exits: usize, logprob: f64, w: &SelectionConfig) -> Scores {
+    let op_match = match intent(question) {
+        Some(op) if candidate_ops.iter().any(|o| o == op) => 1.0,
+        Some(_) => 0.0,
+        None => 0.5,
+    };
+    let layer_position = if exits > 1 { exit as f64 / (exits - 1) as f64 } else { 1.0 };
+    let reasonableness = match outcome {
+        Outcome::Value(v) if !v.is_finite() => 0.0,
+        Outcome::Value(v) => {
+            let counts = question.to_lowercase().starts_with("how many") || question.to_lowercase().contains("count");
+            let plausible = v.abs() < 1e15;
+            f64::from(u8::from(plausible)) * if counts && v.fract() != 0.0 { 0.5 } else { 1.0 }
+        }
+        _ => 0.0,
+    };
+    let confidence = logprob.exp();
+    let total = w.op_match * op_match + w.layer_position * layer_position + w.reasonableness * reasonableness + w.confidence * confidence;
+    Scores { op_match, layer_position, reasonableness, confidence, total }
+}
+
+/// Softmax over the candidates that computed a value; the others get 0.
+fn select(candidates: &mut [Candidate], temperature: f64) -> Option<usize> {
+    let valid: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].outcome.value().is_some()).collect();
+    let best = valid.iter().map(|&i| candidates[i].scores.total).fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = valid.iter().map(|&i| ((candidates[i].scores.total - best) / temperature).exp()).collect();
+    let sum: f64 = weights.iter().sum();
+    for (&i, w) in valid.iter().zip(&weights) {
+        candidates[i].probability = w / sum;
+    }
+    valid.into_iter().max_by(|&a, &b| candidates[a].probability.total_cmp(&candidates[b].probability).then(b.cmp(&a)))
+}
+
+/// What answering needs besides the model.
+pub struct Answerer<'a> {
+    pub text: &'a TextTokenizer,
+    pub wat: &'a WatVocab,
+    pub sandbox: &'a Sandbox,
+    pub selection: &'a SelectionConfig,
+    pub max_wat_tokens: usize,
+    pub max_new_tokens: usize,
+}
+
+impl Answerer<'_> {
+    pub fn answer<B: Backend>(&self, model: &WorldModel<B>, question: &str, device: &B::Device) -> Result<Answer, TokenizeError> {
+        let prompt_ids = self.text.encode(&prompt(question))?;
+        let states = model.question_states(&prompt_ids, device);
+        let exits = model.fusion_layers.len();
+        let args = bind(question);
+        let mut programs = Vec::new();
+        let mut candidates = Vec::new();
+        for exit in 0..exits {
+            let (ids, logprob) = model.decode_candidate(&states, exit, self.max_wat_tokens, device);
+            let program = self.wat.decode(&ids);
+            let outcome = self.sandbox.run(&program, &args);
+            let operations = operations(&program);
+            let scores = scores(question, &operations, &outcome, exit, exits, logprob, self.selection);
+            candidates.push(Candidate { exit, layer: model.fusion_layers[exit], program, operations, outcome, scores, probability: 0.0 });
+            programs.push(ids);
+        }
+        let selected = select(&mut candidates, self.selection.temperature);
+        let value = selected.and_then(|i| candidates[i].outcome.value());
+        let mut prefix = prompt_ids.clone();
+        if let Some(v) = value {
+            prefix.extend(self.text.encode(&computed_span(v))?);
+        }
+        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
+        let mut ids = model.decode_answer(&prefix, prompt_ids.len(), &programs, &states, self.max_new_tokens, &stop);
+        if ids.last().is_some_and(|t| stop.contains(t)) {
+            ids.pop();
+        }
+        let text = self.text.decode(&ids)?.trim().to_string();
+        Ok(Answer { question: question.to_string(), args, candidates, selected, value, text })
+    }
+}
+
+/// Whether an answer text matches the expected one: yes/no answers by word,
+/// numeric ones by their first number rounded to the expected answer's decimals.
+pub fn answer_matches(got: &str, expected: &str, decimals: Option<u32>) -> bool {
+    let norm = |s: &str| s.trim().trim_end_matches('.').to_lowercase();
+    if matches!(norm(expected).as_str(), "yes" | "no") {
+        return norm(got) == norm(expected);
+    }
+    let first_number = |s: &str| {
+        bind(s).into_iter().find_map(|a| match a {
+            Arg::Number(n) => Some(n),
+            Arg::Text(_) => None,
+        })
+    };
+    let (Some(g), Some(e)) = (first_number(got), first_number(expected)) else {
+        return norm(got) == norm(expected);
+    };
+    let places = decimals.unwrap_or_else(|| {
+        let text = crate::format_value(e);
+        text.split_once('.').map_or(0, |(_, f)| f.len() as u32)
+    });
+    let scale = 10f64.powi(places as i32);
+    (g * scale).round() == (e * scale).round()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_and_intents_line_up() {
+        assert_eq!(operations("(module (func local.get $a local.get $b f64.add))"), vec!["add"]);
+        assert!(operations("block $done loop $next i64.mul br_if $done end end").contains(&"loop".to_string()));
+        assert_eq!(intent("What is 12 * 7?"), Some("mul"));
+        assert_eq!(intent("Subtract 5 from 9."), Some("sub"));
+        assert_eq!(intent("How many bytes are in the file \"notes.txt\"?"), Some("system"));
+        assert_eq!(intent("Is 97 prime?"), Some("loop"));
+    }
+
+    #[test]
+    fn answers_match_by_number_or_word() {
+        assert!(answer_matches("The answer is 84.", "The answer is 84.", None));
+        assert!(answer_matches("The answer is 1.77262", "The answer is 1.7726.", None));
+        assert!(!answer_matches("The answer is 85.", "The answer is 84.", None));
+        assert!(answer_matches("Yes.", "Yes.", None));
+        assert!(!answer_matches("No.", "Yes.", None));
+        assert!(answer_matches("about 3.14159", "The answer is 3.1416.", Some(2)));
+    }
+
+    #[test]
+    fn selection_prefers_the_higher_score_among_values() {
+        let w = SelectionConfig::default();
+        let mk = |exit: usize, outcome: Outcome, total: f64| Candidate {
+            exit,
+            layer: exit,
+            program: String::new(),
+            operations: vec![],
+            outcome,
+            scores: Scores { op_match: 0.0, layer_position: 0.0, reasonableness: 0.0, confidence: 0.0, total },
+            probability: 0.0,
+        };
+        let mut c = vec![mk(0, Outcome::Value(1.0), 1.0), mk(1, Outcome::Trap(crate::sandbox::TrapKind::OutOfFuel), 9.0), mk(2, Outcome::Value(2.0), 2.0)];
+        assert_eq!(select(&mut c, w.temperature), Some(2));
+        assert_eq!(c[1].probability, 0.0);
+        assert!((c[0].probability + c[2].probability - 1.0).abs() < 1e-12);
+        let mut none = vec![mk(0, Outcome::Invalid("x".into()), 1.0)];
+        assert_eq!(select(&mut none, 1.0), None);
+    }
+}
