@@ -84,6 +84,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train an experiment through its curriculum, checkpointing and resuming by itself, then evaluate it.
+    Run {
+        /// Experiment TOML file.
+        file: PathBuf,
+        /// Start a new run even if one exists for this config (the old one is moved aside).
+        #[arg(long)]
+        fresh: bool,
+        /// Override a key: `--set train.epoch_scale=0.1` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Backend [default: the experiment's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+    },
     /// Greedy generation with the text stream alone from a Hugging Face Qwen3 directory.
     Generate {
         /// Directory with config.json, *.safetensors and tokenizer.json.
@@ -231,6 +245,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 p.deadline_ms = ms;
             }
             exec(&program, question.as_deref(), &args, &p, json)
+        }
+        Command::Run {
+            file,
+            fresh,
+            set,
+            backend,
+        } => {
+            let loaded = config::load(&file, &set)?;
+            let backend = backend.unwrap_or(loaded.experiment.backend);
+            match wmx::run::run(&loaded, Path::new("."), fresh, backend)? {
+                wmx::run::Outcome::AlreadyComplete { dir, accuracy } => {
+                    println!(
+                        "{} is already complete (accuracy {}); use --fresh to train again",
+                        dir.display(),
+                        accuracy.map_or("unknown".into(), |a| format!("{a:.4}"))
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                wmx::run::Outcome::Finished { dir, accuracy } => {
+                    println!("finished {}: accuracy {accuracy:.4}", dir.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                wmx::run::Outcome::Interrupted { dir } => {
+                    println!(
+                        "interrupted; {} keeps the checkpoint — run the same command to resume",
+                        dir.display()
+                    );
+                    Ok(ExitCode::from(130))
+                }
+            }
         }
         Command::Generate {
             model,

@@ -271,23 +271,48 @@ fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
     use wmx::run::checkpoint::Checkpoints;
     let (stages, pad, vocab) = setup();
     let dir = tempfile::tempdir().unwrap();
-    let checkpoints = Checkpoints { dir: dir.path().join("checkpoints"), keep_last: 2 };
+    let checkpoints = Checkpoints {
+        dir: dir.path().join("checkpoints"),
+        keep_last: 2,
+    };
     struct Saver<'a> {
         checkpoints: &'a Checkpoints,
         losses: Vec<f64>,
     }
     impl Hooks<B, Optim> for Saver<'_> {
-        fn after_step(&mut self, r: &StepReport, model: &WorldModel<B>, optim: &Optim, cursor: &Cursor) -> Control {
+        fn after_step(
+            &mut self,
+            r: &StepReport,
+            model: &WorldModel<B>,
+            optim: &Optim,
+            cursor: &Cursor,
+        ) -> Control {
             self.losses.push(r.text_loss);
             self.checkpoints.save(model, optim, cursor, None).unwrap();
-            if r.step == 5 { Control::Stop } else { Control::Continue }
+            if r.step == 5 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
         }
         fn after_epoch(&mut self, _: f64, _: &WorldModel<B>, _: &Optim, _: &Cursor) -> Control {
             Control::Continue
         }
     }
-    let mut saver = Saver { checkpoints: &checkpoints, losses: Vec::new() };
-    fit(model(vocab), &mut optim(), &stages, &config(), 5, pad, &mut Cursor::default(), &mut saver);
+    let mut saver = Saver {
+        checkpoints: &checkpoints,
+        losses: Vec::new(),
+    };
+    fit(
+        model(vocab),
+        &mut optim(),
+        &stages,
+        &config(),
+        5,
+        pad,
+        &mut Cursor::default(),
+        &mut saver,
+    );
     // The newest two are kept, and step 3, which closed the first epoch with the best validation loss.
     assert_eq!(checkpoints.steps(), vec![5, 4, 3]);
     // Flip one byte of the newest model: it is reported, and step 4 is used.
@@ -296,13 +321,29 @@ fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     std::fs::write(&model_file, bytes).unwrap();
-    let (loaded, skipped) = checkpoints.load_latest(model(vocab), optim(), &Default::default()).unwrap();
+    let (loaded, skipped) = checkpoints
+        .load_latest(model(vocab), optim(), &Default::default())
+        .unwrap();
     assert_eq!(skipped.len(), 1);
-    assert!(skipped[0].to_string().contains("step-00000005") && skipped[0].to_string().contains("model.mpk"), "{}", skipped[0]);
+    assert!(
+        skipped[0].to_string().contains("step-00000005")
+            && skipped[0].to_string().contains("model.mpk"),
+        "{}",
+        skipped[0]
+    );
     let (restored, mut restored_optim, mut cursor, step) = loaded.unwrap();
     assert_eq!((step, cursor.step), (4, 4));
     // Continuing from step 4 reproduces step 5's loss.
     let mut rec = recorder(Some(5));
-    fit(restored, &mut restored_optim, &stages, &config(), 5, pad, &mut cursor, &mut rec);
+    fit(
+        restored,
+        &mut restored_optim,
+        &stages,
+        &config(),
+        5,
+        pad,
+        &mut cursor,
+        &mut rec,
+    );
     assert_eq!(rec.losses[0].0, saver.losses[4]);
 }

@@ -90,7 +90,22 @@ pub fn intent(question: &str) -> Option<&'static str> {
         Some("system")
     } else if has(&["character", "vowel", "word", "letter", "length of \""]) {
         Some("text")
-    } else if has(&["factorial", "!", "fibonacci", "fib(", "prime", "power", "^", "gcd", "divisor", "integers from", "number from", "numbers from", "through", "one to"]) {
+    } else if has(&[
+        "factorial",
+        "!",
+        "fibonacci",
+        "fib(",
+        "prime",
+        "power",
+        "^",
+        "gcd",
+        "divisor",
+        "integers from",
+        "number from",
+        "numbers from",
+        "through",
+        "one to",
+    ]) {
         Some("loop")
     } else if has(&["smallest", "minimum", "least"]) {
         Some("min")
@@ -98,11 +113,42 @@ pub fn intent(question: &str) -> Option<&'static str> {
         Some("max")
     } else if has(&["greater", "larger", "exceed"]) {
         Some("compare")
-    } else if has(&["÷", "/", "divide", "shared equally", "split", "go into", "cut into"]) {
+    } else if has(&[
+        "÷",
+        "/",
+        "divide",
+        "shared equally",
+        "split",
+        "go into",
+        "cut into",
+    ]) {
         Some("div")
-    } else if has(&["×", "*", "multipl", "times", "product", "groups of", "each", "rows of", "%", "percent"]) {
+    } else if has(&[
+        "×",
+        "*",
+        "multipl",
+        "times",
+        "product",
+        "groups of",
+        "each",
+        "rows of",
+        "%",
+        "percent",
+    ]) {
         Some("mul")
-    } else if has(&["-", "minus", "subtract", "difference", "less", "left", "remain", "take", "away", "sold", "get off"]) {
+    } else if has(&[
+        "-",
+        "minus",
+        "subtract",
+        "difference",
+        "less",
+        "left",
+        "remain",
+        "take",
+        "away",
+        "sold",
+        "get off",
+    ]) {
         Some("sub")
     } else if has(&["+", "plus", "add", "sum", "total", "more"]) {
         Some("add")
@@ -111,37 +157,72 @@ pub fn intent(question: &str) -> Option<&'static str> {
     }
 }
 
-fn scores(question: &str, candidate_ops: &[String], outcome: &Outcome, exit: usize, exits: usize, logprob: f64, w: &SelectionConfig) -> Scores {
+fn scores(
+    question: &str,
+    candidate_ops: &[String],
+    outcome: &Outcome,
+    exit: usize,
+    exits: usize,
+    logprob: f64,
+    w: &SelectionConfig,
+) -> Scores {
     let op_match = match intent(question) {
         Some(op) if candidate_ops.iter().any(|o| o == op) => 1.0,
         Some(_) => 0.0,
         None => 0.5,
     };
-    let layer_position = if exits > 1 { exit as f64 / (exits - 1) as f64 } else { 1.0 };
+    let layer_position = if exits > 1 {
+        exit as f64 / (exits - 1) as f64
+    } else {
+        1.0
+    };
     let reasonableness = match outcome {
         Outcome::Value(v) if !v.is_finite() => 0.0,
         Outcome::Value(v) => {
-            let counts = question.to_lowercase().starts_with("how many") || question.to_lowercase().contains("count");
+            let counts = question.to_lowercase().starts_with("how many")
+                || question.to_lowercase().contains("count");
             let plausible = v.abs() < 1e15;
             f64::from(u8::from(plausible)) * if counts && v.fract() != 0.0 { 0.5 } else { 1.0 }
         }
         _ => 0.0,
     };
     let confidence = logprob.exp();
-    let total = w.op_match * op_match + w.layer_position * layer_position + w.reasonableness * reasonableness + w.confidence * confidence;
-    Scores { op_match, layer_position, reasonableness, confidence, total }
+    let total = w.op_match * op_match
+        + w.layer_position * layer_position
+        + w.reasonableness * reasonableness
+        + w.confidence * confidence;
+    Scores {
+        op_match,
+        layer_position,
+        reasonableness,
+        confidence,
+        total,
+    }
 }
 
 /// Softmax over the candidates that computed a value; the others get 0.
 fn select(candidates: &mut [Candidate], temperature: f64) -> Option<usize> {
-    let valid: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].outcome.value().is_some()).collect();
-    let best = valid.iter().map(|&i| candidates[i].scores.total).fold(f64::NEG_INFINITY, f64::max);
-    let weights: Vec<f64> = valid.iter().map(|&i| ((candidates[i].scores.total - best) / temperature).exp()).collect();
+    let valid: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].outcome.value().is_some())
+        .collect();
+    let best = valid
+        .iter()
+        .map(|&i| candidates[i].scores.total)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = valid
+        .iter()
+        .map(|&i| ((candidates[i].scores.total - best) / temperature).exp())
+        .collect();
     let sum: f64 = weights.iter().sum();
     for (&i, w) in valid.iter().zip(&weights) {
         candidates[i].probability = w / sum;
     }
-    valid.into_iter().max_by(|&a, &b| candidates[a].probability.total_cmp(&candidates[b].probability).then(b.cmp(&a)))
+    valid.into_iter().max_by(|&a, &b| {
+        candidates[a]
+            .probability
+            .total_cmp(&candidates[b].probability)
+            .then(b.cmp(&a))
+    })
 }
 
 /// What answering needs besides the model.
@@ -155,7 +236,12 @@ pub struct Answerer<'a> {
 }
 
 impl Answerer<'_> {
-    pub fn answer<B: Backend>(&self, model: &WorldModel<B>, question: &str, device: &B::Device) -> Result<Answer, TokenizeError> {
+    pub fn answer<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        question: &str,
+        device: &B::Device,
+    ) -> Result<Answer, TokenizeError> {
         let prompt_ids = self.text.encode(&prompt(question))?;
         let states = model.question_states(&prompt_ids, device);
         let exits = model.fusion_layers.len();
@@ -167,8 +253,24 @@ impl Answerer<'_> {
             let program = self.wat.decode(&ids);
             let outcome = self.sandbox.run(&program, &args);
             let operations = operations(&program);
-            let scores = scores(question, &operations, &outcome, exit, exits, logprob, self.selection);
-            candidates.push(Candidate { exit, layer: model.fusion_layers[exit], program, operations, outcome, scores, probability: 0.0 });
+            let scores = scores(
+                question,
+                &operations,
+                &outcome,
+                exit,
+                exits,
+                logprob,
+                self.selection,
+            );
+            candidates.push(Candidate {
+                exit,
+                layer: model.fusion_layers[exit],
+                program,
+                operations,
+                outcome,
+                scores,
+                probability: 0.0,
+            });
             programs.push(ids);
         }
         let selected = select(&mut candidates, self.selection.temperature);
@@ -178,12 +280,26 @@ impl Answerer<'_> {
             prefix.extend(self.text.encode(&computed_span(v))?);
         }
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
-        let mut ids = model.decode_answer(&prefix, prompt_ids.len(), &programs, &states, self.max_new_tokens, &stop);
+        let mut ids = model.decode_answer(
+            &prefix,
+            prompt_ids.len(),
+            &programs,
+            &states,
+            self.max_new_tokens,
+            &stop,
+        );
         if ids.last().is_some_and(|t| stop.contains(t)) {
             ids.pop();
         }
         let text = self.text.decode(&ids)?.trim().to_string();
-        Ok(Answer { question: question.to_string(), args, candidates, selected, value, text })
+        Ok(Answer {
+            question: question.to_string(),
+            args,
+            candidates,
+            selected,
+            value,
+            text,
+        })
     }
 }
 
@@ -217,22 +333,47 @@ mod tests {
 
     #[test]
     fn operations_and_intents_line_up() {
-        assert_eq!(operations("(module (func local.get $a local.get $b f64.add))"), vec!["add"]);
-        assert!(operations("block $done loop $next i64.mul br_if $done end end").contains(&"loop".to_string()));
+        assert_eq!(
+            operations("(module (func local.get $a local.get $b f64.add))"),
+            vec!["add"]
+        );
+        assert!(
+            operations("block $done loop $next i64.mul br_if $done end end")
+                .contains(&"loop".to_string())
+        );
         assert_eq!(intent("What is 12 * 7?"), Some("mul"));
         assert_eq!(intent("Subtract 5 from 9."), Some("sub"));
-        assert_eq!(intent("How many bytes are in the file \"notes.txt\"?"), Some("system"));
+        assert_eq!(
+            intent("How many bytes are in the file \"notes.txt\"?"),
+            Some("system")
+        );
         assert_eq!(intent("Is 97 prime?"), Some("loop"));
     }
 
     #[test]
     fn answers_match_by_number_or_word() {
-        assert!(answer_matches("The answer is 84.", "The answer is 84.", None));
-        assert!(answer_matches("The answer is 1.77262", "The answer is 1.7726.", None));
-        assert!(!answer_matches("The answer is 85.", "The answer is 84.", None));
+        assert!(answer_matches(
+            "The answer is 84.",
+            "The answer is 84.",
+            None
+        ));
+        assert!(answer_matches(
+            "The answer is 1.77262",
+            "The answer is 1.7726.",
+            None
+        ));
+        assert!(!answer_matches(
+            "The answer is 85.",
+            "The answer is 84.",
+            None
+        ));
         assert!(answer_matches("Yes.", "Yes.", None));
         assert!(!answer_matches("No.", "Yes.", None));
-        assert!(answer_matches("about 3.14159", "The answer is 3.1416.", Some(2)));
+        assert!(answer_matches(
+            "about 3.14159",
+            "The answer is 3.1416.",
+            Some(2)
+        ));
     }
 
     #[test]
@@ -244,10 +385,20 @@ mod tests {
             program: String::new(),
             operations: vec![],
             outcome,
-            scores: Scores { op_match: 0.0, layer_position: 0.0, reasonableness: 0.0, confidence: 0.0, total },
+            scores: Scores {
+                op_match: 0.0,
+                layer_position: 0.0,
+                reasonableness: 0.0,
+                confidence: 0.0,
+                total,
+            },
             probability: 0.0,
         };
-        let mut c = vec![mk(0, Outcome::Value(1.0), 1.0), mk(1, Outcome::Trap(crate::sandbox::TrapKind::OutOfFuel), 9.0), mk(2, Outcome::Value(2.0), 2.0)];
+        let mut c = vec![
+            mk(0, Outcome::Value(1.0), 1.0),
+            mk(1, Outcome::Trap(crate::sandbox::TrapKind::OutOfFuel), 9.0),
+            mk(2, Outcome::Value(2.0), 2.0),
+        ];
         assert_eq!(select(&mut c, w.temperature), Some(2));
         assert_eq!(c[1].probability, 0.0);
         assert!((c[0].probability + c[2].probability - 1.0).abs() < 1e-12);

@@ -25,7 +25,10 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::Io { path: path.to_path_buf(), message: e.to_string() }
+    CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// The manifest written last into every checkpoint.
@@ -49,11 +52,16 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
 
 fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn sync(path: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io(path, e))
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))
 }
 
 /// The checkpoints of one run, in `dir`.
@@ -78,22 +86,36 @@ impl Checkpoints {
     ) -> Result<PathBuf, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let target = self.step_dir(cursor.step);
-        let tmp = self.dir.join(format!(".tmp-step-{:08}-{}", cursor.step, std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".tmp-step-{:08}-{}",
+            cursor.step,
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         // The recorder adds the `.mpk` extension to the stem it is given.
         let stem = |name: &str| tmp.join(name.trim_end_matches(".mpk"));
-        model.clone().save_file(stem(MODEL), &recorder()).map_err(|e| io(&tmp.join(MODEL), e))?;
-        recorder().record(optim.to_record(), stem(OPTIMIZER)).map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
+        model
+            .clone()
+            .save_file(stem(MODEL), &recorder())
+            .map_err(|e| io(&tmp.join(MODEL), e))?;
+        recorder()
+            .record(optim.to_record(), stem(OPTIMIZER))
+            .map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
         let cursor_json = serde_json::to_vec_pretty(cursor).map_err(|e| io(&tmp, e))?;
-        crate::write_atomic(&tmp.join(CURSOR), &cursor_json).map_err(|e| io(&tmp.join(CURSOR), e))?;
+        crate::write_atomic(&tmp.join(CURSOR), &cursor_json)
+            .map_err(|e| io(&tmp.join(CURSOR), e))?;
         let mut files = BTreeMap::new();
         for name in [MODEL, OPTIMIZER, CURSOR] {
             let path = tmp.join(name);
             sync(&path)?;
             files.insert(name.to_string(), sha256_file(&path)?);
         }
-        let manifest = Manifest { step: cursor.step, files, validation };
+        let manifest = Manifest {
+            step: cursor.step,
+            files,
+            validation,
+        };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io(&tmp, e))?;
         crate::write_atomic(&tmp.join(MANIFEST), &bytes).map_err(|e| io(&tmp.join(MANIFEST), e))?;
         sync(&tmp)?;
@@ -132,11 +154,19 @@ impl Checkpoints {
     /// Checks a checkpoint's manifest against its files.
     pub fn verify(&self, step: usize) -> Result<Manifest, CheckpointError> {
         let dir = self.step_dir(step);
-        let corrupt = |message: String| CheckpointError::Corrupt { path: dir.clone(), message };
-        let text = std::fs::read_to_string(dir.join(MANIFEST)).map_err(|e| corrupt(format!("no readable manifest: {e}")))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| corrupt(format!("bad manifest: {e}")))?;
+        let corrupt = |message: String| CheckpointError::Corrupt {
+            path: dir.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(dir.join(MANIFEST))
+            .map_err(|e| corrupt(format!("no readable manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("bad manifest: {e}")))?;
         for name in [MODEL, OPTIMIZER, CURSOR] {
-            let expected = manifest.files.get(name).ok_or_else(|| corrupt(format!("manifest lacks {name}")))?;
+            let expected = manifest
+                .files
+                .get(name)
+                .ok_or_else(|| corrupt(format!("manifest lacks {name}")))?;
             let found = sha256_file(&dir.join(name)).map_err(|e| corrupt(e.to_string()))?;
             if &found != expected {
                 return Err(corrupt(format!("{name} does not match its checksum")));
@@ -153,7 +183,13 @@ impl Checkpoints {
         model: WorldModel<B>,
         optim: O,
         device: &B::Device,
-    ) -> Result<(Option<(WorldModel<B>, O, Cursor, usize)>, Vec<CheckpointError>), CheckpointError> {
+    ) -> Result<
+        (
+            Option<(WorldModel<B>, O, Cursor, usize)>,
+            Vec<CheckpointError>,
+        ),
+        CheckpointError,
+    > {
         let mut skipped = Vec::new();
         for step in self.steps() {
             if let Err(e) = self.verify(step) {
@@ -162,11 +198,17 @@ impl Checkpoints {
             }
             let dir = self.step_dir(step);
             let stem = |name: &str| dir.join(name.trim_end_matches(".mpk"));
-            let model = model.load_file(stem(MODEL), &recorder(), device).map_err(|e| io(&dir.join(MODEL), e))?;
-            let record = recorder().load(stem(OPTIMIZER), device).map_err(|e| io(&dir.join(OPTIMIZER), e))?;
+            let model = model
+                .load_file(stem(MODEL), &recorder(), device)
+                .map_err(|e| io(&dir.join(MODEL), e))?;
+            let record = recorder()
+                .load(stem(OPTIMIZER), device)
+                .map_err(|e| io(&dir.join(OPTIMIZER), e))?;
             let optim = optim.load_record(record);
-            let text = std::fs::read_to_string(dir.join(CURSOR)).map_err(|e| io(&dir.join(CURSOR), e))?;
-            let cursor: Cursor = serde_json::from_str(&text).map_err(|e| io(&dir.join(CURSOR), e))?;
+            let text =
+                std::fs::read_to_string(dir.join(CURSOR)).map_err(|e| io(&dir.join(CURSOR), e))?;
+            let cursor: Cursor =
+                serde_json::from_str(&text).map_err(|e| io(&dir.join(CURSOR), e))?;
             return Ok((Some((model, optim, cursor, step)), skipped));
         }
         Ok((None, skipped))

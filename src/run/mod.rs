@@ -1,4 +1,652 @@
-//! Runs: one directory per resolved experiment, holding its config, metadata,
-//! log, metrics, checkpoints and evaluation.
+//! Runs: one directory per resolved experiment — `runs/<experiment>/<id>/` with its
+//! config, metadata, log, metrics, tokenizer, checkpoints and evaluation. Running the
+//! same experiment again resumes an unfinished run and reports a finished one.
 
 pub mod checkpoint;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Experiment, Init, Loaded, Trainable};
+use crate::curriculum::{Curriculum, Dataset, Split};
+use crate::infer::{Answerer, answer_matches};
+use crate::model::qwen3::{Qwen3Config, Qwen3ForCausalLM};
+use crate::model::wat_stream::WatStreamConfig;
+use crate::model::world::WorldModel;
+use crate::sandbox::Sandbox;
+use crate::tokenize::TextTokenizer;
+use crate::tokenize::wat::WatVocab;
+use crate::train::data::{Encoder, computed_span};
+use crate::train::fit::{Control, Cursor, Hooks, StageData, StepReport, fit};
+use checkpoint::Checkpoints;
+
+/// Run status in `meta.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Interrupted,
+    Complete,
+    Failed,
+}
+
+/// `meta.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub wmx_version: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub backend: String,
+    pub device: String,
+    pub seed: u64,
+    pub started: String,
+    pub ended: Option<String>,
+    pub status: Status,
+    /// How many times the run was resumed.
+    pub resumes: usize,
+}
+
+/// A run directory.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+fn now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::sandbox::policy::format_utc(secs)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl RunDir {
+    /// `runs/<name>/<hash of the resolved config>` under `root`.
+    pub fn for_experiment(root: &Path, loaded: &Loaded) -> Result<(RunDir, String)> {
+        let config = toml::to_string_pretty(&loaded.experiment)
+            .context("cannot serialise the resolved config")?;
+        let id: String = Sha256::digest(config.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok((
+            RunDir {
+                path: root.join("runs").join(loaded.name()).join(id),
+            },
+            config,
+        ))
+    }
+
+    pub fn meta(&self) -> Option<Meta> {
+        serde_json::from_str(&std::fs::read_to_string(self.path.join("meta.json")).ok()?).ok()
+    }
+
+    pub fn write_meta(&self, meta: &Meta) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(meta)?;
+        crate::write_atomic(&self.path.join("meta.json"), &bytes)
+            .with_context(|| format!("cannot write {}/meta.json", self.path.display()))
+    }
+
+    /// Appends a line to `log.txt` and prints it.
+    pub fn log(&self, line: &str) {
+        println!("{line}");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join("log.txt"))
+        {
+            let _ = writeln!(f, "{} {line}", now());
+        }
+    }
+}
+
+/// What `wmx run` did.
+pub enum Outcome {
+    AlreadyComplete { dir: PathBuf, accuracy: Option<f64> },
+    Finished { dir: PathBuf, accuracy: f64 },
+    Interrupted { dir: PathBuf },
+}
+
+/// Trains (or resumes) and evaluates the experiment; see the module docs.
+pub fn run(
+    loaded: &Loaded,
+    root: &Path,
+    fresh: bool,
+    backend: crate::config::Backend,
+) -> Result<Outcome> {
+    let (dir, config_text) = RunDir::for_experiment(root, loaded)?;
+    let previous = dir.meta();
+    if let Some(meta) = &previous
+        && meta.status == Status::Complete
+        && !fresh
+    {
+        let accuracy = std::fs::read_to_string(dir.path.join("eval/summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["accuracy"].as_f64());
+        return Ok(Outcome::AlreadyComplete {
+            dir: dir.path,
+            accuracy,
+        });
+    }
+    if fresh && dir.path.exists() {
+        // Keep what was there: the old run moves aside.
+        let aside = dir.path.with_file_name(format!(
+            "{}-{}",
+            dir.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("run"),
+            now().replace(':', "")
+        ));
+        std::fs::rename(&dir.path, &aside)
+            .with_context(|| format!("cannot move {} aside", dir.path.display()))?;
+        println!("moved the previous run to {}", aside.display());
+    }
+    let resuming = dir.path.exists() && !fresh && previous.is_some();
+    std::fs::create_dir_all(&dir.path)
+        .with_context(|| format!("cannot create {}", dir.path.display()))?;
+    crate::write_atomic(&dir.path.join("config.toml"), config_text.as_bytes())?;
+    let e = &loaded.experiment;
+    let mut meta = previous.filter(|_| resuming).unwrap_or(Meta {
+        wmx_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git(&["rev-parse", "HEAD"]),
+        git_dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        backend: format!("{:?}", backend).to_lowercase(),
+        device: String::new(),
+        seed: e.seed,
+        started: now(),
+        ended: None,
+        status: Status::Running,
+        resumes: 0,
+    });
+    if resuming {
+        meta.resumes += 1;
+    }
+    meta.status = Status::Running;
+    dir.write_meta(&meta)?;
+    dir.log(&format!(
+        "run {} ({})",
+        dir.path.display(),
+        if resuming { "resuming" } else { "new" }
+    ));
+
+    let curriculum = Curriculum::load(&e.curriculum)?;
+    let dataset = curriculum.generate()?;
+    let tokenizer = text_tokenizer(&dir, e, &dataset)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second handler cannot be installed in the same process (tests run several runs).
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let task = Train {
+        dir: &dir,
+        experiment: e,
+        dataset: &dataset,
+        tokenizer: &tokenizer,
+        interrupted,
+    };
+    let result = crate::backend::dispatch(backend, task)?;
+    let (status, accuracy) = match result {
+        Ok(Some(accuracy)) => (Status::Complete, Some(accuracy)),
+        Ok(None) => (Status::Interrupted, None),
+        Err(err) => {
+            meta.status = Status::Failed;
+            meta.ended = Some(now());
+            dir.write_meta(&meta)?;
+            dir.log(&format!("failed: {err:#}"));
+            return Err(err);
+        }
+    };
+    meta.status = status;
+    meta.ended = Some(now());
+    dir.write_meta(&meta)?;
+    Ok(match accuracy {
+        Some(accuracy) => Outcome::Finished {
+            dir: dir.path,
+            accuracy,
+        },
+        None => Outcome::Interrupted { dir: dir.path },
+    })
+}
+
+/// The text tokenizer: the checkpoint's, or a BPE trained on the curriculum and kept with the run.
+fn text_tokenizer(dir: &RunDir, e: &Experiment, dataset: &Dataset) -> Result<TextTokenizer> {
+    if e.model.init != Init::Scratch {
+        let path = e
+            .model
+            .checkpoint
+            .as_ref()
+            .context("model.checkpoint is required")?
+            .join("tokenizer.json");
+        return Ok(TextTokenizer::from_file(&path)?);
+    }
+    let path = dir.path.join("tokenizer.json");
+    if path.is_file() {
+        return Ok(TextTokenizer::from_file(&path)?);
+    }
+    let texts: Vec<String> = dataset
+        .examples(Split::Train)
+        .map(|x| {
+            format!(
+                "{}{}{}",
+                crate::train::data::prompt(&x.question),
+                computed_span(x.value),
+                x.answer
+            )
+        })
+        .collect();
+    let tokenizer = TextTokenizer::train_bpe(texts.iter().map(String::as_str), e.model.vocab_size)?;
+    tokenizer.save(&path)?;
+    Ok(tokenizer)
+}
+
+struct Train<'a> {
+    dir: &'a RunDir,
+    experiment: &'a Experiment,
+    dataset: &'a Dataset,
+    tokenizer: &'a TextTokenizer,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl crate::backend::BackendTask for Train<'_> {
+    /// `Some(accuracy)` when finished, `None` when interrupted.
+    type Output = Result<Option<f64>>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
+        train::<Autodiff<B>>(self, device)
+    }
+}
+
+fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f64>> {
+    let e = t.experiment;
+    B::seed(&device, e.seed);
+    let wat_vocab = WatVocab::new();
+    let pad = t.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
+    let encoder = Encoder {
+        text: t.tokenizer,
+        wat: &wat_vocab,
+        pad,
+    };
+    let mut stages = Vec::new();
+    for stage in &t.dataset.stages {
+        let encode = |xs: &[crate::curriculum::Example]| -> Result<Vec<_>> {
+            xs.iter()
+                .map(|x| {
+                    encoder
+                        .encode(x)
+                        .with_context(|| format!("encoding {}", x.id))
+                })
+                .collect()
+        };
+        stages.push(StageData {
+            name: stage.name.clone(),
+            epochs: stage.epochs,
+            replay: stage.replay,
+            train: encode(&stage.train)?,
+            validation: encode(&stage.validation)?,
+        });
+    }
+    let model = build_model::<B>(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
+    let mut optim_config = AdamWConfig::new().with_weight_decay(e.train.weight_decay as f32);
+    if e.train.grad_clip > 0.0 {
+        optim_config = optim_config
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(e.train.grad_clip as f32)));
+    }
+    let checkpoints = Checkpoints {
+        dir: t.dir.path.join("checkpoints"),
+        keep_last: e.train.checkpoint.keep_last,
+    };
+    let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.init(), &device)?;
+    for s in &skipped {
+        t.dir.log(&format!("skipping a checkpoint: {s}"));
+    }
+    let (mut model, mut optim, mut cursor) = match loaded {
+        Some((m, o, c, step)) => {
+            t.dir.log(&format!(
+                "resuming from checkpoint step {step} (stage {}, epoch {})",
+                stages[c.stage.min(stages.len() - 1)].name,
+                c.epoch + 1
+            ));
+            (m, o, c)
+        }
+        None => (model, optim_config.init(), Cursor::default()),
+    };
+    if e.train.parameters != Trainable::All {
+        model.text = model.text.no_grad();
+    }
+    let mut hooks = RunHooks {
+        dir: t.dir,
+        checkpoints: &checkpoints,
+        every_fraction: e.train.checkpoint.every_epoch_fraction,
+        every_seconds: e.train.checkpoint.every_minutes * 60.0,
+        last_save: Instant::now(),
+        interrupted: t.interrupted.clone(),
+        metrics: MetricsCsv::open(&t.dir.path.join("metrics.csv"), model.fusion.len())?,
+        epochs: stages
+            .iter()
+            .map(|s| crate::train::fit::stage_epochs(s, &e.train))
+            .collect(),
+        stage_names: stages.iter().map(|s| s.name.clone()).collect(),
+        error: None,
+    };
+    let (trained, finished) = fit(
+        model,
+        &mut optim,
+        &stages,
+        &e.train,
+        e.seed,
+        pad,
+        &mut cursor,
+        &mut hooks,
+    );
+    if let Some(err) = hooks.error {
+        return Err(err);
+    }
+    if !finished {
+        t.dir
+            .log("interrupted: the checkpoint is saved; run the same command to resume");
+        return Ok(None);
+    }
+    let accuracy = evaluate(
+        t.dir,
+        e,
+        t.dataset,
+        t.tokenizer,
+        &wat_vocab,
+        &trained.valid(),
+        &device,
+    )?;
+    Ok(Some(accuracy))
+}
+
+/// The WorldModel an experiment declares.
+pub fn build_model<B: Backend>(
+    e: &Experiment,
+    vocab: usize,
+    wat_vocab: &WatVocab,
+    device: &B::Device,
+) -> Result<WorldModel<B>> {
+    let text = match e.model.init {
+        Init::Scratch => {
+            let mut config = Qwen3Config::from_experiment(&e.model);
+            config.vocab_size = vocab;
+            config.init::<B>(device)
+        }
+        Init::Pretrained => {
+            let dir = e
+                .model
+                .checkpoint
+                .as_ref()
+                .context("model.checkpoint is required")?;
+            Qwen3ForCausalLM::<B>::from_hf_dir(dir, device)?.0
+        }
+        Init::Random => {
+            let dir = e
+                .model
+                .checkpoint
+                .as_ref()
+                .context("model.checkpoint is required")?;
+            Qwen3Config::from_dir(dir)?.init::<B>(device)
+        }
+    };
+    let layers = text.model.layers.len();
+    if let Some(&bad) = e.fusion.layers.iter().find(|&&l| l >= layers) {
+        bail!("fusion layer {bad} is out of range: the text stream has {layers} layers");
+    }
+    let wat = WatStreamConfig {
+        vocab_size: wat_vocab.len(),
+        hidden_size: e.wat.hidden_size,
+        num_attention_heads: e.wat.num_attention_heads,
+        intermediate_size: e.wat.intermediate_size,
+        layers_per_segment: e.wat.layers_per_segment,
+        segments: e.fusion.layers.len(),
+        text_hidden_size: text.model.embed_tokens.weight.dims()[1],
+        max_tokens: e.wat.max_tokens,
+        rms_norm_eps: e.model.rms_norm_eps,
+        rope_theta: 10_000.0,
+    };
+    Ok(WorldModel::new(
+        text,
+        &wat,
+        e.fusion.layers.clone(),
+        e.fusion.num_attention_heads,
+        e.fusion.gate_init,
+        device,
+    ))
+}
+
+/// Answers the evaluation split through the whole path; writes `eval/summary.json`
+/// and `eval/answers.jsonl`; returns the accuracy.
+pub fn evaluate<B: Backend>(
+    dir: &RunDir,
+    e: &Experiment,
+    dataset: &Dataset,
+    tokenizer: &TextTokenizer,
+    wat: &WatVocab,
+    model: &WorldModel<B>,
+    device: &B::Device,
+) -> Result<f64> {
+    let split = if e.eval.split == "validation" {
+        Split::Validation
+    } else {
+        Split::Test
+    };
+    let sandbox = Sandbox::new(&e.sandbox)?;
+    let answerer = Answerer {
+        text: tokenizer,
+        wat,
+        sandbox: &sandbox,
+        selection: &e.selection,
+        max_wat_tokens: e.wat.max_tokens,
+        max_new_tokens: e.eval.max_new_tokens,
+    };
+    let eval_dir = dir.path.join("eval");
+    std::fs::create_dir_all(&eval_dir)?;
+    let mut lines = Vec::new();
+    let mut per_stage = serde_json::Map::new();
+    let (mut correct, mut total) = (0usize, 0usize);
+    for stage in &dataset.stages {
+        let (mut c, mut n) = (0usize, 0usize);
+        for example in stage.split(split) {
+            let answer = answerer.answer(model, &example.question, device)?;
+            let ok = answer_matches(&answer.text, &example.answer, e.eval.decimals);
+            c += usize::from(ok);
+            n += 1;
+            lines.push(serde_json::json!({ "id": example.id, "expected": example.answer, "correct": ok, "answer": answer }).to_string());
+        }
+        per_stage.insert(stage.name.clone(), serde_json::json!({ "accuracy": if n > 0 { c as f64 / n as f64 } else { 0.0 }, "correct": c, "total": n }));
+        correct += c;
+        total += n;
+    }
+    let accuracy = if total > 0 {
+        correct as f64 / total as f64
+    } else {
+        0.0
+    };
+    let summary = serde_json::json!({ "accuracy": accuracy, "correct": correct, "total": total, "split": split.name(), "stages": per_stage });
+    crate::write_atomic(
+        &eval_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    crate::write_atomic(
+        &eval_dir.join("answers.jsonl"),
+        (lines.join("\n") + "\n").as_bytes(),
+    )?;
+    dir.log(&format!(
+        "evaluation on {}: accuracy {:.4} ({correct}/{total})",
+        split.name(),
+        accuracy
+    ));
+    Ok(accuracy)
+}
+
+/// `metrics.csv`, one row per optimizer step, appended (a resumed run continues it).
+struct MetricsCsv {
+    file: std::fs::File,
+}
+
+impl MetricsCsv {
+    fn open(path: &Path, exits: usize) -> Result<MetricsCsv> {
+        let exists = path.is_file();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if !exists {
+            let wat: Vec<String> = (0..exits).map(|k| format!("wat_loss_{k}")).collect();
+            writeln!(
+                file,
+                "stage,epoch,step,learning_rate,text_loss,{},grad_norm,step_seconds,tokens_per_second,peak_rss_mib",
+                wat.join(",")
+            )?;
+        }
+        Ok(MetricsCsv { file })
+    }
+
+    fn append(&mut self, r: &StepReport) -> std::io::Result<()> {
+        let wat: Vec<String> = r.wat_losses.iter().map(|l| format!("{l:.6}")).collect();
+        writeln!(
+            self.file,
+            "{},{},{},{:.6e},{:.6},{},{:.6},{:.4},{:.1},{:.1}",
+            r.stage,
+            r.epoch,
+            r.step,
+            r.learning_rate,
+            r.text_loss,
+            wat.join(","),
+            r.grad_norm,
+            r.seconds,
+            r.tokens as f64 / r.seconds.max(1e-9),
+            peak_rss_mib()
+        )
+    }
+}
+
+/// The process's peak resident memory, from /proc (0 where unavailable).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct RunHooks<'a> {
+    dir: &'a RunDir,
+    checkpoints: &'a Checkpoints,
+    every_fraction: f64,
+    every_seconds: f64,
+    last_save: Instant,
+    interrupted: Arc<AtomicBool>,
+    metrics: MetricsCsv,
+    epochs: Vec<usize>,
+    stage_names: Vec<String>,
+    error: Option<anyhow::Error>,
+}
+
+impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHooks<'_> {
+    fn after_step(
+        &mut self,
+        r: &StepReport,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+    ) -> Control {
+        if let Err(e) = self.metrics.append(r) {
+            self.error = Some(anyhow::anyhow!("cannot append to metrics.csv: {e}"));
+            return Control::Stop;
+        }
+        let interval = ((r.steps_in_epoch as f64 * self.every_fraction).ceil() as usize).max(1);
+        let due = cursor.step_in_epoch % interval == 0
+            || self.last_save.elapsed().as_secs_f64() >= self.every_seconds;
+        let stop = self.interrupted.load(Ordering::SeqCst);
+        if (due || stop) && cursor.step_in_epoch < r.steps_in_epoch {
+            if let Err(e) = self.checkpoints.save(model, optim, cursor, None) {
+                self.error = Some(e.into());
+                return Control::Stop;
+            }
+            self.last_save = Instant::now();
+        }
+        if cursor.step_in_epoch == r.steps_in_epoch || cursor.step_in_epoch % interval == 0 {
+            let wat: Vec<String> = r.wat_losses.iter().map(|l| format!("{l:.3}")).collect();
+            self.dir.log(&format!(
+                "{} epoch {}/{} step {} ({}/{}) lr {:.2e} text {:.4} wat [{}] {:.0} tok/s",
+                r.stage,
+                r.epoch + 1,
+                self.epochs[cursor.stage.min(self.epochs.len() - 1)],
+                r.step,
+                cursor.step_in_epoch,
+                r.steps_in_epoch,
+                r.learning_rate,
+                r.text_loss,
+                wat.join(" "),
+                r.tokens as f64 / r.seconds.max(1e-9)
+            ));
+        }
+        if stop {
+            if cursor.step_in_epoch == r.steps_in_epoch {
+                // The epoch's end is checkpointed after validation; stop there.
+                return Control::Continue;
+            }
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+
+    fn after_epoch(
+        &mut self,
+        validation: f64,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+    ) -> Control {
+        let stage = self
+            .stage_names
+            .get(cursor.stage)
+            .cloned()
+            .unwrap_or_default();
+        self.dir.log(&format!(
+            "{stage} epoch {} done: validation loss {validation:.4}",
+            cursor.epoch
+        ));
+        if let Err(e) = self
+            .checkpoints
+            .save(model, optim, cursor, Some(validation))
+        {
+            self.error = Some(e.into());
+            return Control::Stop;
+        }
+        self.last_save = Instant::now();
+        if self.interrupted.load(Ordering::SeqCst) {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+}

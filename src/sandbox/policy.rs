@@ -179,6 +179,27 @@ pub fn year_of(since_epoch: Duration) -> i64 {
     yoe + era * 400 + i64::from(month <= 2)
 }
 
+/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
@@ -201,6 +222,13 @@ mod tests {
         assert_eq!(year_of(parse_utc("1999-12-31T23:59:59Z").unwrap()), 1999);
         assert!(parse_utc("2026-02-30T00:00:00Z").is_none());
         assert!(parse_utc("2026-06-15 12:00:00").is_none());
+        for text in [
+            "2026-06-15T12:00:00Z",
+            "2000-02-29T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+        ] {
+            assert_eq!(format_utc(parse_utc(text).unwrap().as_secs()), text);
+        }
     }
 
     #[test]
