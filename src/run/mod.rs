@@ -343,7 +343,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         every_seconds: e.train.checkpoint.every_minutes * 60.0,
         last_save: Instant::now(),
         interrupted: t.interrupted.clone(),
-        metrics: MetricsCsv::open(&t.dir.path.join("metrics.csv"), model.fusion.len())?,
+        metrics: MetricsCsv::open(&t.dir.path.join("metrics.csv"), model.fusion.len(), cursor.step)?,
         epochs: stages
             .iter()
             .map(|s| crate::train::fit::stage_epochs(s, &e.train))
@@ -508,21 +508,20 @@ struct MetricsCsv {
 }
 
 impl MetricsCsv {
-    fn open(path: &Path, exits: usize) -> Result<MetricsCsv> {
-        let exists = path.is_file();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        if !exists {
-            let wat: Vec<String> = (0..exits).map(|k| format!("wat_loss_{k}")).collect();
-            writeln!(
-                file,
-                "stage,epoch,step,learning_rate,text_loss,{},grad_norm,step_seconds,tokens_per_second,peak_rss_mib",
-                wat.join(",")
-            )?;
+    /// Opens for appending after `resume_step`: rows of later steps (written before an
+    /// interruption, after the last checkpoint) and any torn last line are dropped.
+    fn open(path: &Path, exits: usize, resume_step: usize) -> Result<MetricsCsv> {
+        let wat: Vec<String> = (0..exits).map(|k| format!("wat_loss_{k}")).collect();
+        let header = format!("stage,epoch,step,learning_rate,text_loss,{},grad_norm,step_seconds,tokens_per_second,peak_rss_mib", wat.join(","));
+        let mut kept = vec![header];
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let complete = if text.ends_with('\n') { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
+            kept.extend(complete.lines().skip(1).filter(|row| {
+                row.split(',').nth(2).and_then(|s| s.parse::<usize>().ok()).is_some_and(|step| step <= resume_step)
+            }).map(str::to_string));
         }
+        crate::write_atomic(path, (kept.join("\n") + "\n").as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsCsv { file })
     }
 
