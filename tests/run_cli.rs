@@ -66,7 +66,12 @@ fn wmx(dir: &Path) -> Command {
 
 fn run_dir(dir: &Path) -> PathBuf {
     let runs = dir.join("runs/tiny");
-    std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir()).unwrap()
+    std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap()
 }
 
 /// Step → (learning rate, text loss, WAT losses, grad norm) as written.
@@ -86,19 +91,39 @@ fn trajectory(run: &Path) -> Vec<(String, String)> {
 fn run_completes_then_reports_instead_of_retraining() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let out = wmx(dir.path()).args(["run", exp.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wmx(dir.path())
+        .args(["run", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = run_dir(dir.path());
-    for file in ["config.toml", "meta.json", "log.txt", "metrics.csv", "tokenizer.json", "eval/summary.json"] {
+    for file in [
+        "config.toml",
+        "meta.json",
+        "log.txt",
+        "metrics.csv",
+        "tokenizer.json",
+        "eval/summary.json",
+    ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["status"], "complete");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/summary.json")).unwrap())
+            .unwrap();
     let accuracy = summary["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(trajectory(&run).len(), 36, "12 epochs × 3 steps");
-    let again = wmx(dir.path()).args(["run", exp.to_str().unwrap()]).output().unwrap();
+    let again = wmx(dir.path())
+        .args(["run", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
 }
@@ -107,12 +132,23 @@ fn run_completes_then_reports_instead_of_retraining() {
 fn killed_run_resumes_onto_the_same_trajectory() {
     let straight = tempfile::tempdir().unwrap();
     let exp = experiment(straight.path());
-    assert!(wmx(straight.path()).args(["run", exp.to_str().unwrap()]).output().unwrap().status.success());
+    assert!(
+        wmx(straight.path())
+            .args(["run", exp.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let expected = trajectory(&run_dir(straight.path()));
 
     let killed = tempfile::tempdir().unwrap();
     let exp = experiment(killed.path());
-    let mut child = wmx(killed.path()).args(["run", exp.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = wmx(killed.path())
+        .args(["run", exp.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     loop {
         let rows = std::fs::read_dir(killed.path().join("runs/tiny"))
@@ -130,8 +166,19 @@ fn killed_run_resumes_onto_the_same_trajectory() {
     let run = run_dir(killed.path());
     let meta = std::fs::read_to_string(run.join("meta.json")).unwrap();
     assert!(meta.contains("\"running\""), "killed mid-run: {meta}");
-    let out = wmx(killed.path()).args(["run", exp.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("resuming from checkpoint step"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = wmx(killed.path())
+        .args(["run", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resuming from checkpoint step"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(trajectory(&run), expected);
 }

@@ -347,3 +347,41 @@ fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
     );
     assert_eq!(rec.losses[0].0, saver.losses[4]);
 }
+
+#[test]
+fn a_frozen_text_stream_does_not_move() {
+    let (stages, pad, vocab) = setup();
+    let mut m = model(vocab);
+    m.text = m.text.no_grad();
+    let before = m.text.model.layers[0]
+        .self_attn
+        .q_proj
+        .weight
+        .val()
+        .into_data();
+    let wat_before = m.wat.segments[0].exit_head.weight.val().into_data();
+    let mut rec = recorder(Some(2));
+    let (trained, _) = fit(
+        m,
+        &mut optim(),
+        &stages,
+        &config(),
+        5,
+        pad,
+        &mut Cursor::default(),
+        &mut rec,
+    );
+    assert_eq!(
+        trained.text.model.layers[0]
+            .self_attn
+            .q_proj
+            .weight
+            .val()
+            .into_data(),
+        before
+    );
+    assert_ne!(
+        trained.wat.segments[0].exit_head.weight.val().into_data(),
+        wat_before
+    );
+}

@@ -261,9 +261,9 @@ impl Default for SelectionConfig {
 pub enum Trainable {
     #[default]
     All,
-    /// Everything but the text stream.
+    /// The text decoder is frozen (a tied LM head with it); an untied LM head still trains.
     FrozenText,
-    /// Only the fusion blocks and the WAT stream (same as frozen-text plus a frozen LM head).
+    /// Only the fusion blocks and the WAT stream train.
     FusionAndWat,
 }
 

@@ -333,8 +333,11 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         }
         None => (model, optim_config.init(), Cursor::default()),
     };
-    if e.train.parameters != Trainable::All {
-        model.text = model.text.no_grad();
+    match e.train.parameters {
+        Trainable::All => {}
+        // The decoder (and a tied head with it) is frozen; an untied head still trains.
+        Trainable::FrozenText => model.text.model = model.text.model.no_grad(),
+        Trainable::FusionAndWat => model.text = model.text.no_grad(),
     }
     let mut hooks = RunHooks {
         dir: t.dir,
@@ -343,7 +346,11 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         every_seconds: e.train.checkpoint.every_minutes * 60.0,
         last_save: Instant::now(),
         interrupted: t.interrupted.clone(),
-        metrics: MetricsCsv::open(&t.dir.path.join("metrics.csv"), model.fusion.len(), cursor.step)?,
+        metrics: MetricsCsv::open(
+            &t.dir.path.join("metrics.csv"),
+            model.fusion.len(),
+            cursor.step,
+        )?,
         epochs: stages
             .iter()
             .map(|s| crate::train::fit::stage_epochs(s, &e.train))
@@ -512,16 +519,36 @@ impl MetricsCsv {
     /// interruption, after the last checkpoint) and any torn last line are dropped.
     fn open(path: &Path, exits: usize, resume_step: usize) -> Result<MetricsCsv> {
         let wat: Vec<String> = (0..exits).map(|k| format!("wat_loss_{k}")).collect();
-        let header = format!("stage,epoch,step,learning_rate,text_loss,{},grad_norm,step_seconds,tokens_per_second,peak_rss_mib", wat.join(","));
+        let header = format!(
+            "stage,epoch,step,learning_rate,text_loss,{},grad_norm,step_seconds,tokens_per_second,peak_rss_mib",
+            wat.join(",")
+        );
         let mut kept = vec![header];
         if let Ok(text) = std::fs::read_to_string(path) {
-            let complete = if text.ends_with('\n') { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
-            kept.extend(complete.lines().skip(1).filter(|row| {
-                row.split(',').nth(2).and_then(|s| s.parse::<usize>().ok()).is_some_and(|step| step <= resume_step)
-            }).map(str::to_string));
+            let complete = if text.ends_with('\n') {
+                &text[..]
+            } else {
+                &text[..text.rfind('\n').map_or(0, |i| i + 1)]
+            };
+            kept.extend(
+                complete
+                    .lines()
+                    .skip(1)
+                    .filter(|row| {
+                        row.split(',')
+                            .nth(2)
+                            .and_then(|s| s.parse::<usize>().ok())
+                            .is_some_and(|step| step <= resume_step)
+                    })
+                    .map(str::to_string),
+            );
         }
-        crate::write_atomic(path, (kept.join("\n") + "\n").as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        crate::write_atomic(path, (kept.join("\n") + "\n").as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsCsv { file })
     }
 
