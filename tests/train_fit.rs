@@ -127,15 +127,18 @@ fn optim() -> Optim {
     AdamWConfig::new().with_weight_decay(0.01).init()
 }
 
+/// A model, optimizer state and cursor kept when a run stops.
+type Saved = (
+    WorldModel<B>,
+    <Optim as Optimizer<WorldModel<B>, B>>::Record,
+    Cursor,
+);
+
 /// Records every step; stops after `stop_at` steps when set, keeping the state.
 struct Recorder {
     losses: Vec<(f64, Vec<f64>)>,
     stop_at: Option<usize>,
-    saved: Option<(
-        WorldModel<B>,
-        <Optim as Optimizer<WorldModel<B>, B>>::Record,
-        Cursor,
-    )>,
+    saved: Option<Saved>,
     epochs: usize,
 }
 

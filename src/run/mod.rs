@@ -609,7 +609,7 @@ impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHook
             return Control::Stop;
         }
         let interval = ((r.steps_in_epoch as f64 * self.every_fraction).ceil() as usize).max(1);
-        let due = cursor.step_in_epoch % interval == 0
+        let due = cursor.step_in_epoch.is_multiple_of(interval)
             || self.last_save.elapsed().as_secs_f64() >= self.every_seconds;
         let stop = self.interrupted.load(Ordering::SeqCst);
         if (due || stop) && cursor.step_in_epoch < r.steps_in_epoch {
@@ -619,7 +619,8 @@ impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHook
             }
             self.last_save = Instant::now();
         }
-        if cursor.step_in_epoch == r.steps_in_epoch || cursor.step_in_epoch % interval == 0 {
+        if cursor.step_in_epoch == r.steps_in_epoch || cursor.step_in_epoch.is_multiple_of(interval)
+        {
             let wat: Vec<String> = r.wat_losses.iter().map(|l| format!("{l:.3}")).collect();
             self.dir.log(&format!(
                 "{} epoch {}/{} step {} ({}/{}) lr {:.2e} text {:.4} wat [{}] {:.0} tok/s",
