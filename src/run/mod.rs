@@ -62,6 +62,8 @@ pub struct Meta {
 /// A run directory.
 pub struct RunDir {
     pub path: PathBuf,
+    /// The progress bar while training (hidden when stderr is not a terminal).
+    pub progress: std::sync::OnceLock<indicatif::ProgressBar>,
 }
 
 fn now() -> String {
@@ -92,6 +94,7 @@ impl RunDir {
         Ok((
             RunDir {
                 path: root.join("runs").join(loaded.name()).join(id),
+                progress: std::sync::OnceLock::new(),
             },
             config,
         ))
@@ -107,9 +110,12 @@ impl RunDir {
             .with_context(|| format!("cannot write {}/meta.json", self.path.display()))
     }
 
-    /// Appends a line to `log.txt` and prints it.
+    /// Appends a line to `log.txt` and prints it (above the progress bar when one shows).
     pub fn log(&self, line: &str) {
-        println!("{line}");
+        match self.progress.get().filter(|bar| !bar.is_hidden()) {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -607,6 +613,19 @@ impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHook
         if let Err(e) = self.metrics.append(r) {
             self.error = Some(anyhow::anyhow!("cannot append to metrics.csv: {e}"));
             return Control::Stop;
+        }
+        if let Some(bar) = self.dir.progress.get() {
+            let wat = r.wat_losses.iter().sum::<f64>() / r.wat_losses.len().max(1) as f64;
+            bar.set_position(r.step as u64);
+            bar.set_message(format!(
+                "{} epoch {}/{} · text {:.3} · wat {:.3} · {:.0} tok/s",
+                r.stage,
+                r.epoch + 1,
+                self.epochs[cursor.stage.min(self.epochs.len() - 1)],
+                r.text_loss,
+                wat,
+                r.tokens as f64 / r.seconds.max(1e-9)
+            ));
         }
         let interval = ((r.steps_in_epoch as f64 * self.every_fraction).ceil() as usize).max(1);
         let due = cursor.step_in_epoch.is_multiple_of(interval)
