@@ -182,3 +182,56 @@ fn killed_run_resumes_onto_the_same_trajectory() {
     );
     assert_eq!(trajectory(&run), expected);
 }
+
+#[test]
+fn sigint_saves_and_marks_the_run_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let mut child = wmx(dir.path())
+        .args(["run", exp.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let rows = std::fs::read_dir(dir.path().join("runs/tiny"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.csv")).ok())
+            .map_or(0, |t| t.lines().count());
+        if rows > 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let run = run_dir(dir.path());
+    let meta = std::fs::read_to_string(run.join("meta.json")).unwrap();
+    if code == Some(0) {
+        // The run finished before the signal arrived; nothing to check.
+        assert!(meta.contains("\"complete\""));
+        return;
+    }
+    assert_eq!(code, Some(130));
+    assert!(meta.contains("\"interrupted\""), "{meta}");
+    assert!(
+        std::fs::read_to_string(run.join("log.txt"))
+            .unwrap()
+            .contains("interrupted")
+    );
+    let out = wmx(dir.path())
+        .args(["run", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        std::fs::read_to_string(run.join("meta.json"))
+            .unwrap()
+            .contains("\"complete\"")
+    );
+}

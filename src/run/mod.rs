@@ -204,7 +204,12 @@ pub fn run(
     {
         let flag = interrupted.clone();
         // A second handler cannot be installed in the same process (tests run several runs).
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        // The first signal asks for a checkpoint and a clean stop; a second one exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
     }
     let task = Train {
         dir: &dir,
