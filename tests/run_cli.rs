@@ -87,6 +87,22 @@ fn trajectory(run: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits (up to a minute) until the run under `dir` has written `rows` lines of metrics.
+fn wait_for_rows(dir: &Path, rows: usize) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let written = std::fs::read_dir(dir.join("runs/tiny"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.csv")).ok())
+            .map_or(0, |t| t.lines().count());
+        if written >= rows {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn run_completes_then_reports_instead_of_retraining() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,18 +165,7 @@ fn killed_run_resumes_onto_the_same_trajectory() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    loop {
-        let rows = std::fs::read_dir(killed.path().join("runs/tiny"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.csv")).ok())
-            .map_or(0, |t| t.lines().count());
-        if rows > 14 || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_rows(killed.path(), 15);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let run = run_dir(killed.path());
@@ -192,18 +197,7 @@ fn sigint_saves_and_marks_the_run_interrupted() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        let rows = std::fs::read_dir(dir.path().join("runs/tiny"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.csv")).ok())
-            .map_or(0, |t| t.lines().count());
-        if rows > 4 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_rows(dir.path(), 5);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
