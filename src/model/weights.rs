@@ -182,3 +182,59 @@ pub fn write_safetensors(path: &Path, tensors: &Export, bf16: bool) -> Result<()
         safetensors::serialize(views, metadata).map_err(|e| ModelError::Tensor(e.to_string()))?;
     crate::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_bf16_and_f32_tensors_read_as_f32_and_shapes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [1.5f32, -2.25, 0.0, 3.0];
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let f32: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "a".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::F16, vec![2, 2], &f16).unwrap(),
+            ),
+            (
+                "b".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::BF16, vec![2, 2], &bf16).unwrap(),
+            ),
+            (
+                "c".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::F32, vec![4], &f32).unwrap(),
+            ),
+        ];
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        let mut weights = Weights::open(dir.path()).unwrap();
+        for (name, shape) in [("a", vec![2, 2]), ("b", vec![2, 2]), ("c", vec![4])] {
+            let data = weights.take_data(name, &shape).unwrap();
+            assert_eq!(data.to_vec::<f32>().unwrap(), values, "{name}");
+        }
+        assert!(matches!(
+            weights.take_data("a", &[4]),
+            Err(ModelError::Shape { .. })
+        ));
+        assert!(
+            weights
+                .take_data("missing", &[1])
+                .unwrap_err()
+                .to_string()
+                .contains("`missing`")
+        );
+        assert!(weights.untaken(|_| false).is_empty());
+    }
+}
