@@ -225,6 +225,8 @@ pub struct Rotary<B: Backend> {
     pub cos: Tensor<B, 2>,
     /// `[max_positions, head_dim]`
     pub sin: Tensor<B, 2>,
+    /// `[head_dim, head_dim]`: `x · rotate` is `cat(-x2, x1)`, without strided copies.
+    pub rotate: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rotary<B> {
@@ -241,21 +243,41 @@ impl<B: Backend> Rotary<B> {
                 sin.push(angle.sin() as f32);
             }
         }
+        let mut rotate = vec![0f32; head_dim * head_dim];
+        for j in 0..head_dim {
+            if j < half {
+                rotate[(j + half) * head_dim + j] = -1.0;
+            } else {
+                rotate[(j - half) * head_dim + j] = 1.0;
+            }
+        }
         Rotary {
             cos: Tensor::from_data(TensorData::new(cos, [max_positions, head_dim]), device),
             sin: Tensor::from_data(TensorData::new(sin, [max_positions, head_dim]), device),
+            rotate: Tensor::from_data(TensorData::new(rotate, [head_dim, head_dim]), device),
         }
     }
 
+    /// Rotates queries or keys while they are still sequence-major (contiguous).
     /// # Shapes
-    /// - x: `[batch, heads, seq, head_dim]`, positions `start..start + seq`
+    /// - x: `[batch, seq, heads, head_dim]`, positions `start..start + seq`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, seq, hd] = x.dims();
-        let cos = self.cos.clone().narrow(0, start, seq).unsqueeze::<4>();
-        let sin = self.sin.clone().narrow(0, start, seq).unsqueeze::<4>();
-        let x1 = x.clone().narrow(3, 0, hd / 2);
-        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let [b, seq, heads, hd] = x.dims();
+        let cos = self
+            .cos
+            .clone()
+            .narrow(0, start, seq)
+            .reshape([1, seq, 1, hd]);
+        let sin = self
+            .sin
+            .clone()
+            .narrow(0, start, seq)
+            .reshape([1, seq, 1, hd]);
+        let rotated = x
+            .clone()
+            .reshape([b * seq * heads, hd])
+            .matmul(self.rotate.clone())
+            .reshape([b, seq, heads, hd]);
         x * cos + rotated * sin
     }
 }
@@ -316,16 +338,13 @@ impl<B: Backend> Attention<B> {
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
         let q = self
             .q_norm
-            .forward(heads(self.q_proj.forward(x.clone()), nh))
-            .swap_dims(1, 2);
+            .forward(heads(self.q_proj.forward(x.clone()), nh));
         let k = self
             .k_norm
-            .forward(heads(self.k_proj.forward(x.clone()), nkv))
-            .swap_dims(1, 2);
-        let v = heads(self.v_proj.forward(x), nkv).swap_dims(1, 2);
-        let q = rotary.apply(q, start);
-        let mut k = rotary.apply(k, start);
-        let mut v = v;
+            .forward(heads(self.k_proj.forward(x.clone()), nkv));
+        let q = rotary.apply(q, start).swap_dims(1, 2);
+        let mut k = rotary.apply(k, start).swap_dims(1, 2);
+        let mut v = heads(self.v_proj.forward(x), nkv).swap_dims(1, 2);
         if let Some(slot) = cache {
             if let Some((past_k, past_v)) = slot.take() {
                 k = Tensor::cat(vec![past_k, k], 2);
