@@ -64,6 +64,20 @@ fn wmx(dir: &Path) -> Command {
     cmd
 }
 
+/// Runs `wmx run` on the experiment to completion and returns its output.
+fn run_ok(dir: &Path, exp: &Path) -> std::process::Output {
+    let out = wmx(dir)
+        .args(["run", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn run_dir(dir: &Path) -> PathBuf {
     let runs = dir.join("runs/tiny");
     std::fs::read_dir(&runs)
@@ -107,15 +121,7 @@ fn wait_for_rows(dir: &Path, rows: usize) {
 fn run_completes_then_reports_instead_of_retraining() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let out = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path(), &exp);
     let run = run_dir(dir.path());
     for file in [
         "config.toml",
@@ -136,11 +142,7 @@ fn run_completes_then_reports_instead_of_retraining() {
     let accuracy = summary["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(trajectory(&run).len(), 36, "12 epochs × 3 steps");
-    let again = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    let again = run_ok(dir.path(), &exp);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
 }
 
@@ -148,14 +150,7 @@ fn run_completes_then_reports_instead_of_retraining() {
 fn killed_run_resumes_onto_the_same_trajectory() {
     let straight = tempfile::tempdir().unwrap();
     let exp = experiment(straight.path());
-    assert!(
-        wmx(straight.path())
-            .args(["run", exp.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    run_ok(straight.path(), &exp);
     let expected = trajectory(&run_dir(straight.path()));
 
     let killed = tempfile::tempdir().unwrap();
@@ -171,15 +166,7 @@ fn killed_run_resumes_onto_the_same_trajectory() {
     let run = run_dir(killed.path());
     let meta = std::fs::read_to_string(run.join("meta.json")).unwrap();
     assert!(meta.contains("\"running\""), "killed mid-run: {meta}");
-    let out = wmx(killed.path())
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(killed.path(), &exp);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("resuming from checkpoint step"),
         "{}",
@@ -218,11 +205,7 @@ fn sigint_saves_and_marks_the_run_interrupted() {
             .unwrap()
             .contains("interrupted")
     );
-    let out = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run_ok(dir.path(), &exp);
     assert!(
         std::fs::read_to_string(run.join("meta.json"))
             .unwrap()
