@@ -179,7 +179,12 @@ pub fn run(
         git_commit: git(&["rev-parse", "HEAD"]),
         git_dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
         backend: format!("{:?}", backend).to_lowercase(),
-        device: String::new(),
+        // Backends run on their default device: the CPU, or GPU 0.
+        device: match backend {
+            crate::config::Backend::Cpu => "cpu".into(),
+            crate::config::Backend::Cuda => "cuda:0".into(),
+            crate::config::Backend::Rocm => "rocm:0".into(),
+        },
         seed: e.seed,
         started: now(),
         ended: None,
