@@ -213,3 +213,27 @@ fn answers_decode_like_plain_qwen3_when_gates_are_closed() {
     assert_eq!(fused, plain);
     assert_eq!(fused.len(), 8);
 }
+
+#[test]
+fn cached_candidate_decoding_matches_the_teacher_forced_stream() {
+    // Incremental decoding (one token per step through the attention caches) must
+    // pick, at every position, the token the full teacher-forced pass ranks first.
+    let model = model::<Cpu>(0.5);
+    let device = Default::default();
+    let question: Vec<u32> = TEXT[..Q].iter().map(|&t| t as u32).collect();
+    let states = model.question_states(&question, &device);
+    for exit in 0..2 {
+        let (program, _) = model.decode_candidate(&states, exit, W - 1, &device);
+        assert_eq!(program.len(), W - 1, "exit {exit} stopped early: {program:?}");
+        let mut wat = [1i32; W];
+        for (slot, &t) in wat[1..].iter_mut().zip(&program) {
+            *slot = t as i32;
+        }
+        let logits = model.forward(&batch::<Cpu>(TEXT, wat)).wat_logits[exit].clone();
+        let argmax: Vec<u32> = values(logits.argmax(2).float())
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+        assert_eq!(&argmax[..W - 1], &program[..], "exit {exit}");
+    }
+}

@@ -140,6 +140,37 @@ impl<B: Backend> Segment<B> {
         w
     }
 
+    /// Runs the segment's blocks over new tokens at positions `start..`, reading and
+    /// extending one self-attention cache per block (incremental decoding).
+    pub fn forward_cached(
+        &self,
+        mut w: Tensor<B, 3>,
+        text: &Tensor<B, 3>,
+        text_ignore: &Tensor<B, 2, Bool>,
+        rotary: &Rotary<B>,
+        start: usize,
+        caches: &mut [Option<(Tensor<B, 4>, Tensor<B, 4>)>],
+    ) -> Tensor<B, 3> {
+        let len = w.dims()[1];
+        let causal = (len > 1).then(|| causal_mask::<B>(len, start, &w.device()));
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            w = w.clone()
+                + block.self_attn.forward(
+                    block.self_norm.forward(w),
+                    rotary,
+                    start,
+                    causal.as_ref(),
+                    Some(cache),
+                );
+            w = w.clone()
+                + block
+                    .cross_attn
+                    .forward(block.cross_norm.forward(w), text.clone(), text_ignore);
+            w = w.clone() + block.mlp.forward(block.mlp_norm.forward(w));
+        }
+        w
+    }
+
     /// Exit logits.
     /// # Shapes
     /// - w: `[batch, wat_len, d_wat]` → `[batch, wat_len, wat_vocab]`

@@ -209,6 +209,7 @@ impl<B: Backend> WorldModel<B> {
 
     /// Greedily decodes a candidate program from exit `exit`; returns its tokens
     /// (without `<bos>`/`<eos>`) and their mean log-probability (the exit's confidence).
+    /// Each step feeds one token through segments `0..=exit` with their attention caches.
     pub fn decode_candidate(
         &self,
         states: &[Tensor<B, 3>],
@@ -216,12 +217,33 @@ impl<B: Backend> WorldModel<B> {
         max_tokens: usize,
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
+        let q = states[0].dims()[1];
+        let ignore =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
+        let mut caches: Vec<Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>> = self.wat.segments
+            [..=exit]
+            .iter()
+            .map(|s| vec![None; s.blocks.len()])
+            .collect();
         let mut program = vec![BOS];
         let mut logprob = 0.0;
         for _ in 0..max_tokens {
-            let w = self.wat_states(&program, states, exit, device);
-            let len = program.len();
-            let logits = self.wat.segments[exit].exit(w.narrow(1, len - 1, 1));
+            let start = program.len() - 1;
+            let mut w = self
+                .wat
+                .embed_tokens
+                .forward(ids_tensor::<B>(&program[start..], device));
+            for (k, cache) in caches.iter_mut().enumerate() {
+                w = self.wat.segments[k].forward_cached(
+                    w,
+                    &states[k],
+                    &ignore,
+                    &self.wat.rotary,
+                    start,
+                    cache,
+                );
+            }
+            let logits = self.wat.segments[exit].exit(w);
             let vocab = logits.dims()[2];
             let logp = log_softmax(logits.reshape([vocab]), 0);
             let (next, lp) = argmax_with_value(logp);
