@@ -73,6 +73,7 @@ fn setup() -> (Vec<StageData>, u32, usize) {
             epochs: s.epochs,
             replay: s.replay,
             train: s.train.iter().map(|e| encoder.encode(e).unwrap()).collect(),
+            copies: Vec::new(),
             validation: s
                 .validation
                 .iter()

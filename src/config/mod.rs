@@ -284,6 +284,10 @@ pub struct TrainConfig {
     pub wat_loss_weight: f64,
     /// Multiplies every stage's epochs (quick trials: 0.1).
     pub epoch_scale: f64,
+    /// Share of training rows per epoch whose computed value is swapped for a random
+    /// one of the same shape, the answer restating it: practice in answering from
+    /// the computed span rather than from memory (0 disables).
+    pub copy_practice: f64,
     pub parameters: Trainable,
     /// Longest text sequence, in tokens.
     pub max_seq_len: usize,
@@ -302,6 +306,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             wat_loss_weight: 1.0,
             epoch_scale: 1.0,
+            copy_practice: 0.0,
             parameters: Trainable::All,
             max_seq_len: 128,
             checkpoint: CheckpointConfig::default(),
@@ -629,6 +634,9 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
         if !(value >= 0.0 && value.is_finite()) {
             return fail(key, format!("must be zero or positive, not {value}"));
         }
+    }
+    if !(0.0..=1.0).contains(&e.train.copy_practice) {
+        return fail("train.copy_practice", "must be between 0 and 1".into());
     }
     if !(0.0..=1.0).contains(&e.train.min_lr_ratio) {
         return fail("train.min_lr_ratio", "must be between 0 and 1".into());

@@ -321,6 +321,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
             epochs: stage.epochs,
             replay: stage.replay,
             train: encode(&stage.train)?,
+            copies: copy_variants(&stage.train, e, &encoder)?,
             validation: encode(&stage.validation)?,
         });
     }
@@ -402,6 +403,36 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         &device,
     )?;
     Ok(Some(accuracy))
+}
+
+/// Copy-practice variants of each training example, encoded (none when
+/// `train.copy_practice` is 0).
+fn copy_variants(
+    examples: &[crate::curriculum::Example],
+    e: &Experiment,
+    encoder: &Encoder<'_>,
+) -> Result<Vec<Vec<crate::train::data::Encoded>>> {
+    const VARIANTS: usize = 4;
+    if e.train.copy_practice <= 0.0 {
+        return Ok(Vec::new());
+    }
+    examples
+        .iter()
+        .map(|x| {
+            let mut rng = crate::curriculum::rng::Rng::stream(
+                e.seed,
+                &[0xc09, crate::curriculum::rng::hash_str(&x.id)],
+            );
+            (0..VARIANTS)
+                .filter_map(|_| crate::train::data::copy_variant(x, &mut rng))
+                .map(|v| {
+                    encoder
+                        .encode(&v)
+                        .with_context(|| format!("encoding a copy variant of {}", x.id))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The WorldModel an experiment declares.

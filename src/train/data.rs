@@ -8,6 +8,7 @@
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::curriculum::Example;
+use crate::curriculum::rng::Rng;
 use crate::model::world::Batch;
 use crate::tokenize::wat::{BOS, EOS, PAD, WatVocab};
 use crate::tokenize::{TextTokenizer, TokenizeError};
@@ -60,6 +61,68 @@ impl Encoder<'_> {
             wat: self.wat.encode(&example.program)?,
         })
     }
+}
+
+/// A copy-practice variant of `example`: the computed value swapped for a random
+/// one of the same shape (digits, decimals, sign) and the answer restating it, so the
+/// answer can only come from the computed span. Yes/no answers flip. `None` when the
+/// answer does not restate the value.
+pub fn copy_variant(example: &Example, rng: &mut Rng) -> Option<Example> {
+    let shown = crate::format_value(example.value);
+    let (value, answer) = match example.answer.as_str() {
+        "Yes." if example.value == 1.0 => (0.0, "No.".to_string()),
+        "No." if example.value == 0.0 => (1.0, "Yes.".to_string()),
+        answer => {
+            let at = answer.rfind(&shown)?;
+            let value = random_like(&shown, rng)?;
+            let replaced = format!(
+                "{}{}{}",
+                &answer[..at],
+                crate::format_value(value),
+                &answer[at + shown.len()..]
+            );
+            (value, replaced)
+        }
+    };
+    Some(Example {
+        value,
+        answer,
+        ..example.clone()
+    })
+}
+
+/// A random number written like `shown`: the same sign and decimals, and an integer
+/// part of one digit fewer to one more.
+fn random_like(shown: &str, rng: &mut Rng) -> Option<f64> {
+    let negative = shown.starts_with('-');
+    let body = shown.trim_start_matches('-');
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if !int.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 4 {
+        return None;
+    }
+    for _ in 0..16 {
+        let digits = (int.len() as i64 + rng.range(-1, 1)).clamp(1, 12) as usize;
+        let mut text = String::new();
+        if negative {
+            text.push('-');
+        }
+        for d in 0..digits {
+            let lo = if d == 0 && digits > 1 { 1 } else { 0 };
+            text.push((b'0' + rng.range(lo, 9) as u8) as char);
+        }
+        if !frac.is_empty() {
+            text.push('.');
+            for d in 0..frac.len() {
+                let lo = if d + 1 == frac.len() { 1 } else { 0 };
+                text.push((b'0' + rng.range(lo, 9) as u8) as char);
+            }
+        }
+        let value: f64 = text.parse().ok()?;
+        if crate::format_value(value) == text {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Pads encoded examples into one batch.
@@ -119,6 +182,46 @@ mod tests {
     use super::*;
     use crate::backend::Cpu;
     use crate::curriculum::Split;
+
+    #[test]
+    fn copy_variants_restate_a_new_value_of_the_same_shape() {
+        let example = |value: f64, answer: &str| Example {
+            id: "t".into(),
+            stage: "s".into(),
+            family: "f".into(),
+            op: "add".into(),
+            split: Split::Train,
+            question: "q".into(),
+            program: String::new(),
+            args: vec![],
+            value,
+            answer: answer.into(),
+            system: false,
+        };
+        let mut rng = Rng::new(5);
+        for (value, answer) in [
+            (1044.0, "The answer is 1044."),
+            (160.78, "The answer is 160.78."),
+            (-7.5, "It is -7.5 metres."),
+            (3.0, "The answer is 3."),
+        ] {
+            let shown = crate::format_value(value);
+            let mut changed = 0;
+            for _ in 0..50 {
+                let v = copy_variant(&example(value, answer), &mut rng).unwrap();
+                let new = crate::format_value(v.value);
+                assert_eq!(v.answer, answer.replace(&shown, &new), "{answer}");
+                assert_eq!(new.contains('.'), shown.contains('.'));
+                assert_eq!(new.starts_with('-'), shown.starts_with('-'));
+                assert!((new.len() as i64 - shown.len() as i64).abs() <= 1, "{new} vs {shown}");
+                changed += usize::from(v.value != value);
+            }
+            assert!(changed > 40, "{answer}: only {changed} of 50 changed");
+        }
+        let yes = copy_variant(&example(1.0, "Yes."), &mut rng).unwrap();
+        assert_eq!((yes.value, yes.answer.as_str()), (0.0, "No."));
+        assert!(copy_variant(&example(12.0, "Twelve."), &mut rng).is_none());
+    }
 
     #[test]
     fn batches_mask_the_computed_span_and_pad_both_streams() {

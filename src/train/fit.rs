@@ -23,6 +23,9 @@ pub struct StageData {
     pub epochs: usize,
     pub replay: f64,
     pub train: Vec<Encoded>,
+    /// Copy-practice variants of each training example (see
+    /// [`copy_variant`](super::data::copy_variant)); empty where there are none.
+    pub copies: Vec<Vec<Encoded>>,
     pub validation: Vec<Encoded>,
 }
 
@@ -119,8 +122,10 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                 let micro_batches: Vec<&[(usize, usize)]> =
                     group.chunks(config.batch_size).collect();
                 for micro in &micro_batches {
-                    let rows: Vec<&Encoded> =
-                        micro.iter().map(|&(s, i)| &stages[s].train[i]).collect();
+                    let rows: Vec<&Encoded> = micro
+                        .iter()
+                        .map(|&(s, i)| training_row(stages, (s, i), cursor, seed, config))
+                        .collect();
                     tokens += rows
                         .iter()
                         .map(|r| r.text.len() + r.wat.len() + 1)
@@ -188,6 +193,28 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
         .ok()
         .and_then(|v| v.first().copied())
         .unwrap_or(f64::NAN)
+}
+
+/// The row example `(s, i)` trains on this epoch: itself, or — for a
+/// `copy_practice` share of rows, drawn from the seed — one of its copy variants.
+fn training_row<'a>(
+    stages: &'a [StageData],
+    (s, i): (usize, usize),
+    cursor: &Cursor,
+    seed: u64,
+    config: &TrainConfig,
+) -> &'a Encoded {
+    let variants = stages[s].copies.get(i).map_or(&[][..], Vec::as_slice);
+    if config.copy_practice > 0.0 && !variants.is_empty() {
+        let mut rng = Rng::stream(
+            seed,
+            &[0xc0de, cursor.stage as u64, cursor.epoch as u64, s as u64, i as u64],
+        );
+        if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= config.copy_practice {
+            return &variants[rng.below(variants.len())];
+        }
+    }
+    &stages[s].train[i]
 }
 
 /// A stage's epochs after `epoch_scale` (at least one).
