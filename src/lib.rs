@@ -6,10 +6,12 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod curriculum;
+pub mod eval;
 pub mod infer;
 pub mod model;
 pub mod run;
 pub mod sandbox;
+pub mod tables;
 pub mod tokenize;
 pub mod train;
 

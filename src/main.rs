@@ -98,6 +98,51 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<config::Backend>,
     },
+    /// Answer a question with a trained run, showing each exit's program, outcome and score.
+    Infer {
+        /// Run directory (runs/<experiment>/<id>).
+        run: PathBuf,
+        /// The question; without one, questions are read line by line from standard input.
+        question: Option<String>,
+        /// Print each answer as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Backend [default: the run's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+    },
+    /// Evaluate a trained run on its test split or a JSONL file, with per-exit specialization.
+    Eval {
+        /// Run directory (runs/<experiment>/<id>).
+        run: PathBuf,
+        /// Questions from a JSONL file instead of the curriculum's test split.
+        #[arg(long, value_name = "FILE.jsonl")]
+        data: Option<PathBuf>,
+        /// A split of the run's curriculum [default: test].
+        #[arg(long, value_enum, conflicts_with = "data")]
+        split: Option<SplitArg>,
+        /// JSONL field holding the question.
+        #[arg(long, default_value = "question", requires = "data")]
+        question_field: String,
+        /// JSONL field holding the answer (a number or a string).
+        #[arg(long, default_value = "answer", requires = "data")]
+        answer_field: String,
+        /// JSONL field naming the operation a question needs [default: its intent, from the wording].
+        #[arg(long, requires = "data")]
+        op_field: Option<String>,
+        /// Take part of the path away: text-only, no-exec or exit=K.
+        #[arg(long, value_name = "ABLATION")]
+        ablate: Option<wmx::infer::Ablation>,
+        /// Compare numbers after rounding to this many decimals [default: the expected answer's].
+        #[arg(long)]
+        decimals: Option<u32>,
+        /// Output directory [default: RUN/eval/, or RUN/eval/<data>[-<ablation>]/].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Backend [default: the run's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+    },
     /// Greedy generation with the text stream alone from a Hugging Face Qwen3 directory.
     Generate {
         /// Directory with config.json, *.safetensors and tokenizer.json.
@@ -145,6 +190,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Validation,
+    Test,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -198,6 +250,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<wmx::backend::MissingBackend>()
                 .is_some()
+            || cause.downcast_ref::<wmx::run::RunError>().is_some()
+            || cause.downcast_ref::<wmx::eval::EvalInputError>().is_some()
     })
 }
 
@@ -275,6 +329,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::from(130))
                 }
             }
+        }
+        Command::Infer {
+            run,
+            question,
+            json,
+            backend,
+        } => {
+            let opened = wmx::run::OpenedRun::open(&run)?;
+            let backend = backend.unwrap_or(opened.experiment.backend);
+            let task = wmx::infer::InferRun {
+                run: &opened,
+                question,
+                json,
+            };
+            wmx::backend::dispatch(backend, task)??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            run,
+            data,
+            split,
+            question_field,
+            answer_field,
+            op_field,
+            ablate,
+            decimals,
+            out,
+            backend,
+        } => {
+            let opened = wmx::run::OpenedRun::open(&run)?;
+            let backend = backend.unwrap_or(opened.experiment.backend);
+            let data = match data {
+                Some(path) => wmx::eval::EvalData::Jsonl {
+                    path,
+                    fields: wmx::eval::JsonlFields {
+                        question: question_field,
+                        answer: answer_field,
+                        op: op_field,
+                    },
+                },
+                None => wmx::eval::EvalData::Split(match split {
+                    Some(SplitArg::Train) => Split::Train,
+                    Some(SplitArg::Validation) => Split::Validation,
+                    Some(SplitArg::Test) | None => Split::Test,
+                }),
+            };
+            let task = wmx::eval::EvalRun {
+                run: &opened,
+                data,
+                ablation: ablate.unwrap_or(wmx::infer::Ablation::None),
+                decimals,
+                out,
+            };
+            let (summary, out) = wmx::backend::dispatch(backend, task)??;
+            print!("{}", wmx::eval::describe(&summary));
+            println!("wrote {}", out.display());
+            println!(
+                "accuracy {:.4} ({}/{})",
+                summary["accuracy"].as_f64().unwrap_or(0.0),
+                summary["correct"],
+                summary["total"]
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
             model,

@@ -128,6 +128,7 @@ fn run_completes_then_reports_instead_of_retraining() {
         "meta.json",
         "log.txt",
         "metrics.csv",
+        "metrics.parquet",
         "tokenizer.json",
         "eval/summary.json",
     ] {
@@ -142,6 +143,16 @@ fn run_completes_then_reports_instead_of_retraining() {
     let accuracy = summary["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(trajectory(&run).len(), 36, "12 epochs × 3 steps");
+    let metrics = wmx::tables::read_parquet(&run.join("metrics.parquet")).unwrap();
+    assert_eq!(metrics.height(), 36);
+    let names: Vec<String> = metrics
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for column in ["stage", "step", "text_loss", "wat_loss_0", "tokens_per_second", "peak_rss_mib"] {
+        assert!(names.iter().any(|n| n == column), "no {column} in {names:?}");
+    }
     let again = run_ok(dir.path(), &exp);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
 }
@@ -211,4 +222,79 @@ fn sigint_saves_and_marks_the_run_interrupted() {
             .unwrap()
             .contains("\"complete\"")
     );
+}
+
+#[test]
+fn infer_and_eval_answer_from_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    run_ok(dir.path(), &exp);
+    let run = run_dir(dir.path());
+    let run_arg = run.to_str().unwrap();
+    // The run's own evaluation wrote the tables beside the summary.
+    let predictions = wmx::tables::read_parquet(&run.join("eval/predictions.parquet")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(predictions.height() as u64, 2 * summary["total"].as_u64().unwrap());
+
+    let out = wmx(dir.path()).args(["infer", run_arg, "What is 2 + 3?"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for part in ["question: What is 2 + 3?", "exit 0 (text layer 0)", "exit 1 (text layer 1)", "score", "answer:"] {
+        assert!(shown.contains(part), "no `{part}` in:\n{shown}");
+    }
+    let out = wmx(dir.path())
+        .args(["infer", run_arg, "--json", "What is 4 * 6?"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["question"], "What is 4 * 6?");
+    assert_eq!(answer["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(answer["args"].as_array().unwrap().len(), 2);
+
+    // External JSONL with its own field names; answers as numbers or strings.
+    std::fs::write(
+        dir.path().join("quiz.jsonl"),
+        "{\"q\": \"What is 12 + 30?\", \"a\": 42}\n{\"q\": \"What is 3 * 5?\", \"a\": \"15\"}\n{\"q\": \"Add 7 and 8.\", \"a\": 15}\n",
+    )
+    .unwrap();
+    let eval = |answer_field: &str, extra: &[&str]| {
+        let mut args = vec!["eval", run_arg, "--data", "quiz.jsonl", "--question-field", "q", "--answer-field", answer_field];
+        args.extend_from_slice(extra);
+        wmx(dir.path()).args(&args).output().unwrap()
+    };
+    let out = eval("a", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.trim_end().lines().last().unwrap().starts_with("accuracy "), "{stdout}");
+    let quiz = run.join("eval/quiz");
+    let predictions = wmx::tables::read_parquet(&quiz.join("predictions.parquet")).unwrap();
+    assert_eq!(predictions.height(), 3 * 2, "one row per question × exit");
+    assert!(quiz.join("predictions.csv").is_file());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(quiz.join("summary.json")).unwrap()).unwrap();
+    assert!((0.0..=1.0).contains(&summary["accuracy"].as_f64().unwrap()));
+    assert_eq!(summary["total"], 3);
+    assert_eq!(summary["exits"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["operations"]["add"]["total"], 2, "intent from the wording");
+
+    let out = eval("a", &["--ablate", "text-only"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ablated = run.join("eval/quiz-text-only");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ablated.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["ablation"], "text-only");
+    assert_eq!(wmx::tables::read_parquet(&ablated.join("predictions.parquet")).unwrap().height(), 3);
+
+    // Bad input exits 2 and says what and where.
+    let out = eval("answer", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quiz.jsonl:1") && err.contains("`answer`"), "{err}");
+    let out = eval("a", &["--ablate", "exit=5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wmx(dir.path()).args(["eval", dir.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
 }

@@ -225,6 +225,50 @@ fn select(candidates: &mut [Candidate], temperature: f64) -> Option<usize> {
     })
 }
 
+/// What an evaluation takes away from the whole path, to measure what each part adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ablation {
+    /// The whole path.
+    None,
+    /// The text stream alone, from the prompt: no programs, no fusion, no execution.
+    TextOnly,
+    /// Programs are decoded and fused, but no computed value is injected.
+    NoExec,
+    /// Only exit `k`'s program may be selected.
+    Exit(usize),
+}
+
+impl std::str::FromStr for Ablation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Ablation, String> {
+        match s {
+            "none" => Ok(Ablation::None),
+            "text-only" => Ok(Ablation::TextOnly),
+            "no-exec" => Ok(Ablation::NoExec),
+            _ => s
+                .strip_prefix("exit=")
+                .and_then(|k| k.parse().ok())
+                .map(Ablation::Exit)
+                .ok_or_else(|| {
+                    format!("unknown ablation `{s}`: expected text-only, no-exec or exit=K")
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for Ablation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ablation::None => write!(f, "none"),
+            Ablation::TextOnly => write!(f, "text-only"),
+            Ablation::NoExec => write!(f, "no-exec"),
+            Ablation::Exit(k) => write!(f, "exit={k}"),
+        }
+    }
+}
+
 /// What answering needs besides the model.
 pub struct Answerer<'a> {
     pub text: &'a TextTokenizer,
@@ -242,7 +286,35 @@ impl Answerer<'_> {
         question: &str,
         device: &B::Device,
     ) -> Result<Answer, TokenizeError> {
+        self.answer_with(model, question, Ablation::None, device)
+    }
+
+    /// Answers with part of the path taken away (see [`Ablation`]).
+    pub fn answer_with<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        question: &str,
+        ablation: Ablation,
+        device: &B::Device,
+    ) -> Result<Answer, TokenizeError> {
         let prompt_ids = self.text.encode(&prompt(question))?;
+        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
+        if ablation == Ablation::TextOnly {
+            let mut ids = model
+                .text
+                .generate(&prompt_ids, self.max_new_tokens, &stop, device);
+            if ids.last().is_some_and(|t| stop.contains(t)) {
+                ids.pop();
+            }
+            return Ok(Answer {
+                question: question.to_string(),
+                args: bind(question),
+                candidates: Vec::new(),
+                selected: None,
+                value: None,
+                text: self.text.decode(&ids)?.trim().to_string(),
+            });
+        }
         let states = model.question_states(&prompt_ids, device);
         let exits = model.fusion_layers.len();
         let args = bind(question);
@@ -273,13 +345,23 @@ impl Answerer<'_> {
             });
             programs.push(ids);
         }
-        let selected = select(&mut candidates, self.selection.temperature);
+        let selected = match ablation {
+            Ablation::NoExec => None,
+            Ablation::Exit(k) => {
+                let mut only: Vec<Candidate> = candidates.iter().filter(|c| c.exit == k).cloned().collect();
+                let chosen = select(&mut only, self.selection.temperature).map(|i| only[i].exit);
+                if let (Some(c), Some(i)) = (only.pop(), chosen) {
+                    candidates[i].probability = c.probability;
+                }
+                chosen
+            }
+            _ => select(&mut candidates, self.selection.temperature),
+        };
         let value = selected.and_then(|i| candidates[i].outcome.value());
         let mut prefix = prompt_ids.clone();
         if let Some(v) = value {
             prefix.extend(self.text.encode(&computed_span(v))?);
         }
-        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         let mut ids = model.decode_answer(
             &prefix,
             prompt_ids.len(),
@@ -300,6 +382,109 @@ impl Answerer<'_> {
             value,
             text,
         })
+    }
+}
+
+/// An answer with its provenance, for people: each exit's program, outcome and
+/// score terms (weighted as `selection` weighs them), the choice, the final text.
+pub fn render(answer: &Answer, selection: &SelectionConfig) -> String {
+    let mut out = format!("question: {}\n", answer.question);
+    if !answer.args.is_empty() {
+        let args: Vec<String> = answer
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Number(n) => crate::format_value(*n),
+                Arg::Text(t) => format!("{t:?}"),
+            })
+            .collect();
+        out += &format!("arguments: {}\n", args.join(", "));
+    }
+    for c in &answer.candidates {
+        let s = &c.scores;
+        out += &format!(
+            "\nexit {} (text layer {}): {}\n  score {:.3} = op_match {:.2}×{} + layer_position {:.2}×{} + reasonableness {:.2}×{} + confidence {:.2}×{}   p = {:.3}{}\n  operations: {}\n",
+            c.exit,
+            c.layer,
+            c.outcome,
+            s.total,
+            s.op_match,
+            selection.op_match,
+            s.layer_position,
+            selection.layer_position,
+            s.reasonableness,
+            selection.reasonableness,
+            s.confidence,
+            selection.confidence,
+            c.probability,
+            if answer.selected == Some(c.exit) { "   ← selected" } else { "" },
+            if c.operations.is_empty() { "-".to_string() } else { c.operations.join(" ") },
+        );
+        for line in c.program.lines() {
+            out += &format!("  | {line}\n");
+        }
+    }
+    out += "\n";
+    match (answer.selected, answer.value) {
+        (Some(k), Some(v)) => {
+            out += &format!("selected: exit {k} → computed {}\n", crate::format_value(v))
+        }
+        _ if answer.candidates.is_empty() => out += "selected: nothing (text stream only)\n",
+        _ => out += "selected: nothing computed a value; answering without one\n",
+    }
+    out += &format!("answer: {}\n", answer.text);
+    out
+}
+
+/// `wmx infer`: answers with a run's model and shows where each answer came from;
+/// without a question, reads questions line by line from standard input.
+pub struct InferRun<'a> {
+    pub run: &'a crate::run::OpenedRun,
+    pub question: Option<String>,
+    pub json: bool,
+}
+
+impl crate::backend::BackendTask for InferRun<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        use std::io::{BufRead, IsTerminal, Write};
+        let e = &self.run.experiment;
+        let model = self.run.model::<B>(&device)?;
+        let sandbox = Sandbox::new(&e.sandbox)?;
+        let wat = WatVocab::new();
+        let answerer = crate::run::answerer(e, &self.run.tokenizer, &wat, &sandbox);
+        let show = |question: &str| -> anyhow::Result<()> {
+            let answer = answerer.answer(&model, question, &device)?;
+            if self.json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                print!("{}", render(&answer, &e.selection));
+            }
+            Ok(())
+        };
+        if let Some(q) = &self.question {
+            return show(q);
+        }
+        let stdin = std::io::stdin();
+        let interactive = stdin.is_terminal();
+        if interactive {
+            eprintln!("step {} of {}; one question per line, Ctrl-D to quit", self.run.step, self.run.dir.path.display());
+        }
+        loop {
+            if interactive {
+                eprint!("> ");
+                std::io::stderr().flush().ok();
+            }
+            let mut line = String::new();
+            if stdin.lock().read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let q = line.trim();
+            if !q.is_empty() {
+                show(q)?;
+            }
+        }
     }
 }
 

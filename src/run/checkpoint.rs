@@ -151,6 +151,11 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// The model file of the checkpoint at `step`.
+    pub fn model_path(&self, step: usize) -> PathBuf {
+        self.step_dir(step).join(MODEL)
+    }
+
     /// Checks a checkpoint's manifest against its files.
     pub fn verify(&self, step: usize) -> Result<Manifest, CheckpointError> {
         let dir = self.step_dir(step);

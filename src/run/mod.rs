@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Experiment, Init, Loaded, Trainable};
 use crate::curriculum::{Curriculum, Dataset, Split};
-use crate::infer::{Answerer, answer_matches};
+use crate::infer::Answerer;
 use crate::model::qwen3::{Qwen3Config, Qwen3ForCausalLM};
 use crate::model::wat_stream::WatStreamConfig;
 use crate::model::world::WorldModel;
@@ -491,8 +491,8 @@ pub fn build_model<B: Backend>(
     ))
 }
 
-/// Answers the evaluation split through the whole path; writes `eval/summary.json`
-/// and `eval/answers.jsonl`; returns the accuracy.
+/// Answers the evaluation split through the whole path into `eval/` (tables,
+/// answers and `summary.json`); returns the accuracy.
 pub fn evaluate<B: Backend>(
     dir: &RunDir,
     e: &Experiment,
@@ -508,52 +508,142 @@ pub fn evaluate<B: Backend>(
         Split::Test
     };
     let sandbox = Sandbox::new(&e.sandbox)?;
-    let answerer = Answerer {
+    let answerer = answerer(e, tokenizer, wat, &sandbox);
+    let options = crate::eval::EvalOptions {
+        ablation: crate::infer::Ablation::None,
+        decimals: e.eval.decimals,
+        data: split.name().to_string(),
+        out: dir.path.join("eval"),
+    };
+    let summary = crate::eval::evaluate(
+        model,
+        &answerer,
+        &crate::eval::curriculum_questions(dataset, split),
+        &crate::eval::OperationTable::from_dataset(dataset),
+        &options,
+        device,
+        |_, _| {},
+    )?;
+    let accuracy = summary["accuracy"].as_f64().unwrap_or(0.0);
+    dir.log(&format!(
+        "evaluation on {}: accuracy {:.4} ({}/{})",
+        split.name(),
+        accuracy,
+        summary["correct"],
+        summary["total"]
+    ));
+    Ok(accuracy)
+}
+
+/// The answering path an experiment declares.
+pub fn answerer<'a>(
+    e: &'a Experiment,
+    tokenizer: &'a TextTokenizer,
+    wat: &'a WatVocab,
+    sandbox: &'a Sandbox,
+) -> Answerer<'a> {
+    Answerer {
         text: tokenizer,
         wat,
-        sandbox: &sandbox,
+        sandbox,
         selection: &e.selection,
         max_wat_tokens: e.wat.max_tokens,
         max_new_tokens: e.eval.max_new_tokens,
-    };
-    let eval_dir = dir.path.join("eval");
-    std::fs::create_dir_all(&eval_dir)?;
-    let mut lines = Vec::new();
-    let mut per_stage = serde_json::Map::new();
-    let (mut correct, mut total) = (0usize, 0usize);
-    for stage in &dataset.stages {
-        let (mut c, mut n) = (0usize, 0usize);
-        for example in stage.split(split) {
-            let answer = answerer.answer(model, &example.question, device)?;
-            let ok = answer_matches(&answer.text, &example.answer, e.eval.decimals);
-            c += usize::from(ok);
-            n += 1;
-            lines.push(serde_json::json!({ "id": example.id, "expected": example.answer, "correct": ok, "answer": answer }).to_string());
-        }
-        per_stage.insert(stage.name.clone(), serde_json::json!({ "accuracy": if n > 0 { c as f64 / n as f64 } else { 0.0 }, "correct": c, "total": n }));
-        correct += c;
-        total += n;
     }
-    let accuracy = if total > 0 {
-        correct as f64 / total as f64
-    } else {
-        0.0
-    };
-    let summary = serde_json::json!({ "accuracy": accuracy, "correct": correct, "total": total, "split": split.name(), "stages": per_stage });
-    crate::write_atomic(
-        &eval_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    crate::write_atomic(
-        &eval_dir.join("answers.jsonl"),
-        (lines.join("\n") + "\n").as_bytes(),
-    )?;
-    dir.log(&format!(
-        "evaluation on {}: accuracy {:.4} ({correct}/{total})",
-        split.name(),
-        accuracy
-    ));
-    Ok(accuracy)
+}
+
+/// What is wrong with a directory given as a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path} is not a run directory (it has no config.toml); runs live under runs/<experiment>/<id>/")]
+    NotARun { path: PathBuf },
+    #[error("{path} has no valid checkpoint to load{skipped}")]
+    NoCheckpoint { path: PathBuf, skipped: String },
+}
+
+/// A run directory opened for inference and evaluation: its resolved experiment,
+/// tokenizer and newest valid checkpoint.
+pub struct OpenedRun {
+    pub dir: RunDir,
+    pub experiment: Experiment,
+    pub tokenizer: TextTokenizer,
+    /// `model.mpk` of the newest valid checkpoint.
+    pub model_path: PathBuf,
+    pub step: usize,
+}
+
+impl OpenedRun {
+    pub fn open(path: &Path) -> Result<OpenedRun> {
+        let config = path.join("config.toml");
+        if !config.is_file() {
+            return Err(RunError::NotARun {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("cannot read {}", config.display()))?;
+        let experiment: Experiment =
+            toml::from_str(&text).map_err(|err| crate::config::ConfigError::Syntax {
+                path: config.clone(),
+                message: err.to_string(),
+            })?;
+        let dir = RunDir {
+            path: path.to_path_buf(),
+            progress: Default::default(),
+        };
+        let checkpoints = Checkpoints {
+            dir: path.join("checkpoints"),
+            keep_last: experiment.train.checkpoint.keep_last,
+        };
+        let mut skipped = Vec::new();
+        let mut found = None;
+        for step in checkpoints.steps() {
+            match checkpoints.verify(step) {
+                Ok(_) => {
+                    found = Some(step);
+                    break;
+                }
+                Err(err) => skipped.push(err.to_string()),
+            }
+        }
+        let Some(step) = found else {
+            return Err(RunError::NoCheckpoint {
+                path: path.to_path_buf(),
+                skipped: skipped.iter().map(|s| format!("; {s}")).collect(),
+            }
+            .into());
+        };
+        let tokenizer = match experiment.model.init {
+            Init::Scratch => TextTokenizer::from_file(&path.join("tokenizer.json"))?,
+            _ => TextTokenizer::from_file(
+                &experiment
+                    .model
+                    .checkpoint
+                    .as_ref()
+                    .context("model.checkpoint is required")?
+                    .join("tokenizer.json"),
+            )?,
+        };
+        Ok(OpenedRun {
+            model_path: checkpoints.model_path(step),
+            dir,
+            experiment,
+            tokenizer,
+            step,
+        })
+    }
+
+    /// The run's model with its checkpoint's weights.
+    pub fn model<B: Backend>(&self, device: &B::Device) -> Result<WorldModel<B>> {
+        let mut shape = self.experiment.clone();
+        // Only the shapes matter here: the checkpoint brings every weight.
+        if shape.model.init == Init::Pretrained {
+            shape.model.init = Init::Random;
+        }
+        let model = build_model::<B>(&shape, self.tokenizer.vocab_size(), &WatVocab::new(), device)?;
+        Ok(model.load(&self.model_path, device)?)
+    }
 }
 
 /// `metrics.csv`, one row per optimizer step, appended (a resumed run continues it).
@@ -730,6 +820,13 @@ impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHook
             return Control::Stop;
         }
         self.last_save = Instant::now();
+        if let Err(e) = crate::tables::csv_to_parquet(
+            &self.dir.path.join("metrics.csv"),
+            &self.dir.path.join("metrics.parquet"),
+        ) {
+            self.error = Some(e);
+            return Control::Stop;
+        }
         if self.interrupted.load(Ordering::SeqCst) {
             Control::Stop
         } else {
