@@ -242,3 +242,24 @@ fn string_arguments_are_written_to_memory() {
         Outcome::Value(66.0)
     );
 }
+
+#[test]
+fn a_run_of_numbers_binds_to_a_list_of_any_length() {
+    // compute(scale, list, len) = scale × (last item) + len: one scalar, then the list.
+    let last = r#"(module (memory (export "memory") 1)
+      (func (export "compute") (param $k f64) (param $list i32) (param $len i32) (result f64)
+        (f64.add
+          (f64.mul (local.get $k)
+            (f64.load (i32.add (local.get $list) (i32.mul (i32.sub (local.get $len) (i32.const 1)) (i32.const 8)))))
+          (f64.convert_i32_u (local.get $len)))))"#;
+    assert_eq!(pure().run_question(last, "Scale 2 over 5, 6, 7"), Outcome::Value(2.0 * 7.0 + 3.0));
+    assert_eq!(
+        pure().run_question(last, "Scale 3 over 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11.5"),
+        Outcome::Value(3.0 * 11.5 + 11.0)
+    );
+    // No numbers left for the list: no fit.
+    assert!(matches!(pure().run_question(last, "Scale 2"), Outcome::Mismatch(_)));
+    // A list needs somewhere to go.
+    let no_memory = r#"(module (func (export "compute") (param i32 i32) (result f64) (f64.const 0)))"#;
+    assert!(matches!(pure().run_question(no_memory, "1, 2, 3"), Outcome::Invalid(_)));
+}

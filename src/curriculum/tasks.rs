@@ -435,17 +435,15 @@ impl Task {
                     p.params.push(format!("(param ${name}_len i32)"));
                     p.memory = true;
                 }
-                Some(Slot::List(items)) => {
-                    p.params
-                        .extend((0..items.len()).map(|i| format!("(param $x{i} f64)")));
+                Some(Slot::List(_)) => {
+                    // Any length: the sandbox writes the numbers to memory as f64s.
+                    p.params.push("(param $list i32)".into());
+                    p.params.push("(param $list_len i32)".into());
+                    p.memory = true;
                 }
                 None => {}
             }
         }
-        let list_len = match sample.get("list") {
-            Some(Slot::List(items)) => items.len(),
-            _ => 0,
-        };
         let binary = |op: &str| vec!["local.get $a".to_string(), "local.get $b".into(), op.into()];
         p.body = match self {
             Task::Add => binary("f64.add"),
@@ -506,14 +504,33 @@ impl Task {
                     Task::Max => "f64.max",
                     _ => "f64.add",
                 };
-                let mut body = vec!["local.get $x0".to_string()];
-                for i in 1..list_len {
-                    body.push(format!("local.get $x{i}"));
-                    body.push(op.into());
-                }
+                p.locals = vec!["(local $i i32)", "(local $acc f64)"];
+                // acc = list[0]; for i in 1..len: acc = op(acc, list[i])
+                let mut body = lines(&[
+                    "local.get $list",
+                    "f64.load",
+                    "local.set $acc",
+                    "i32.const 1",
+                    "local.set $i",
+                ]);
+                body.extend(counted_loop(
+                    &["local.get $i", "local.get $list_len", "i32.ge_u"],
+                    &[
+                        "local.get $acc",
+                        "local.get $list",
+                        "local.get $i",
+                        "i32.const 8",
+                        "i32.mul",
+                        "i32.add",
+                        "f64.load",
+                        op,
+                        "local.set $acc",
+                    ],
+                    &step("$i", "i32", "add"),
+                ));
+                body.push("local.get $acc".into());
                 if self == Task::Average {
-                    body.push(format!("f64.const {list_len}"));
-                    body.push("f64.div".into());
+                    body.extend(lines(&["local.get $list_len", "f64.convert_i32_u", "f64.div"]));
                 }
                 body
             }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Arg {
-    /// A number: fills one numeric parameter (`f64`, `f32`, `i64` or `i32`).
+    /// A number: fills one numeric parameter (`f64`, `f32`, `i64` or `i32`) — or,
+    /// when `compute` ends in an `(i32 ptr, i32 len)` pair and the question has more
+    /// numbers than scalar parameters, the remaining numbers are written to memory
+    /// as an `f64` array passed as address and count (a list of any length).
     Number(f64),
     /// A quoted string: written into the module's exported `memory` and passed
     /// as an `(i32 ptr, i32 len)` pair.

@@ -402,7 +402,7 @@ fn bind_params(
         ))
     };
     if wanted != params.len() {
-        return Err(mismatch());
+        return bind_list(params, args, store, instance).ok_or_else(mismatch)?;
     }
     let mut values = Vec::with_capacity(params.len());
     let mut offset = 0usize;
@@ -443,6 +443,57 @@ fn bind_params(
         }
     }
     Ok(values)
+}
+
+/// The list binding, tried when the one-slot-per-argument binding does not fit:
+/// `compute` takes `k` numeric parameters and then an `(i32 ptr, i32 len)` pair, and
+/// the question binds only numbers, more than `k`. The first `k` numbers fill the
+/// scalar slots; the rest are written to memory as consecutive little-endian `f64`s,
+/// passed as their address and count. `None` when the shapes do not fit.
+fn bind_list(
+    params: &[ValType],
+    args: &[Arg],
+    store: &mut Store<Host>,
+    instance: &wasmtime::Instance,
+) -> Option<Result<Vec<Val>, Outcome>> {
+    let [scalars @ .., ValType::I32, ValType::I32] = params else {
+        return None;
+    };
+    let numbers: Vec<f64> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Number(n) => Some(*n),
+            Arg::Text(_) => None,
+        })
+        .collect::<Option<_>>()?;
+    if numbers.len() <= scalars.len() {
+        return None;
+    }
+    let mut values = scalars
+        .iter()
+        .zip(&numbers)
+        .map(|(ty, &n)| number_param(n, ty))
+        .collect::<Option<Vec<Val>>>()?;
+    let list = &numbers[scalars.len()..];
+    let Some(memory) = instance.get_memory(&mut *store, "memory") else {
+        return Some(Err(Outcome::Invalid(
+            "list arguments need an exported memory named `memory`".into(),
+        )));
+    };
+    if list.len() * 8 > ARGUMENT_AREA_BYTES {
+        return Some(Err(Outcome::Mismatch(format!(
+            "a list of {} numbers takes {} bytes; the argument area holds {ARGUMENT_AREA_BYTES}",
+            list.len(),
+            list.len() * 8
+        ))));
+    }
+    let bytes: Vec<u8> = list.iter().flat_map(|v| v.to_le_bytes()).collect();
+    if memory.write(&mut *store, 0, &bytes).is_err() {
+        return Some(Err(Outcome::Trap(TrapKind::Memory)));
+    }
+    values.push(Val::I32(0));
+    values.push(Val::I32(list.len() as i32));
+    Some(Ok(values))
 }
 
 fn number_param(n: f64, ty: &ValType) -> Option<Val> {

@@ -266,6 +266,7 @@ const NAMES: &[&str] = &[
     "$yoe",
     "$mp",
     "$list",
+    "$list_len",
     "$text",
     "$text_len",
     "$char",
