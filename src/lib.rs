@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod compare;
 pub mod config;
 pub mod curriculum;
 pub mod eval;
@@ -11,6 +12,7 @@ pub mod infer;
 pub mod model;
 pub mod run;
 pub mod sandbox;
+pub mod sweep;
 pub mod tables;
 pub mod tokenize;
 pub mod train;

@@ -143,6 +143,38 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<config::Backend>,
     },
+    /// Run every member of an experiment's [sweep] (unfinished ones only), then compare them.
+    Sweep {
+        /// Experiment TOML file with a [sweep] table.
+        file: PathBuf,
+        /// Members run at once, each its own process.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Override a key in every member (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Backend [default: the experiment's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+    },
+    /// Compare runs (or a sweep's members) into reports/<name>/: differing config keys, metrics, curves.
+    Compare {
+        /// Run directories, or one sweep directory (sweeps/<name>).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Report name [default: the sweep's name, else `compare`].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the runs under ./runs with their status, steps and test accuracy.
+    Ls {
+        /// Directory holding `runs/` [default: the current one].
+        #[arg(default_value = ".")]
+        root: PathBuf,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
     /// Greedy generation with the text stream alone from a Hugging Face Qwen3 directory.
     Generate {
         /// Directory with config.json, *.safetensors and tokenizer.json.
@@ -391,6 +423,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 summary["correct"],
                 summary["total"]
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep {
+            file,
+            jobs,
+            set,
+            backend,
+        } => {
+            let (outcome, dir) = wmx::sweep::run_sweep(&file, &set, jobs, backend, Path::new("."))?;
+            let record = wmx::sweep::SweepRecord::read(&dir)?;
+            for m in &record.members {
+                println!(
+                    "{:<12} {:>9}  {}",
+                    m.status,
+                    m.accuracy.map_or("-".into(), |a| format!("{a:.4}")),
+                    m.values
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sweep");
+            println!("sweep recorded in {}; comparison in reports/{name}/", dir.display());
+            Ok(match outcome {
+                wmx::sweep::SweepOutcome::Complete => ExitCode::SUCCESS,
+                wmx::sweep::SweepOutcome::Interrupted => {
+                    println!("not every member finished: run the same command to continue");
+                    ExitCode::from(130)
+                }
+                wmx::sweep::SweepOutcome::Failed => ExitCode::from(1),
+            })
+        }
+        Command::Compare { runs, name } => {
+            let mut dirs = Vec::new();
+            for r in &runs {
+                dirs.extend(wmx::sweep::runs_of(r)?);
+            }
+            let facts = dirs
+                .iter()
+                .map(|d| wmx::compare::RunFacts::read(d))
+                .collect::<Result<Vec<_>>>()?;
+            let name = name.unwrap_or_else(|| match runs.as_slice() {
+                [one] if one.join("sweep.json").is_file() => {
+                    one.file_name().and_then(|n| n.to_str()).unwrap_or("compare").to_string()
+                }
+                _ => "compare".to_string(),
+            });
+            let out = Path::new("reports").join(&name);
+            let md = wmx::compare::compare(&facts, &out)?;
+            print!("{md}");
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { root, json } => {
+            let rows = wmx::run::list_runs(&root);
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else if rows.is_empty() {
+                println!("no runs under {}", root.join("runs").display());
+            } else {
+                print!("{}", wmx::run::runs_table(&rows));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

@@ -155,6 +155,10 @@ fn run_completes_then_reports_instead_of_retraining() {
     }
     let again = run_ok(dir.path(), &exp);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
+    let listed = wmx(dir.path()).arg("ls").output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let row = listed.lines().find(|l| l.starts_with("tiny")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("complete") && row.contains(&format!("{accuracy:.4}")) && row.contains(" 36 "), "{row}");
 }
 
 #[test]
@@ -297,4 +301,101 @@ fn infer_and_eval_answer_from_a_finished_run() {
     let out = wmx(dir.path()).args(["eval", dir.path().to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+}
+
+#[test]
+fn sweep_finishes_only_missing_members_and_compares_differing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let mut text = std::fs::read_to_string(&exp).unwrap();
+    text.push_str("[sweep]\n\"fusion.layers\" = [[0], [1], [0, 1]]\n");
+    std::fs::write(&exp, text).unwrap();
+    let complete = || -> Vec<PathBuf> {
+        std::fs::read_dir(dir.path().join("runs/tiny"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        std::fs::read_to_string(p.join("meta.json"))
+                            .is_ok_and(|m| m.contains("\"complete\""))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // SIGKILL the sweep and its running member once the first member is done
+    // (stopped first, so it cannot start another member in between).
+    let mut child = wmx(dir.path())
+        .args(["sweep", exp.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while complete().is_empty() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |sig: &str, pid: u32| {
+        assert!(pid > 1);
+        Command::new("kill").args(["-s", sig, &pid.to_string()]).status().unwrap();
+    };
+    signal("STOP", child.id());
+    for member in children_of(child.id()) {
+        signal("KILL", member);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = complete();
+    assert!(!done.is_empty() && done.len() < 3, "{done:?}");
+    let before: Vec<String> = done
+        .iter()
+        .map(|p| std::fs::read_to_string(p.join("metrics.csv")).unwrap())
+        .collect();
+
+    let out = wmx(dir.path())
+        .args(["sweep", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("(already complete)").count(), done.len(), "{stdout}");
+    assert_eq!(complete().len(), 3);
+    for (p, b) in done.iter().zip(&before) {
+        assert_eq!(&std::fs::read_to_string(p.join("metrics.csv")).unwrap(), b, "{p:?} ran again");
+    }
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sweeps/tiny/sweep.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["members"].as_array().unwrap().len(), 3);
+    let report = std::fs::read_to_string(dir.path().join("reports/tiny/report.md")).unwrap();
+    assert!(report.contains("fusion.layers"), "{report}");
+    for same in ["seed", "train.batch_size", "model.hidden_size"] {
+        assert!(!report.contains(same), "{same} is the same in every member:\n{report}");
+    }
+    let table = wmx::tables::read_parquet(&dir.path().join("reports/tiny/comparison.parquet")).unwrap();
+    assert_eq!(table.height(), 3);
+    // `compare` takes the sweep directory too.
+    let out = wmx(dir.path())
+        .args(["compare", "sweeps/tiny", "--name", "again"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("reports/again/losses.parquet").is_file());
+}
+
+/// Processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid …: comm may hold spaces, so read after the last ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }

@@ -11,7 +11,7 @@ use crate::model::world::WorldModel;
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
-use crate::train::data::{computed_span, prompt};
+use crate::train::data::{computed_ids, prompt};
 
 /// The score terms of one candidate, each in 0..=1.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -360,7 +360,7 @@ impl Answerer<'_> {
         let value = selected.and_then(|i| candidates[i].outcome.value());
         let mut prefix = prompt_ids.clone();
         if let Some(v) = value {
-            prefix.extend(self.text.encode(&computed_span(v))?);
+            prefix.extend(computed_ids(self.text, v)?);
         }
         let mut ids = model.decode_answer(
             &prefix,

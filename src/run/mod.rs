@@ -84,8 +84,11 @@ fn git(args: &[&str]) -> Option<String> {
 impl RunDir {
     /// `runs/<name>/<hash of the resolved config>` under `root`.
     pub fn for_experiment(root: &Path, loaded: &Loaded) -> Result<(RunDir, String)> {
-        let config = toml::to_string_pretty(&loaded.experiment)
-            .context("cannot serialise the resolved config")?;
+        // A run is its resolved config; a `[sweep]` table describes other runs.
+        let mut experiment = loaded.experiment.clone();
+        experiment.sweep.clear();
+        let config =
+            toml::to_string_pretty(&experiment).context("cannot serialise the resolved config")?;
         let id: String = Sha256::digest(config.as_bytes())
             .iter()
             .take(6)
@@ -550,6 +553,96 @@ pub fn answerer<'a>(
         max_wat_tokens: e.wat.max_tokens,
         max_new_tokens: e.eval.max_new_tokens,
     }
+}
+
+/// One row of `wmx ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub path: PathBuf,
+    pub experiment: String,
+    pub id: String,
+    pub status: Option<Status>,
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    /// Optimizer steps in `metrics.csv`.
+    pub steps: usize,
+    /// Test accuracy from `eval/summary.json`.
+    pub accuracy: Option<f64>,
+}
+
+/// Every run under `root/runs/`, by experiment, then start time.
+pub fn list_runs(root: &Path) -> Vec<RunRow> {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut rows = Vec::new();
+    for experiment in dirs(&root.join("runs")) {
+        for run in dirs(&experiment) {
+            if !run.join("config.toml").is_file() {
+                continue;
+            }
+            let dir = RunDir {
+                path: run.clone(),
+                progress: Default::default(),
+            };
+            let meta = dir.meta();
+            let steps = std::fs::read_to_string(run.join("metrics.csv"))
+                .map(|t| t.lines().count().saturating_sub(1))
+                .unwrap_or(0);
+            let accuracy = std::fs::read_to_string(run.join("eval/summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["accuracy"].as_f64());
+            rows.push(RunRow {
+                experiment: name_of(&experiment),
+                id: name_of(&run),
+                status: meta.as_ref().map(|m| m.status),
+                started: meta.as_ref().map(|m| m.started.clone()),
+                ended: meta.and_then(|m| m.ended),
+                steps,
+                accuracy,
+                path: run,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.experiment, &a.started).cmp(&(&b.experiment, &b.started)));
+    rows
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `wmx ls` as a table.
+pub fn runs_table(rows: &[RunRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<24} {:<12} {:>6} {:>9}  {}\n",
+        "experiment", "run", "status", "steps", "accuracy", "started"
+    );
+    for r in rows {
+        out += &format!(
+            "{:<20} {:<24} {:<12} {:>6} {:>9}  {}\n",
+            r.experiment,
+            r.id,
+            r.status
+                .map_or("unknown".to_string(), |s| format!("{s:?}").to_lowercase()),
+            r.steps,
+            r.accuracy.map_or("-".to_string(), |a| format!("{a:.4}")),
+            r.started.as_deref().unwrap_or("-"),
+        );
+    }
+    out
 }
 
 /// What is wrong with a directory given as a run.

@@ -18,9 +18,31 @@ pub fn prompt(question: &str) -> String {
     format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 }
 
-/// The span injected after the prompt with the sandbox's value.
+/// The span injected after the prompt with the sandbox's value, as text.
 pub fn computed_span(value: f64) -> String {
     format!("<computed>{}</computed>", crate::format_value(value))
+}
+
+/// Tokens of the value field of a computed span: values shorter than this are
+/// filled with spaces, so the span always has the same length and each digit of
+/// the answer sits at a fixed distance from the digit it restates — copying is
+/// then one relative-position lookup rather than an induction over repeated digits.
+pub const COMPUTED_FIELD: usize = 24;
+
+/// The computed span as token ids: `<computed>`, the value, fill up to
+/// [`COMPUTED_FIELD`] tokens, `</computed>`.
+pub fn computed_ids(text: &TextTokenizer, value: f64) -> Result<Vec<u32>, TokenizeError> {
+    let mut ids = text.encode("<computed>")?;
+    let digits = text.encode(&crate::format_value(value))?;
+    let fill = match text.encode(" ")?.as_slice() {
+        [one] => *one,
+        _ => text.token_id("<|endoftext|>").unwrap_or(0),
+    };
+    let n = digits.len();
+    ids.extend(digits);
+    ids.extend(std::iter::repeat_n(fill, COMPUTED_FIELD.saturating_sub(n)));
+    ids.extend(text.encode("</computed>")?);
+    Ok(ids)
 }
 
 /// One example as token ids.
@@ -47,7 +69,7 @@ pub struct Encoder<'a> {
 impl Encoder<'_> {
     pub fn encode(&self, example: &Example) -> Result<Encoded, TokenizeError> {
         let prompt = self.text.encode(&prompt(&example.question))?;
-        let computed = self.text.encode(&computed_span(example.value))?;
+        let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
         let question_len = prompt.len();
         let answer_start = question_len + computed.len();
@@ -260,11 +282,24 @@ mod tests {
             text.decode(&short.text[..short.question_len]).unwrap(),
             prompt("What is 2 + 3?")
         );
+        let span = text
+            .decode(&short.text[short.question_len..short.answer_start])
+            .unwrap();
         assert_eq!(
-            text.decode(&short.text[short.question_len..short.answer_start])
-                .unwrap(),
-            "<computed>5</computed>"
+            span.split_whitespace().collect::<String>(),
+            "<computed>5</computed>",
+            "{span:?}"
         );
+        // Fixed width: every digit of the answer is as far from the one it restates.
+        let span_len = |e: &Encoded| e.answer_start - e.question_len;
+        assert_eq!(span_len(&short), span_len(&long));
+        let digit = |e: &Encoded, from: usize| {
+            (from..e.text.len()).find(|&i| text.decode(&e.text[i..=i]).unwrap() == "5").unwrap()
+        };
+        let (in_span, in_answer) = (digit(&short, short.question_len), digit(&short, short.answer_start));
+        let long_first = digit(&long, long.question_len);
+        let long_answer = digit(&long, long.answer_start);
+        assert_eq!(in_answer - in_span, long_answer - long_first);
         let batch = collate::<Cpu>(&[&short, &long], encoder.pad, &Default::default());
         let [b, s] = batch.text_ids.dims();
         assert_eq!((b, s), (2, long.text.len()));

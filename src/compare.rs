@@ -1,0 +1,274 @@
+//! Comparing runs: the config keys that differ, final metrics side by side,
+//! accuracy per operation, per-exit specialization, and the loss curves as one
+//! long table — written as `reports/<name>/` (markdown, parquet and csv).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use polars::prelude::{Column, DataFrame};
+use serde_json::Value;
+
+/// What a finished (or partial) run contributes to a comparison.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub path: PathBuf,
+    /// `experiment/id`.
+    pub label: String,
+    /// The resolved config, flattened to dotted keys.
+    pub config: BTreeMap<String, String>,
+    pub summary: Option<Value>,
+    pub status: String,
+    /// (step, stage, text loss, mean WAT loss) per optimizer step.
+    pub losses: Vec<(i64, String, f64, f64)>,
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+impl RunFacts {
+    pub fn read(path: &Path) -> Result<RunFacts> {
+        let config_path = path.join("config.toml");
+        let text = std::fs::read_to_string(&config_path).map_err(|_| crate::run::RunError::NotARun {
+            path: path.to_path_buf(),
+        })?;
+        let table: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("cannot parse {}", config_path.display()))?;
+        let mut config = BTreeMap::new();
+        flatten("", &table, &mut config);
+        let summary = std::fs::read_to_string(path.join("eval/summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let status = std::fs::read_to_string(path.join("meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|m| m["status"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        let mut losses = Vec::new();
+        if let Ok(csv) = std::fs::read_to_string(path.join("metrics.csv")) {
+            let mut lines = csv.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+            let col = |name: &str| header.iter().position(|h| *h == name);
+            let wat: Vec<usize> = (0..header.len())
+                .filter(|&i| header[i].starts_with("wat_loss_"))
+                .collect();
+            if let (Some(step), Some(stage), Some(text)) = (col("step"), col("stage"), col("text_loss")) {
+                for row in lines {
+                    let cells: Vec<&str> = row.split(',').collect();
+                    let num = |i: usize| cells.get(i).and_then(|c| c.parse::<f64>().ok());
+                    let (Some(s), Some(t)) = (num(step), num(text)) else { continue };
+                    let w = wat.iter().filter_map(|&i| num(i)).sum::<f64>() / wat.len().max(1) as f64;
+                    losses.push((s as i64, cells[stage].to_string(), t, w));
+                }
+            }
+        }
+        let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        Ok(RunFacts {
+            label: format!("{}/{}", path.parent().map(|p| name(p)).unwrap_or_default(), name(path)),
+            path: path.to_path_buf(),
+            config,
+            summary,
+            status,
+            losses,
+        })
+    }
+}
+
+/// Config keys whose values are not the same in every run (a key missing from
+/// some runs counts as differing).
+pub fn differing_keys(runs: &[RunFacts]) -> Vec<String> {
+    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.config.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let first = runs[0].config.get(*k);
+            runs.iter().any(|r| r.config.get(*k) != first)
+        })
+        .cloned()
+        .collect()
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.3}"))
+}
+
+/// Writes the comparison into `out`; returns the markdown it wrote.
+pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
+    anyhow::ensure!(!runs.is_empty(), "nothing to compare");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let keys = differing_keys(runs);
+    let ops: BTreeSet<String> = runs
+        .iter()
+        .filter_map(|r| r.summary.as_ref()?["operations"].as_object().cloned())
+        .flat_map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .collect();
+    let exits = runs
+        .iter()
+        .filter_map(|r| r.summary.as_ref()?["exits"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+
+    // One row per run.
+    let mut columns: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    let mut numbers: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+    columns.push(("run".into(), runs.iter().map(|r| Some(r.label.clone())).collect()));
+    columns.push(("status".into(), runs.iter().map(|r| Some(r.status.clone())).collect()));
+    for k in &keys {
+        columns.push((k.clone(), runs.iter().map(|r| r.config.get(k).cloned()).collect()));
+    }
+    let from_summary = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Option<f64>> {
+        runs.iter().map(|r| r.summary.as_ref().and_then(f)).collect()
+    };
+    numbers.push(("accuracy".into(), from_summary(&|s| number(&s["accuracy"]))));
+    numbers.push(("selection".into(), from_summary(&|s| number(&s["selection"]["accuracy"]))));
+    numbers.push(("oracle".into(), from_summary(&|s| number(&s["selection"]["oracle"]))));
+    for k in 0..exits {
+        numbers.push((format!("exit{k}_value"), from_summary(&|s| number(&s["exits"][k]["value_accuracy"]))));
+        numbers.push((format!("exit{k}_selected"), from_summary(&|s| number(&s["exits"][k]["selected"]))));
+        numbers.push((format!("exit{k}_mi_bits"), from_summary(&|s| number(&s["exits"][k]["mutual_information_bits"]))));
+    }
+    for op in &ops {
+        numbers.push((format!("op_{op}"), from_summary(&|s| number(&s["operations"][op]["accuracy"]))));
+    }
+    numbers.push((
+        "final_text_loss".into(),
+        runs.iter().map(|r| r.losses.last().map(|l| l.2)).collect(),
+    ));
+    numbers.push((
+        "final_wat_loss".into(),
+        runs.iter().map(|r| r.losses.last().map(|l| l.3)).collect(),
+    ));
+    let mut frame = DataFrame::new_infer_height(
+        columns
+            .iter()
+            .map(|(n, v)| Column::new(n.as_str().into(), v.clone()))
+            .chain(numbers.iter().map(|(n, v)| Column::new(n.as_str().into(), v.clone())))
+            .collect(),
+    )?;
+    crate::tables::write_parquet(&mut frame, &out.join("comparison.parquet"))?;
+    crate::tables::write_csv(&mut frame, &out.join("comparison.csv"))?;
+
+    // Loss curves, long: one row per run × step.
+    let (mut run, mut step, mut stage, mut text, mut wat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in runs {
+        for (s, st, t, w) in &r.losses {
+            run.push(r.label.clone());
+            step.push(*s);
+            stage.push(st.clone());
+            text.push(*t);
+            wat.push(*w);
+        }
+    }
+    let mut curves = DataFrame::new_infer_height(vec![
+        Column::new("run".into(), run),
+        Column::new("step".into(), step),
+        Column::new("stage".into(), stage),
+        Column::new("text_loss".into(), text),
+        Column::new("wat_loss".into(), wat),
+    ])?;
+    crate::tables::write_parquet(&mut curves, &out.join("losses.parquet"))?;
+    crate::tables::write_csv(&mut curves, &out.join("losses.csv"))?;
+
+    // The markdown report.
+    let mut md = format!("# Comparison of {} runs\n\n", runs.len());
+    if keys.is_empty() {
+        md += "The runs share every config key.\n\n";
+    } else {
+        md += "Only the config keys that differ are shown.\n\n";
+    }
+    let mut header = vec!["run".to_string(), "status".into()];
+    header.extend(keys.iter().cloned());
+    header.extend(["accuracy", "selection", "oracle"].map(String::from));
+    md += &table_header(&header);
+    for (i, r) in runs.iter().enumerate() {
+        let mut cells = vec![r.label.clone(), r.status.clone()];
+        cells.extend(keys.iter().map(|k| r.config.get(k).cloned().unwrap_or_else(|| "-".into())));
+        for name in ["accuracy", "selection", "oracle"] {
+            cells.push(fmt(numbers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v[i])));
+        }
+        md += &table_row(&cells);
+    }
+    if exits > 0 {
+        md += "\n## Per-exit specialization\n\nValue accuracy / share selected / mutual information (bits) between the operation needed and the one emitted.\n\n";
+        let mut header = vec!["run".to_string()];
+        header.extend((0..exits).map(|k| format!("exit {k}")));
+        md += &table_header(&header);
+        for (i, r) in runs.iter().enumerate() {
+            let mut cells = vec![r.label.clone()];
+            for k in 0..exits {
+                let get = |n: String| numbers.iter().find(|(m, _)| *m == n).and_then(|(_, v)| v[i]);
+                cells.push(format!(
+                    "{} / {} / {}",
+                    fmt(get(format!("exit{k}_value"))),
+                    fmt(get(format!("exit{k}_selected"))),
+                    fmt(get(format!("exit{k}_mi_bits")))
+                ));
+            }
+            md += &table_row(&cells);
+        }
+    }
+    if !ops.is_empty() {
+        md += "\n## Accuracy per operation\n\n";
+        let mut header = vec!["operation".to_string()];
+        header.extend(runs.iter().map(|r| r.label.clone()));
+        md += &table_header(&header);
+        for op in &ops {
+            let mut cells = vec![op.clone()];
+            let column = &numbers.iter().find(|(n, _)| *n == format!("op_{op}")).expect("added above").1;
+            cells.extend(column.iter().map(|v| fmt(*v)));
+            md += &table_row(&cells);
+        }
+    }
+    md += "\nTables: `comparison.parquet`/`.csv` (one row per run), `losses.parquet`/`.csv` (one row per run × step).\n";
+    crate::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    Ok(md)
+}
+
+fn table_header(cells: &[String]) -> String {
+    format!("| {} |\n|{}|\n", cells.join(" | "), vec!["---"; cells.len()].join("|"))
+}
+
+fn table_row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(config: &str) -> RunFacts {
+        let mut map = BTreeMap::new();
+        flatten("", &toml::from_str(config).unwrap(), &mut map);
+        RunFacts {
+            path: PathBuf::new(),
+            label: String::new(),
+            config: map,
+            summary: None,
+            status: "complete".into(),
+            losses: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_differing_keys_are_kept() {
+        let a = facts("seed = 0\n[fusion]\nlayers = [1, 2]\ngate_init = 0.0\n");
+        let b = facts("seed = 0\n[fusion]\nlayers = [3]\ngate_init = 0.0\n");
+        let c = facts("seed = 0\n[fusion]\nlayers = [1, 2]\ngate_init = 0.0\nextra = 1\n");
+        assert_eq!(differing_keys(&[a.clone(), b]), vec!["fusion.layers".to_string()]);
+        assert_eq!(differing_keys(&[a, c]), vec!["fusion.extra".to_string()]);
+    }
+}
