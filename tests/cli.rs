@@ -302,3 +302,18 @@ fn generate_matches_transformers_greedy_ids() {
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
     assert!(text(&missing).contains("no/such/dir"), "{}", text(&missing));
 }
+
+#[test]
+fn a_carrier_without_its_core_slot_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[stages]]\nname = \"s\"\ncount = 4\nepochs = 1\ncarriers = [\"What is it?\"]\n[[stages.families]]\ntask = \"add\"\ncores = [\"{a} + {b}\"]\n",
+    )
+    .unwrap();
+    let out = wmx(dir.path(), &["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("carriers") && err.contains("{core}"), "{err}");
+}

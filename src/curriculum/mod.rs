@@ -92,6 +92,28 @@ pub struct PoolsFile {
     pub held_out_number_files: Vec<String>,
 }
 
+/// Adds each family's carrier × core phrasings to its training and held-out lists.
+/// Pair (carrier i, core j) is held out when `(i + 2j) % 5 == 0`: every carrier and
+/// every core still trains in other pairs, so a held-out phrasing is new as a whole
+/// but made of parts the family was trained on.
+pub fn expand_carriers(stage: &mut StageSpec) {
+    for family in &mut stage.families {
+        for (j, core) in family.cores.iter().enumerate() {
+            for (i, carrier) in stage.carriers.iter().enumerate() {
+                let phrasing = carrier.replace("{core}", core);
+                let list = if (i + 2 * j) % 5 == 0 && stage.carriers.len() > 1 {
+                    &mut family.held_out
+                } else {
+                    &mut family.phrasings
+                };
+                if !list.contains(&phrasing) {
+                    list.push(phrasing);
+                }
+            }
+        }
+    }
+}
+
 /// One stage of the curriculum.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +126,9 @@ pub struct StageSpec {
     /// Share (0..1) of each epoch's examples replayed from earlier stages.
     #[serde(default)]
     pub replay: f64,
+    /// Sentence frames with a `{core}` slot, combined with each family's `cores`.
+    #[serde(default)]
+    pub carriers: Vec<String>,
     pub families: Vec<FamilySpec>,
     /// Example files imported (after verification) into this stage's training split.
     #[serde(default)]
@@ -121,9 +146,16 @@ pub struct FamilySpec {
     #[serde(default)]
     pub numbers: Numbers,
     /// Phrasings for train and validation; `{a}`-style placeholders mark the arguments.
+    #[serde(default)]
     pub phrasings: Vec<String>,
     /// Phrasings kept for the test split only.
+    #[serde(default)]
     pub held_out: Vec<String>,
+    /// Noun phrases naming the computation ("the sum of {a} and {b}"), each put in
+    /// every one of the stage's `carriers`; about one carrier × core pair in five
+    /// is held out for the test split (see [`expand_carriers`]).
+    #[serde(default)]
+    pub cores: Vec<String>,
     /// Answer template with `{value}`; the task's default otherwise.
     #[serde(default)]
     pub answer: Option<String>,
@@ -252,6 +284,7 @@ impl Curriculum {
             for import in &mut stage.imports {
                 import.path = crate::relative_to(path, &import.path);
             }
+            expand_carriers(stage);
         }
         let name = file.name.clone().unwrap_or_else(|| crate::file_stem(path));
         let curriculum = Curriculum {
@@ -302,6 +335,20 @@ impl Curriculum {
             }
             if stage.families.is_empty() && stage.count > 0 {
                 return Err(self.invalid(key("families"), "a stage with a count needs families"));
+            }
+            if let Some(bad) = stage.carriers.iter().find(|c| c.matches("{core}").count() != 1) {
+                return Err(self.invalid(
+                    key("carriers"),
+                    format!("`{bad}` must contain `{{core}}` exactly once"),
+                ));
+            }
+            if stage.carriers.is_empty()
+                && let Some(f) = stage.families.iter().find(|f| !f.cores.is_empty())
+            {
+                return Err(self.invalid(
+                    key("carriers"),
+                    format!("family `{}` declares cores; the stage needs carriers to put them in", f.task.name()),
+                ));
             }
             for (fi, family) in stage.families.iter().enumerate() {
                 let fkey =
@@ -811,5 +858,26 @@ mod tests {
                 .unwrap_err()
                 .contains("outside placeholders")
         );
+    }
+
+    #[test]
+    fn carrier_core_pairs_hold_out_a_fifth_made_of_trained_parts() {
+        let carriers: Vec<String> = (0..8).map(|i| format!("C{i} {{core}}.")).collect();
+        let cores: Vec<String> = (0..4).map(|j| format!("K{j} {{a}} {{b}}")).collect();
+        let mut stage: StageSpec = toml::from_str(
+            "name = \"s\"\ncount = 1\nepochs = 1\n[[families]]\ntask = \"add\"\n",
+        )
+        .unwrap();
+        stage.carriers = carriers.clone();
+        stage.families[0].cores = cores.clone();
+        expand_carriers(&mut stage);
+        let f = &stage.families[0];
+        assert_eq!(f.phrasings.len() + f.held_out.len(), 32);
+        assert!((5..=8).contains(&f.held_out.len()), "{:?}", f.held_out);
+        // Every carrier and every core still trains somewhere.
+        for part in carriers.iter().map(|c| c.replace(" {core}.", "")).chain(cores.iter().map(|k| k[..2].to_string())) {
+            assert!(f.phrasings.iter().any(|p| p.contains(&part)), "{part} never trains");
+        }
+        assert!(f.held_out.iter().all(|h| !f.phrasings.contains(h)));
     }
 }
