@@ -115,36 +115,20 @@ impl<B: Backend> Segment<B> {
     /// - text_ignore: `[batch, text_len]`, true outside the question
     pub fn forward(
         &self,
-        mut w: Tensor<B, 3>,
+        w: Tensor<B, 3>,
         text: &Tensor<B, 3>,
         text_ignore: &Tensor<B, 2, Bool>,
         rotary: &Rotary<B>,
     ) -> Tensor<B, 3> {
-        let len = w.dims()[1];
-        let causal = causal_mask::<B>(len, 0, &w.device());
-        for block in &self.blocks {
-            w = w.clone()
-                + block.self_attn.forward(
-                    block.self_norm.forward(w),
-                    rotary,
-                    0,
-                    Some(&causal),
-                    None,
-                );
-            w = w.clone()
-                + block
-                    .cross_attn
-                    .forward(block.cross_norm.forward(w), text.clone(), text_ignore);
-            w = w.clone() + block.mlp.forward(block.mlp_norm.forward(w));
-        }
-        w
+        let causal = causal_mask::<B>(w.dims()[1], 0, &w.device());
+        self.blocks_forward(w, text, text_ignore, rotary, 0, Some(&causal), None)
     }
 
     /// Runs the segment's blocks over new tokens at positions `start..`, reading and
     /// extending one self-attention cache per block (incremental decoding).
     pub fn forward_cached(
         &self,
-        mut w: Tensor<B, 3>,
+        w: Tensor<B, 3>,
         text: &Tensor<B, 3>,
         text_ignore: &Tensor<B, 2, Bool>,
         rotary: &Rotary<B>,
@@ -153,15 +137,27 @@ impl<B: Backend> Segment<B> {
     ) -> Tensor<B, 3> {
         let len = w.dims()[1];
         let causal = (len > 1).then(|| causal_mask::<B>(len, start, &w.device()));
-        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+        self.blocks_forward(w, text, text_ignore, rotary, start, causal.as_ref(), Some(caches))
+    }
+
+    /// Self-attention, cross-attention to the text, feed-forward, per block.
+    #[allow(clippy::too_many_arguments)]
+    fn blocks_forward(
+        &self,
+        mut w: Tensor<B, 3>,
+        text: &Tensor<B, 3>,
+        text_ignore: &Tensor<B, 2, Bool>,
+        rotary: &Rotary<B>,
+        start: usize,
+        mask: Option<&Tensor<B, 2, Bool>>,
+        mut caches: Option<&mut [Option<(Tensor<B, 4>, Tensor<B, 4>)>]>,
+    ) -> Tensor<B, 3> {
+        for (i, block) in self.blocks.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             w = w.clone()
-                + block.self_attn.forward(
-                    block.self_norm.forward(w),
-                    rotary,
-                    start,
-                    causal.as_ref(),
-                    Some(cache),
-                );
+                + block
+                    .self_attn
+                    .forward(block.self_norm.forward(w), rotary, start, mask, cache);
             w = w.clone()
                 + block
                     .cross_attn
