@@ -317,3 +317,20 @@ fn a_carrier_without_its_core_slot_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("carriers") && err.contains("{core}"), "{err}");
 }
+
+#[test]
+fn an_intent_without_words_is_named() {
+    let base = repo().join("experiments/base.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let ok = wmx(
+        dir.path(),
+        &["validate", base.to_str().unwrap(), "--set", r#"selection.intents=[{op = "div", words = ["per"]}]"#],
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let bad = wmx(
+        dir.path(),
+        &["validate", base.to_str().unwrap(), "--set", r#"selection.intents=[{op = "div", words = []}]"#],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("selection.intents[0]"), "{}", text(&bad));
+}

@@ -241,6 +241,19 @@ pub struct SelectionConfig {
     pub confidence: f64,
     /// Softmax temperature over the weighted scores.
     pub temperature: f64,
+    /// How a question's wording names the operation it needs, for `op_match`: the
+    /// first entry with a word the (lowercased) question contains wins.
+    pub intents: Vec<Intent>,
+}
+
+/// One row of the intent table: an operation and the words that ask for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// An operation as `wmx` names a program's operations: add, sub, mul, div, min,
+    /// max, compare, loop, text, system, ….
+    pub op: String,
+    pub words: Vec<String>,
 }
 
 impl Default for SelectionConfig {
@@ -251,8 +264,50 @@ impl Default for SelectionConfig {
             reasonableness: 0.5,
             confidence: 1.0,
             temperature: 1.0,
+            intents: default_intents(),
         }
     }
+}
+
+/// The built-in intent table, most specific first.
+pub fn default_intents() -> Vec<Intent> {
+    let table: [(&str, &[&str]); 10] = [
+        ("system", &["file", "year", "bytes"]),
+        ("text", &["character", "vowel", "word", "letter", "length of \""]),
+        (
+            "loop",
+            &[
+                "factorial", "!", "fibonacci", "fib(", "prime", "power", "^", "gcd", "divisor",
+                "integers from", "number from", "numbers from", "through", "one to",
+            ],
+        ),
+        ("min", &["smallest", "minimum", "least", "lowest"]),
+        ("max", &["largest", "maximum", "greatest among", "highest"]),
+        ("compare", &["greater", "larger", "exceed", "bigger"]),
+        ("div", &["÷", "/", "divide", "quotient", "shared equally", "split", "go into", "cut into"]),
+        (
+            "mul",
+            &[
+                "×", "*", "multipl", "times", "product", "groups of", "each", "rows of", "%",
+                "percent",
+            ],
+        ),
+        (
+            "sub",
+            &[
+                "-", "minus", "subtract", "difference", "less", "left", "remain", "take", "away",
+                "sold", "get off",
+            ],
+        ),
+        ("add", &["+", "plus", "add", "sum", "total", "more"]),
+    ];
+    table
+        .iter()
+        .map(|(op, words)| Intent {
+            op: op.to_string(),
+            words: words.iter().map(|w| w.to_string()).collect(),
+        })
+        .collect()
 }
 
 /// Which parameters are trained.
@@ -633,6 +688,14 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
     for (key, value) in non_negative {
         if !(value >= 0.0 && value.is_finite()) {
             return fail(key, format!("must be zero or positive, not {value}"));
+        }
+    }
+    for (i, intent) in e.selection.intents.iter().enumerate() {
+        if intent.op.trim().is_empty() || intent.words.iter().all(|w| w.trim().is_empty()) {
+            return fail(
+                &format!("selection.intents[{i}]"),
+                "needs an `op` and at least one non-empty word".into(),
+            );
         }
     }
     if !(0.0..=1.0).contains(&e.train.copy_practice) {

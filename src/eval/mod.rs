@@ -70,7 +70,11 @@ pub struct JsonlFields {
 
 /// Questions from a JSONL file; answers may be numbers or strings. Without an
 /// operation field, the operation is the question's intent (or `unknown`).
-pub fn jsonl_questions(path: &Path, fields: &JsonlFields) -> Result<Vec<Question>> {
+pub fn jsonl_questions(
+    path: &Path,
+    fields: &JsonlFields,
+    intents: &[crate::config::Intent],
+) -> Result<Vec<Question>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| input_error(path.display().to_string(), format!("cannot read: {e}")))?;
     let stage = path
@@ -112,7 +116,7 @@ pub fn jsonl_questions(path: &Path, fields: &JsonlFields) -> Result<Vec<Question
         let question = field(&fields.question)?;
         let op = match &fields.op {
             Some(name) => field(name)?,
-            None => intent(&question).unwrap_or("unknown").to_string(),
+            None => intent(&question, intents).unwrap_or("unknown").to_string(),
         };
         questions.push(Question {
             id: format!("{stage}/{i:05}"),
@@ -601,10 +605,11 @@ mod tests {
         let path = dir.path().join("quiz.jsonl");
         std::fs::write(&path, "{\"q\": \"What is 2 + 3?\", \"a\": 5}\n{\"q\": \"What is 7 - 1?\"}\n").unwrap();
         let fields = JsonlFields { question: "q".into(), answer: "a".into(), op: None };
-        let err = jsonl_questions(&path, &fields).unwrap_err().to_string();
+        let table = crate::config::default_intents();
+        let err = jsonl_questions(&path, &fields, &table).unwrap_err().to_string();
         assert!(err.contains("quiz.jsonl:2") && err.contains("`a`"), "{err}");
         std::fs::write(&path, "{\"q\": \"What is 2 + 3?\", \"a\": 5}\n").unwrap();
-        let qs = jsonl_questions(&path, &fields).unwrap();
+        let qs = jsonl_questions(&path, &fields, &table).unwrap();
         assert_eq!((qs[0].expected.as_str(), qs[0].op.as_str(), qs[0].stage.as_str()), ("5", "add", "quiz"));
     }
 }
@@ -639,7 +644,7 @@ impl crate::backend::BackendTask for EvalRun<'_> {
         let (questions, name) = match &self.data {
             EvalData::Split(split) => (curriculum_questions(&dataset, *split), split.name().to_string()),
             EvalData::Jsonl { path, fields } => (
-                jsonl_questions(path, fields)?,
+                jsonl_questions(path, fields, &e.selection.intents)?,
                 path.file_stem()
                     .and_then(|s| s.to_str())
                     .unwrap_or("data")

@@ -82,79 +82,14 @@ pub fn operations(program: &str) -> Vec<String> {
     ops
 }
 
-/// The operation a question asks for, from its wording (`None` when unclear).
-pub fn intent(question: &str) -> Option<&'static str> {
+/// The operation a question asks for, from its wording and an intent table
+/// (`[selection] intents`); `None` when no entry's word appears.
+pub fn intent<'a>(question: &str, table: &'a [crate::config::Intent]) -> Option<&'a str> {
     let q = question.to_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| q.contains(w));
-    if has(&["file", "year", "bytes"]) {
-        Some("system")
-    } else if has(&["character", "vowel", "word", "letter", "length of \""]) {
-        Some("text")
-    } else if has(&[
-        "factorial",
-        "!",
-        "fibonacci",
-        "fib(",
-        "prime",
-        "power",
-        "^",
-        "gcd",
-        "divisor",
-        "integers from",
-        "number from",
-        "numbers from",
-        "through",
-        "one to",
-    ]) {
-        Some("loop")
-    } else if has(&["smallest", "minimum", "least"]) {
-        Some("min")
-    } else if has(&["largest", "maximum", "greatest among"]) {
-        Some("max")
-    } else if has(&["greater", "larger", "exceed"]) {
-        Some("compare")
-    } else if has(&[
-        "÷",
-        "/",
-        "divide",
-        "shared equally",
-        "split",
-        "go into",
-        "cut into",
-    ]) {
-        Some("div")
-    } else if has(&[
-        "×",
-        "*",
-        "multipl",
-        "times",
-        "product",
-        "groups of",
-        "each",
-        "rows of",
-        "%",
-        "percent",
-    ]) {
-        Some("mul")
-    } else if has(&[
-        "-",
-        "minus",
-        "subtract",
-        "difference",
-        "less",
-        "left",
-        "remain",
-        "take",
-        "away",
-        "sold",
-        "get off",
-    ]) {
-        Some("sub")
-    } else if has(&["+", "plus", "add", "sum", "total", "more"]) {
-        Some("add")
-    } else {
-        None
-    }
+    table
+        .iter()
+        .find(|i| i.words.iter().any(|w| q.contains(&w.to_lowercase())))
+        .map(|i| i.op.as_str())
 }
 
 fn scores(
@@ -166,7 +101,7 @@ fn scores(
     logprob: f64,
     w: &SelectionConfig,
 ) -> Scores {
-    let op_match = match intent(question) {
+    let op_match = match intent(question, &w.intents) {
         Some(op) if candidate_ops.iter().any(|o| o == op) => 1.0,
         Some(_) => 0.0,
         None => 0.5,
@@ -526,13 +461,17 @@ mod tests {
             operations("block $done loop $next i64.mul br_if $done end end")
                 .contains(&"loop".to_string())
         );
-        assert_eq!(intent("What is 12 * 7?"), Some("mul"));
-        assert_eq!(intent("Subtract 5 from 9."), Some("sub"));
+        let table = crate::config::default_intents();
+        assert_eq!(intent("What is 12 * 7?", &table), Some("mul"));
+        assert_eq!(intent("Subtract 5 from 9.", &table), Some("sub"));
         assert_eq!(
-            intent("How many bytes are in the file \"notes.txt\"?"),
+            intent("How many bytes are in the file \"notes.txt\"?", &table),
             Some("system")
         );
-        assert_eq!(intent("Is 97 prime?"), Some("loop"));
+        assert_eq!(intent("Is 97 prime?", &table), Some("loop"));
+        let custom = vec![crate::config::Intent { op: "div".into(), words: vec!["per".into()] }];
+        assert_eq!(intent("Miles PER hour of 120 over 2", &custom), Some("div"));
+        assert_eq!(intent("What is 2 + 2?", &custom), None);
     }
 
     #[test]
