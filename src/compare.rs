@@ -47,14 +47,14 @@ impl RunFacts {
             .with_context(|| format!("cannot parse {}", config_path.display()))?;
         let mut config = BTreeMap::new();
         flatten("", &table, &mut config);
-        let summary = std::fs::read_to_string(path.join("eval/summary.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        let status = std::fs::read_to_string(path.join("meta.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|m| m["status"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "unknown".into());
+        let dir = crate::run::RunDir {
+            path: path.to_path_buf(),
+            progress: Default::default(),
+        };
+        let summary = dir.summary();
+        let status = dir
+            .meta()
+            .map_or_else(|| "unknown".into(), |m| format!("{:?}", m.status).to_lowercase());
         let mut losses = Vec::new();
         if let Ok(csv) = std::fs::read_to_string(path.join("metrics.csv")) {
             let mut lines = csv.lines();

@@ -282,14 +282,11 @@ impl Answerer<'_> {
         }
         let selected = match ablation {
             Ablation::NoExec => None,
-            Ablation::Exit(k) => {
-                let mut only: Vec<Candidate> = candidates.iter().filter(|c| c.exit == k).cloned().collect();
-                let chosen = select(&mut only, self.selection.temperature).map(|i| only[i].exit);
-                if let (Some(c), Some(i)) = (only.pop(), chosen) {
-                    candidates[i].probability = c.probability;
-                }
-                chosen
+            // Candidates are in exit order: selection runs over exit k's alone.
+            Ablation::Exit(k) if k < candidates.len() => {
+                select(&mut candidates[k..=k], self.selection.temperature).map(|_| k)
             }
+            Ablation::Exit(_) => None,
             _ => select(&mut candidates, self.selection.temperature),
         };
         let value = selected.and_then(|i| candidates[i].outcome.value());

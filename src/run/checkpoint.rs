@@ -180,6 +180,19 @@ impl Checkpoints {
         Ok(manifest)
     }
 
+    /// The newest checkpoint whose files match its manifest, and the newer ones
+    /// that did not.
+    pub fn newest_valid(&self) -> (Option<usize>, Vec<CheckpointError>) {
+        let mut skipped = Vec::new();
+        for step in self.steps() {
+            match self.verify(step) {
+                Ok(_) => return (Some(step), skipped),
+                Err(e) => skipped.push(e),
+            }
+        }
+        (None, skipped)
+    }
+
     /// Loads the newest valid checkpoint into `model` and `optim`; returns them with
     /// the cursor, and the corrupt checkpoints that were skipped.
     #[allow(clippy::type_complexity)]
@@ -195,12 +208,8 @@ impl Checkpoints {
         ),
         CheckpointError,
     > {
-        let mut skipped = Vec::new();
-        for step in self.steps() {
-            if let Err(e) = self.verify(step) {
-                skipped.push(e);
-                continue;
-            }
+        let (found, skipped) = self.newest_valid();
+        if let Some(step) = found {
             let dir = self.step_dir(step);
             let stem = |name: &str| dir.join(name.trim_end_matches(".mpk"));
             let model = model

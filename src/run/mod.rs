@@ -103,6 +103,12 @@ impl RunDir {
         ))
     }
 
+    /// `eval/summary.json`, once the run has been evaluated.
+    pub fn summary(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.path.join("eval/summary.json")).ok()?)
+            .ok()
+    }
+
     pub fn meta(&self) -> Option<Meta> {
         serde_json::from_str(&std::fs::read_to_string(self.path.join("meta.json")).ok()?).ok()
     }
@@ -149,10 +155,7 @@ pub fn run(
         && meta.status == Status::Complete
         && !fresh
     {
-        let accuracy = std::fs::read_to_string(dir.path.join("eval/summary.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["accuracy"].as_f64());
+        let accuracy = dir.summary().and_then(|v| v["accuracy"].as_f64());
         return Ok(Outcome::AlreadyComplete {
             dir: dir.path,
             accuracy,
@@ -597,10 +600,7 @@ pub fn list_runs(root: &Path) -> Vec<RunRow> {
             let steps = std::fs::read_to_string(run.join("metrics.csv"))
                 .map(|t| t.lines().count().saturating_sub(1))
                 .unwrap_or(0);
-            let accuracy = std::fs::read_to_string(run.join("eval/summary.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["accuracy"].as_f64());
+            let accuracy = dir.summary().and_then(|v| v["accuracy"].as_f64());
             rows.push(RunRow {
                 experiment: name_of(&experiment),
                 id: name_of(&run),
@@ -689,17 +689,7 @@ impl OpenedRun {
             dir: path.join("checkpoints"),
             keep_last: experiment.train.checkpoint.keep_last,
         };
-        let mut skipped = Vec::new();
-        let mut found = None;
-        for step in checkpoints.steps() {
-            match checkpoints.verify(step) {
-                Ok(_) => {
-                    found = Some(step);
-                    break;
-                }
-                Err(err) => skipped.push(err.to_string()),
-            }
-        }
+        let (found, skipped) = checkpoints.newest_valid();
         let Some(step) = found else {
             return Err(RunError::NoCheckpoint {
                 path: path.to_path_buf(),
