@@ -55,24 +55,12 @@ impl RunFacts {
         let status = dir
             .meta()
             .map_or_else(|| "unknown".into(), |m| format!("{:?}", m.status).to_lowercase());
-        let mut losses = Vec::new();
-        if let Ok(csv) = std::fs::read_to_string(path.join("metrics.csv")) {
-            let mut lines = csv.lines();
-            let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-            let col = |name: &str| header.iter().position(|h| *h == name);
-            let wat: Vec<usize> = (0..header.len())
-                .filter(|&i| header[i].starts_with("wat_loss_"))
-                .collect();
-            if let (Some(step), Some(stage), Some(text)) = (col("step"), col("stage"), col("text_loss")) {
-                for row in lines {
-                    let cells: Vec<&str> = row.split(',').collect();
-                    let num = |i: usize| cells.get(i).and_then(|c| c.parse::<f64>().ok());
-                    let (Some(s), Some(t)) = (num(step), num(text)) else { continue };
-                    let w = wat.iter().filter_map(|&i| num(i)).sum::<f64>() / wat.len().max(1) as f64;
-                    losses.push((s as i64, cells[stage].to_string(), t, w));
-                }
-            }
-        }
+        let losses = match crate::report::Metrics::read(path)? {
+            Some(m) => (0..m.step.len())
+                .map(|i| (m.step[i] as i64, m.stage[i].clone(), m.text_loss[i], m.mean_wat_loss(i)))
+                .collect(),
+            None => Vec::new(),
+        };
         let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         Ok(RunFacts {
             label: format!("{}/{}", path.parent().map(|p| name(p)).unwrap_or_default(), name(path)),
@@ -183,6 +171,27 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     crate::tables::write_parquet(&mut curves, &out.join("losses.parquet"))?;
     crate::tables::write_csv(&mut curves, &out.join("losses.csv"))?;
 
+    // Overlaid loss curves, PNG and SVG.
+    let mut series = Vec::new();
+    for r in runs {
+        let name = short_label(r, &keys);
+        let window = crate::report::smoothing_window(r.losses.len());
+        let text: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.2)).collect();
+        let wat: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.3)).collect();
+        series.push(crate::report::Series { name: format!("{name} text"), points: crate::report::smoothed(&text, window) });
+        series.push(crate::report::Series { name: format!("{name} WAT"), points: crate::report::smoothed(&wat, window) });
+    }
+    let chart = crate::report::Chart::Lines {
+        title: "Loss per step (moving average): text and mean WAT, per run".into(),
+        x_label: "optimizer step".into(),
+        y_label: "cross-entropy (log scale)".into(),
+        series,
+        markers: Vec::new(),
+        log_y: true,
+    };
+    crate::write_atomic(&out.join("losses.png"), &chart.png()?)?;
+    crate::write_atomic(&out.join("losses.svg"), chart.svg()?.as_bytes())?;
+
     // The markdown report.
     let mut md = format!("# Comparison of {} runs\n\n", runs.len());
     if keys.is_empty() {
@@ -233,9 +242,21 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
             md += &table_row(&cells);
         }
     }
+    md += "\n## Loss curves\n\n![Loss per step](losses.png)\n";
     md += "\nTables: `comparison.parquet`/`.csv` (one row per run), `losses.parquet`/`.csv` (one row per run × step).\n";
     crate::write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
+}
+
+/// A run's name in legends: the values of the differing keys, else its label.
+fn short_label(run: &RunFacts, keys: &[String]) -> String {
+    if keys.is_empty() {
+        return run.label.clone();
+    }
+    keys.iter()
+        .map(|k| format!("{}={}", k.rsplit('.').next().unwrap_or(k), run.config.get(k).map_or("-", String::as_str)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn table_header(cells: &[String]) -> String {

@@ -143,6 +143,11 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<config::Backend>,
     },
+    /// Draw a run's report: RUN/report/index.html, report.md, charts (PNG, SVG) and tables.
+    Report {
+        /// Run directory (runs/<experiment>/<id>).
+        run: PathBuf,
+    },
     /// Run every member of an experiment's [sweep] (unfinished ones only), then compare them.
     Sweep {
         /// Experiment TOML file with a [sweep] table.
@@ -423,6 +428,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 summary["correct"],
                 summary["total"]
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { run } => {
+            let written = wmx::report::report(&run)?;
+            println!(
+                "{} charts ({}), {} tables",
+                written.charts.len(),
+                written.charts.join(", "),
+                written.tables.len()
+            );
+            println!("wrote {}", written.dir.join("index.html").display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep {

@@ -153,12 +153,84 @@ fn run_completes_then_reports_instead_of_retraining() {
     for column in ["stage", "step", "text_loss", "wat_loss_0", "tokens_per_second", "peak_rss_mib"] {
         assert!(names.iter().any(|n| n == column), "no {column} in {names:?}");
     }
+    // `wmx run` drew the report after evaluating.
+    let report = run.join("report");
+    for file in ["index.html", "report.md", "tables/accuracy_by_operation.parquet", "tables/confusion.csv"] {
+        assert!(report.join(file).is_file(), "missing report/{file}");
+    }
+    for chart in ["loss", "throughput", "memory", "accuracy-stage", "accuracy-operation", "selection", "confusion-exit0", "confusion-exit1", "outcomes"] {
+        for ext in ["png", "svg"] {
+            assert!(report.join(format!("charts/{chart}.{ext}")).is_file(), "missing chart {chart}.{ext}");
+        }
+    }
+    assert_renders_in_chromium(&report.join("index.html"), 9);
     let again = run_ok(dir.path(), &exp);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
     let listed = wmx(dir.path()).arg("ls").output().unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
     let row = listed.lines().find(|l| l.starts_with("tiny")).unwrap_or_else(|| panic!("{listed}"));
     assert!(row.contains("complete") && row.contains(&format!("{accuracy:.4}")) && row.contains(" 36 "), "{row}");
+}
+
+/// Debian's `chromium` (or `WMX_CHROMIUM`); `.ci/run` installs it.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("WMX_CHROMIUM") {
+        return PathBuf::from(path);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            if dir.join(name).is_file() {
+                return dir.join(name);
+            }
+        }
+    }
+    panic!("the report test needs a headless browser: `apt-get install chromium` (Debian), or set WMX_CHROMIUM");
+}
+
+/// Opens the report page in headless Chromium: every chart image must decode,
+/// and a screenshot of the page must show the charts' own colours.
+fn assert_renders_in_chromium(page: &Path, charts: usize) {
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let profile = tempfile::tempdir().unwrap();
+    let browser = |args: &[&str]| {
+        let out = Command::new(chromium())
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    // The page's own script counts the chart images the browser decoded.
+    let dom = browser(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let marker = format!("data-charts-drawn=\"{charts}\"");
+    assert!(dom.contains(&marker), "expected {marker} on <body>: {}", &dom[..dom.len().min(400)]);
+
+    let shot = page.with_file_name("screenshot.png");
+    browser(&["--window-size=1000,9000", &format!("--screenshot={}", shot.display())]);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let count = |c: plotters::style::RGBColor| {
+        pixels[..info.buffer_size()]
+            .chunks(channels)
+            .filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2)
+            .count()
+    };
+    // Curves and bars are drawn in the palette's colours: the first is the text
+    // loss, throughput and memory curves and exit 0's outcome bars; the second
+    // is exit 0's WAT loss and exit 1's outcome bars. A page whose images did
+    // not draw has none of either.
+    let palette = wmx::report::charts::PALETTE;
+    for (colour, least) in [(palette[0], 1500), (palette[1], 500)] {
+        let n = count(colour);
+        assert!(n > least, "only {n} pixels of {colour:?} in the screenshot {}", shot.display());
+    }
 }
 
 #[test]

@@ -538,6 +538,11 @@ pub fn evaluate<B: Backend>(
         summary["correct"],
         summary["total"]
     ));
+    // The drawn report; a failure to draw is reported and leaves the run complete.
+    match crate::report::report(&dir.path) {
+        Ok(written) => dir.log(&format!("report: {}", written.dir.join("index.html").display())),
+        Err(err) => dir.log(&format!("cannot write the report: {err:#}")),
+    }
     Ok(accuracy)
 }
 
