@@ -242,3 +242,185 @@ impl crate::backend::BackendTask for ModelBench<'_> {
         ]
     }
 }
+
+/// Makes `dtype` the device's float type for every tensor created after this
+/// (weights, activations, optimizer state). Must run before the first tensor.
+pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: crate::config::DType) -> Result<(), String> {
+    use burn::tensor::{FloatDType, IntDType};
+    let float = match dtype {
+        crate::config::DType::F32 => return Ok(()),
+        crate::config::DType::Bf16 => FloatDType::BF16,
+        crate::config::DType::F16 => FloatDType::F16,
+    };
+    burn::tensor::set_default_dtypes::<B>(device, float, IntDType::I32)
+        .map_err(|e| format!("this backend cannot compute in {dtype:?}: {e:?}"))
+}
+
+/// What a training-throughput or generation measurement found; printed as a
+/// table row or as JSON for `bench/gpu.sh`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measured {
+    pub what: String,
+    pub backend: String,
+    pub dtype: String,
+    pub parameters: u64,
+    pub batch: usize,
+    pub seq: usize,
+    /// Seconds per repetition after warm-up, in order.
+    pub seconds: Vec<f64>,
+    pub median_s: f64,
+    /// Tokens per second at the median (training only).
+    pub tokens_per_s: Option<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Training throughput of the experiment's text stream (what the PyTorch
+/// reference trains): forward, cross-entropy over every position, backward and
+/// an AdamW step, timed from the host with the device synchronised.
+pub struct TrainBench<'a> {
+    pub experiment: &'a Experiment,
+    pub batch: usize,
+    pub seq: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub backend: &'static str,
+}
+
+fn random_ids<B: Backend>(batch: usize, n: usize, vocab: usize, salt: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i32> = (0..batch * n)
+        .map(|i| (((i + salt) * 7919 + 13 * salt + 1) % vocab) as i32)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [batch, n]), device)
+}
+
+impl crate::backend::BackendTask for TrainBench<'_> {
+    type Output = Result<Measured, String>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Measured, String> {
+        use burn::module::Module;
+        use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+        type A<B> = Autodiff<B>;
+        let e = self.experiment;
+        set_float_dtype::<B>(&device, e.model.dtype)?;
+        A::<B>::seed(&device, 0);
+        let config = Qwen3Config::from_experiment(&e.model);
+        let mut model = config.init::<A<B>>(&device);
+        let parameters = model.num_params() as u64;
+        let mut optim = AdamWConfig::new()
+            .with_weight_decay(e.train.weight_decay as f32)
+            .init::<A<B>, crate::model::qwen3::Qwen3ForCausalLM<A<B>>>();
+        let (batch, seq) = (self.batch, self.seq);
+        let mask = Tensor::<A<B>, 2>::ones([batch, seq], &device);
+        let mut seconds = Vec::new();
+        for i in 0..self.warmup + self.repeats {
+            let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, i, &device);
+            let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, i + 1, &device);
+            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            let t = Instant::now();
+            let logits = model.forward(ids, None);
+            let loss = masked_cross_entropy(logits, targets, mask.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(e.train.learning_rate, model, grads);
+            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            if i >= self.warmup {
+                seconds.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let median_s = median(&seconds);
+        Ok(Measured {
+            what: "train".into(),
+            backend: self.backend.into(),
+            dtype: format!("{:?}", e.model.dtype).to_lowercase(),
+            parameters,
+            batch,
+            seq,
+            tokens_per_s: Some((batch * seq) as f64 / median_s),
+            seconds,
+            median_s,
+        })
+    }
+}
+
+/// Greedy generation latency of the experiment's text stream: a `prompt`-token
+/// question, then `new` tokens through the KV cache (batch 1, no early stop).
+pub struct GenerateBench<'a> {
+    pub experiment: &'a Experiment,
+    pub prompt: usize,
+    pub new: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub backend: &'static str,
+}
+
+impl crate::backend::BackendTask for GenerateBench<'_> {
+    type Output = Result<Measured, String>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Measured, String> {
+        use burn::module::Module;
+        let e = self.experiment;
+        set_float_dtype::<B>(&device, e.model.dtype)?;
+        B::seed(&device, 0);
+        let config = Qwen3Config::from_experiment(&e.model);
+        let model = config.init::<B>(&device);
+        let prompt: Vec<u32> = (0..self.prompt)
+            .map(|i| ((i * 7919 + 13) % config.vocab_size) as u32)
+            .collect();
+        let mut seconds = Vec::new();
+        for i in 0..self.warmup + self.repeats {
+            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            let t = Instant::now();
+            let out = model.generate(&prompt, self.new, &[], &device);
+            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            if out.len() != self.new {
+                return Err(format!("generated {} tokens, not {}", out.len(), self.new));
+            }
+            if i >= self.warmup {
+                seconds.push(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(Measured {
+            what: "generate".into(),
+            backend: self.backend.into(),
+            dtype: format!("{:?}", e.model.dtype).to_lowercase(),
+            parameters: model.num_params() as u64,
+            batch: 1,
+            seq: self.prompt + self.new,
+            median_s: median(&seconds),
+            seconds,
+            tokens_per_s: None,
+        })
+    }
+}
+
+/// `wmx bench parity`: each fixture's logits and greedy tokens against
+/// transformers, in `dtype`. f32 passes within 1e-4 relative per logit with equal
+/// greedy tokens; bf16 within 1e-2 of the logits' scale of transformers' own bf16
+/// logits (bf16 alone moves them ~1.5e-2 from the f32 ones).
+pub struct ParityBench<'a> {
+    pub fixtures: &'a [std::path::PathBuf],
+    pub dtype: crate::config::DType,
+}
+
+impl crate::backend::BackendTask for ParityBench<'_> {
+    type Output = anyhow::Result<Vec<(crate::model::parity::Parity, bool)>>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
+        self.fixtures
+            .iter()
+            .map(|dir| {
+                let p = crate::model::parity::check::<B>(dir, &device)?;
+                let ok = match self.dtype {
+                    crate::config::DType::F32 => p.logits.f32_excess <= 0.0 && p.greedy_equal,
+                    _ => p.logits_bf16.is_some_and(|d| d.max_scaled <= 1e-2),
+                };
+                Ok((p, ok))
+            })
+            .collect()
+    }
+}

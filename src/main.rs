@@ -221,6 +221,63 @@ enum BenchCommand {
         #[arg(long, value_enum)]
         backend: Option<config::Backend>,
     },
+    /// Training throughput of an experiment's text stream: forward, backward and AdamW step.
+    Train {
+        /// Experiment whose [model] shape and dtype are trained.
+        #[arg(default_value = "experiments/base.toml")]
+        experiment: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        /// Untimed steps first (autotune, allocation).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+        /// Override a key of the experiment (repeatable), e.g. model.init=random.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Backend to measure on [default: the experiment's].
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Greedy generation latency of an experiment's text stream (batch 1, KV cache).
+    Generate {
+        #[arg(default_value = "experiments/base.toml")]
+        experiment: PathBuf,
+        /// Question length in tokens.
+        #[arg(long, default_value_t = 32)]
+        prompt: usize,
+        /// New tokens generated (no early stop).
+        #[arg(long, default_value_t = 48)]
+        new: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Logits and greedy tokens against transformers on Qwen3 fixtures, on any backend.
+    Parity {
+        /// Fixture directories [default: tests/fixtures/qwen3/tiny-tied and tiny-untied].
+        fixtures: Vec<PathBuf>,
+        /// Compute in this dtype: f32 (within 1e-4 relative) or bf16 (within 1e-2 of the logits' scale).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: config::DType,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: config::Backend,
+        #[arg(long)]
+        json: bool,
+    },
     /// Executions per second of a cached program and first-compile time.
     Sandbox {
         /// Seconds to measure throughput for.
@@ -554,6 +611,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
+            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, set, backend, json },
+        } => {
+            let loaded = config::load(&experiment, &set)?;
+            let backend = backend.unwrap_or(loaded.experiment.backend);
+            let task = wmx::bench::TrainBench {
+                experiment: &loaded.experiment,
+                batch,
+                seq,
+                warmup,
+                repeats: repeats.max(1),
+                backend: backend.name(),
+            };
+            let measured = wmx::backend::dispatch(backend, task)?.map_err(|e| anyhow::anyhow!(e))?;
+            print_measured(&measured, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchCommand::Generate { experiment, prompt, new, warmup, repeats, set, backend, json },
+        } => {
+            let loaded = config::load(&experiment, &set)?;
+            let backend = backend.unwrap_or(loaded.experiment.backend);
+            let task = wmx::bench::GenerateBench {
+                experiment: &loaded.experiment,
+                prompt,
+                new,
+                warmup,
+                repeats: repeats.max(1),
+                backend: backend.name(),
+            };
+            let measured = wmx::backend::dispatch(backend, task)?.map_err(|e| anyhow::anyhow!(e))?;
+            print_measured(&measured, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchCommand::Parity { fixtures, dtype, backend, json },
+        } => {
+            let fixtures = if fixtures.is_empty() {
+                ["tiny-tied", "tiny-untied"].map(|f| Path::new("tests/fixtures/qwen3").join(f)).to_vec()
+            } else {
+                fixtures
+            };
+            let task = wmx::bench::ParityBench { fixtures: &fixtures, dtype };
+            let checked = wmx::backend::dispatch(backend, task)??;
+            let mut pass = true;
+            for (p, ok) in &checked {
+                pass &= ok;
+                if json {
+                    println!("{}", serde_json::json!({ "backend": backend.name(), "dtype": dtype, "pass": ok, "parity": p }));
+                } else {
+                    println!(
+                        "{:<12} {} {:?}: vs f32 max |Δlogit| {:.2e} (scaled {:.2e}, f32 excess {:+.2e}); vs bf16 scaled {}; greedy tokens {} → {}",
+                        p.fixture,
+                        backend.name(),
+                        dtype,
+                        p.logits.max_abs,
+                        p.logits.max_scaled,
+                        p.logits.f32_excess,
+                        p.logits_bf16.map_or("-".into(), |d| format!("{:.2e}", d.max_scaled)),
+                        if p.greedy_equal { "equal" } else { "differ" },
+                        if *ok { "pass" } else { "FAIL" }
+                    );
+                }
+            }
+            Ok(if pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Bench {
             what: BenchCommand::Sandbox { seconds },
         } => {
             let rows = wmx::bench::sandbox(seconds)?;
@@ -561,6 +684,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_measured(m: &wmx::bench::Measured, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(m)?);
+        return Ok(());
+    }
+    let mut rows = vec![wmx::bench::Row {
+        name: format!("{} ({}, {}, {:.0}M parameters)", m.what, m.backend, m.dtype, m.parameters as f64 / 1e6),
+        value: format!("{:.2} ms", m.median_s * 1e3),
+        note: format!("median of {}; batch {} × {} tokens", m.seconds.len(), m.batch, m.seq),
+    }];
+    if let Some(t) = m.tokens_per_s {
+        rows.push(wmx::bench::Row { name: "training throughput".into(), value: format!("{t:.0} tok/s"), note: String::new() });
+    }
+    print!("{}", wmx::bench::table(&rows));
+    Ok(())
 }
 
 struct GenerateTask {

@@ -334,3 +334,26 @@ fn an_intent_without_words_is_named() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(text(&bad).contains("selection.intents[0]"), "{}", text(&bad));
 }
+
+#[test]
+fn bench_parity_passes_in_f32_and_bf16_on_the_cpu() {
+    // Each dtype in its own process: a device's float dtype is set once.
+    for dtype in ["f32", "bf16"] {
+        let out = wmx(&repo(), &["bench", "parity", "--dtype", dtype, "--json"]);
+        assert!(out.status.success(), "{dtype}: {}", text(&out));
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2, "two fixtures");
+        for row in rows {
+            assert_eq!(row["pass"], true, "{row}");
+            let scaled = row["parity"]["logits_bf16"]["max_scaled"].as_f64().unwrap();
+            if dtype == "bf16" {
+                assert!(scaled <= 1e-2, "{row}");
+            } else {
+                assert!(row["parity"]["logits"]["f32_excess"].as_f64().unwrap() <= 0.0, "{row}");
+            }
+        }
+    }
+}

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
-use safetensors::SafeTensors;
 use wmx::backend::Cpu;
 use wmx::model::ModelError;
+use wmx::model::parity::{self, Expected};
 use wmx::model::qwen3::{KvCache, Qwen3ForCausalLM};
 use wmx::tokenize::TextTokenizer;
 
@@ -16,67 +16,18 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Expected {
-    input_ids: Vec<i64>,
-    input_shape: Vec<usize>,
-    logits: Vec<f32>,
-    prompt_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-}
-
 fn expected(dir: &Path) -> Expected {
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ints = |name: &str| -> Vec<i64> {
-        st.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    };
-    let logits = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    Expected {
-        input_ids: ints("input_ids"),
-        input_shape: st.tensor("input_ids").unwrap().shape().to_vec(),
-        logits,
-        prompt_ids: ints("prompt_ids").into_iter().map(|v| v as u32).collect(),
-        generated_ids: ints("generated_ids")
-            .into_iter()
-            .map(|v| v as u32)
-            .collect(),
-    }
+    Expected::read(dir).unwrap()
 }
 
 fn logits_of(model: &Qwen3ForCausalLM<Cpu>, ids: &[i64], shape: &[usize]) -> Vec<f32> {
-    let data = TensorData::new(
-        ids.iter().map(|&v| v as i32).collect::<Vec<_>>(),
-        [shape[0], shape[1]],
-    );
-    let ids = Tensor::<Cpu, 2, Int>::from_data(data, &Default::default());
-    model
-        .forward(ids, None)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap()
+    parity::logits(model, ids, shape, &Default::default())
 }
 
 /// |a - b| ≤ 1e-4·|b| + 1e-5 everywhere (f32, relative).
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let mut worst = 0f32;
-    for (g, w) in got.iter().zip(want) {
-        let excess = (g - w).abs() - (1e-4 * w.abs() + 1e-5);
-        worst = worst.max(excess);
-        assert!(excess <= 0.0, "{what}: {g} vs {w}");
-    }
-    assert!(worst <= 0.0);
+    let d = parity::distance(got, want);
+    assert!(d.f32_excess <= 0.0, "{what}: {d:?}");
 }
 
 fn check_logits(name: &str) {
@@ -108,12 +59,13 @@ fn parity_greedy_generation_matches_transformers() {
             Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
         let e = expected(&dir);
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-        let prompt = tokenizer
-            .encode("<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n")
-            .unwrap();
+        let prompt = tokenizer.encode(parity::PROMPT).unwrap();
         assert_eq!(prompt, e.prompt_ids, "{name}: prompt tokens");
         let generated = model.generate(&prompt, 32, &config.eos_ids(), &Default::default());
         assert_eq!(generated, e.generated_ids, "{name}: greedy tokens");
+        // The same through the library's check, as `wmx bench parity` runs it on a GPU.
+        let checked = parity::check::<Cpu>(&dir, &Default::default()).unwrap();
+        assert!(checked.greedy_equal && checked.logits.f32_excess <= 0.0, "{checked:?}");
     }
 }
 

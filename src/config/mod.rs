@@ -75,6 +75,16 @@ pub enum Backend {
     Rocm,
 }
 
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Rocm => "rocm",
+        }
+    }
+}
+
 /// An experiment as written (after layering).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,12 +136,14 @@ pub enum Init {
     Scratch,
     /// Weights and tokenizer from a Hugging Face Qwen3 directory (`model.checkpoint`).
     Pretrained,
-    /// The checkpoint's shapes with random weights, for benchmarking.
+    /// Random weights in the shapes of `model.checkpoint`'s config.json when one is
+    /// given, else of this table (with a BPE trained on the curriculum): for
+    /// benchmarking a large shape without its weights.
     Random,
 }
 
 /// Numeric type of weights and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     #[default]
@@ -146,7 +158,7 @@ pub enum DType {
 pub struct ModelConfig {
     pub init: Init,
     /// Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`);
-    /// relative to the experiment file. Needed for `pretrained` and `random`.
+    /// relative to the experiment file. Needed for `pretrained`; optional for `random`.
     pub checkpoint: Option<PathBuf>,
     pub dtype: DType,
     /// BPE vocabulary size for `scratch` (a checkpoint brings its own).
@@ -649,10 +661,10 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
             );
         }
     }
-    if matches!(m.init, Init::Pretrained | Init::Random) && m.checkpoint.is_none() {
+    if m.init == Init::Pretrained && m.checkpoint.is_none() {
         return fail(
             "model.checkpoint",
-            format!("init = \"{:?}\" needs a Hugging Face directory", m.init).to_lowercase(),
+            "init = \"pretrained\" needs a Hugging Face directory (or init = \"random\" for its shapes with random weights)".into(),
         );
     }
     let positive = [

@@ -2,6 +2,7 @@
 //! blocks, generic over the burn backend. One file per architecture.
 
 pub mod fusion;
+pub mod parity;
 pub mod qwen3;
 pub mod wat_stream;
 pub mod weights;

@@ -210,11 +210,26 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
+    /// Normalises in f32 whatever the tensor's dtype (as transformers does), then
+    /// scales by the weight in the input's dtype.
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-        (x / rms) * self.weight.val().unsqueeze()
+        let normed = in_f32(x, |x| {
+            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+            x / rms
+        });
+        normed * self.weight.val().unsqueeze()
+    }
+}
+
+/// `f` computed in f32 on a tensor of any float dtype, the result cast back:
+/// reductions such as norms and softmax keep f32 precision in bf16 models.
+pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>, f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>) -> Tensor<B, D> {
+    use burn::tensor::{DType, FloatDType};
+    match x.dtype() {
+        DType::F32 => f(x),
+        other => f(x.cast(FloatDType::F32)).cast(FloatDType::from(other)),
     }
 }
 
@@ -366,7 +381,7 @@ impl<B: Backend> Attention<B> {
                 f32::NEG_INFINITY,
             );
         }
-        let out = softmax(scores, 3).matmul(v);
+        let out = in_f32(scores, |s| softmax(s, 3)).matmul(v);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
     }

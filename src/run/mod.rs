@@ -253,15 +253,18 @@ pub fn run(
     })
 }
 
+/// The checkpoint's `tokenizer.json`, when the text stream comes from one (a
+/// `random` init without a checkpoint trains a BPE like `scratch`).
+fn checkpoint_tokenizer(m: &crate::config::ModelConfig) -> Option<PathBuf> {
+    match (m.init, &m.checkpoint) {
+        (Init::Scratch, _) | (_, None) => None,
+        (_, Some(dir)) => Some(dir.join("tokenizer.json")),
+    }
+}
+
 /// The text tokenizer: the checkpoint's, or a BPE trained on the curriculum and kept with the run.
 fn text_tokenizer(dir: &RunDir, e: &Experiment, dataset: &Dataset) -> Result<TextTokenizer> {
-    if e.model.init != Init::Scratch {
-        let path = e
-            .model
-            .checkpoint
-            .as_ref()
-            .context("model.checkpoint is required")?
-            .join("tokenizer.json");
+    if let Some(path) = checkpoint_tokenizer(&e.model) {
         return Ok(TextTokenizer::from_file(&path)?);
     }
     let path = dir.path.join("tokenizer.json");
@@ -462,14 +465,15 @@ pub fn build_model<B: Backend>(
                 .context("model.checkpoint is required")?;
             Qwen3ForCausalLM::<B>::from_hf_dir(dir, device)?.0
         }
-        Init::Random => {
-            let dir = e
-                .model
-                .checkpoint
-                .as_ref()
-                .context("model.checkpoint is required")?;
-            Qwen3Config::from_dir(dir)?.init::<B>(device)
-        }
+        Init::Random => match &e.model.checkpoint {
+            Some(dir) => Qwen3Config::from_dir(dir)?.init::<B>(device),
+            None => {
+                // The declared shape; a curriculum BPE uses the first ids of its vocabulary.
+                let mut config = Qwen3Config::from_experiment(&e.model);
+                config.vocab_size = config.vocab_size.max(vocab);
+                config.init::<B>(device)
+            }
+        },
     };
     let layers = text.model.layers.len();
     if let Some(&bad) = e.fusion.layers.iter().find(|&&l| l >= layers) {
@@ -702,17 +706,9 @@ impl OpenedRun {
             }
             .into());
         };
-        let tokenizer = match experiment.model.init {
-            Init::Scratch => TextTokenizer::from_file(&path.join("tokenizer.json"))?,
-            _ => TextTokenizer::from_file(
-                &experiment
-                    .model
-                    .checkpoint
-                    .as_ref()
-                    .context("model.checkpoint is required")?
-                    .join("tokenizer.json"),
-            )?,
-        };
+        let tokenizer = TextTokenizer::from_file(
+            &checkpoint_tokenizer(&experiment.model).unwrap_or_else(|| path.join("tokenizer.json")),
+        )?;
         Ok(OpenedRun {
             model_path: checkpoints.model_path(step),
             dir,
