@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One whole GPU measurement: wmx (a binary built elsewhere with `--features cuda`)
+# against PyTorch + transformers on the same Qwen3 shape, batch and lengths, then
+# parity on the GPU. Prints one table; writes gpu-latest.json and results.md to
+# $OUT (the device tool's output folder) or bench/out/.
+#
+#   bench/gpu.sh [path/to/wmx]            # from the repository root, on the GPU machine
+#
+# Environment: EXP (experiment, default experiments/qwen3-0.6b.toml), BATCH (8),
+# SEQ (512), REPEATS (10).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WMX=${1:-${WMX:-./wmx}}
+EXP=${EXP:-experiments/qwen3-0.6b.toml}
+BATCH=${BATCH:-8}
+SEQ=${SEQ:-512}
+REPEATS=${REPEATS:-10}
+DIR=${OUT:-bench/out}
+mkdir -p "$DIR"
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "card: $CARD; wmx: $WMX; experiment: $EXP; batch $BATCH × $SEQ"
+
+# Runs "$@" with stdout to $DIR/<tag>.json, sampling the GPU memory its processes
+# hold (nvidia-smi, every 100 ms) into $DIR/<tag>.mem (MiB, the peak).
+sampled() {
+    local tag=$1; shift
+    echo "== $tag: $*"
+    (
+        peak=0
+        while sleep 0.1; do
+            used=$(nvidia-smi --query-compute-apps=used_memory --format=csv,noheader,nounits 2>/dev/null | awk '{s += $1} END {print s + 0}')
+            if [ "${used:-0}" -gt "$peak" ]; then peak=$used; echo "$peak" > "$DIR/$tag.mem"; fi
+        done
+    ) &
+    local sampler=$!
+    local start=$SECONDS
+    "$@" > "$DIR/$tag.json" 2> "$DIR/$tag.err"
+    local rc=$?
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+    echo "   exit $rc after $((SECONDS - start)) s; $(tail -c 300 "$DIR/$tag.json")"
+    [ $rc -eq 0 ] || tail -5 "$DIR/$tag.err"
+}
+
+RANDOM_SHAPE=(--set model.init=random --backend cuda)
+sampled wmx-train "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+sampled torch-train python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+sampled wmx-gen "$WMX" bench generate "$EXP" "${RANDOM_SHAPE[@]}" --json
+sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
+for dtype in f32 bf16; do
+    echo "== parity on cuda, $dtype"
+    "$WMX" bench parity --backend cuda --dtype "$dtype" | tee "$DIR/parity-$dtype.txt"
+done
+echo
+python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \
+    --command "bench/gpu.sh (EXP=$EXP BATCH=$BATCH SEQ=$SEQ REPEATS=$REPEATS)"
