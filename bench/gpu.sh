@@ -7,7 +7,7 @@
 #   bench/gpu.sh [path/to/wmx]            # from the repository root, on the GPU machine
 #
 # Environment: EXP (experiment, default experiments/qwen3-0.6b.toml), BATCH (8),
-# SEQ (512), REPEATS (10).
+# SEQ (512), REPEATS (10), LIMIT (seconds any one step may take, 240).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -15,6 +15,7 @@ EXP=${EXP:-experiments/qwen3-0.6b.toml}
 BATCH=${BATCH:-8}
 SEQ=${SEQ:-512}
 REPEATS=${REPEATS:-10}
+LIMIT=${LIMIT:-240}
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -34,7 +35,7 @@ sampled() {
     ) &
     local sampler=$!
     local start=$SECONDS
-    "$@" > "$DIR/$tag.json" 2> "$DIR/$tag.err"
+    timeout "$LIMIT" "$@" > "$DIR/$tag.json" 2> "$DIR/$tag.err"
     local rc=$?
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
     echo "   exit $rc after $((SECONDS - start)) s; $(tail -c 300 "$DIR/$tag.json")"
@@ -48,7 +49,7 @@ sampled wmx-gen "$WMX" bench generate "$EXP" "${RANDOM_SHAPE[@]}" --json
 sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
 for dtype in f32 bf16; do
     echo "== parity on cuda, $dtype"
-    "$WMX" bench parity --backend cuda --dtype "$dtype" | tee "$DIR/parity-$dtype.txt"
+    timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | tail -4 | tee "$DIR/parity-$dtype.txt"
 done
 echo
 python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \
