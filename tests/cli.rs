@@ -357,3 +357,14 @@ fn bench_parity_passes_in_f32_and_bf16_on_the_cpu() {
         }
     }
 }
+
+#[test]
+fn a_missing_checkpoint_stops_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = repo().join("experiments/qwen3-0.6b.toml");
+    let out = wmx(dir.path(), &["run", exp.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains("model.checkpoint") && err.contains("Qwen3-0.6B") && err.contains("init = \"random\""), "{err}");
+    assert!(!dir.path().join("runs").exists(), "a run directory was created");
+}

@@ -149,6 +149,19 @@ pub fn run(
     fresh: bool,
     backend: crate::config::Backend,
 ) -> Result<Outcome> {
+    if let Some(dir) = &loaded.experiment.model.checkpoint
+        && loaded.experiment.model.init != Init::Scratch
+        && !dir.join("config.json").is_file()
+    {
+        bail!(
+            "model.checkpoint: {} is not a Hugging Face Qwen3 directory (no config.json); \
+             init = \"{}\" loads config.json, *.safetensors and tokenizer.json from it. \
+             Point model.checkpoint at one, or set model.init = \"random\" without a checkpoint \
+             for the declared shapes with random weights",
+            dir.display(),
+            format!("{:?}", loaded.experiment.model.init).to_lowercase()
+        );
+    }
     let (dir, config_text) = RunDir::for_experiment(root, loaded)?;
     let previous = dir.meta();
     if let Some(meta) = &previous
@@ -300,6 +313,7 @@ impl crate::backend::BackendTask for Train<'_> {
     type Output = Result<Option<f64>>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
+        crate::bench::set_float_dtype::<B>(&device, self.experiment.model.dtype).map_err(anyhow::Error::msg)?;
         train::<Autodiff<B>>(self, device)
     }
 }
