@@ -623,9 +623,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 repeats: repeats.max(1),
                 backend: backend.name(),
             };
-            let measured = wmx::backend::dispatch(backend, task)?.map_err(|e| anyhow::anyhow!(e))?;
-            print_measured(&measured, json)?;
-            Ok(ExitCode::SUCCESS)
+            measure(backend, task, json)
         }
         Command::Bench {
             what: BenchCommand::Generate { experiment, prompt, new, warmup, repeats, set, backend, json },
@@ -640,9 +638,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 repeats: repeats.max(1),
                 backend: backend.name(),
             };
-            let measured = wmx::backend::dispatch(backend, task)?.map_err(|e| anyhow::anyhow!(e))?;
-            print_measured(&measured, json)?;
-            Ok(ExitCode::SUCCESS)
+            measure(backend, task, json)
         }
         Command::Bench {
             what: BenchCommand::Parity { fixtures, dtype, backend, json },
@@ -684,6 +680,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs a timing task on `backend` and prints what it measured.
+fn measure<T>(backend: config::Backend, task: T, json: bool) -> Result<ExitCode>
+where
+    T: wmx::backend::BackendTask<Output = Result<wmx::bench::Measured, String>>,
+{
+    let measured = wmx::backend::dispatch(backend, task)?.map_err(anyhow::Error::msg)?;
+    print_measured(&measured, json)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_measured(m: &wmx::bench::Measured, json: bool) -> Result<()> {
