@@ -22,6 +22,19 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Makes `dtype` the device's float type for every tensor created after this
+/// (weights, activations, optimizer state). Must run before the first tensor.
+pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: crate::config::DType) -> Result<(), String> {
+    use burn::tensor::{FloatDType, IntDType};
+    let float = match dtype {
+        crate::config::DType::F32 => return Ok(()),
+        crate::config::DType::Bf16 => FloatDType::BF16,
+        crate::config::DType::F16 => FloatDType::F16,
+    };
+    burn::tensor::set_default_dtypes::<B>(device, float, IntDType::I32)
+        .map_err(|e| format!("this backend cannot compute in {dtype:?}: {e:?}"))
+}
+
 /// The named backend is not compiled into this binary.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -243,19 +243,6 @@ impl crate::backend::BackendTask for ModelBench<'_> {
     }
 }
 
-/// Makes `dtype` the device's float type for every tensor created after this
-/// (weights, activations, optimizer state). Must run before the first tensor.
-pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: crate::config::DType) -> Result<(), String> {
-    use burn::tensor::{FloatDType, IntDType};
-    let float = match dtype {
-        crate::config::DType::F32 => return Ok(()),
-        crate::config::DType::Bf16 => FloatDType::BF16,
-        crate::config::DType::F16 => FloatDType::F16,
-    };
-    burn::tensor::set_default_dtypes::<B>(device, float, IntDType::I32)
-        .map_err(|e| format!("this backend cannot compute in {dtype:?}: {e:?}"))
-}
-
 /// What a training-throughput or generation measurement found; printed as a
 /// table row or as JSON for `bench/gpu.sh`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -306,7 +293,7 @@ impl crate::backend::BackendTask for TrainBench<'_> {
         use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
         type A<B> = Autodiff<B>;
         let e = self.experiment;
-        set_float_dtype::<B>(&device, e.model.dtype)?;
+        crate::backend::set_float_dtype::<B>(&device, e.model.dtype)?;
         A::<B>::seed(&device, 0);
         let config = Qwen3Config::from_experiment(&e.model);
         let mut model = config.init::<A<B>>(&device);
@@ -363,7 +350,7 @@ impl crate::backend::BackendTask for GenerateBench<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<Measured, String> {
         use burn::module::Module;
         let e = self.experiment;
-        set_float_dtype::<B>(&device, e.model.dtype)?;
+        crate::backend::set_float_dtype::<B>(&device, e.model.dtype)?;
         B::seed(&device, 0);
         let config = Qwen3Config::from_experiment(&e.model);
         let model = config.init::<B>(&device);
@@ -410,7 +397,7 @@ impl crate::backend::BackendTask for ParityBench<'_> {
     type Output = anyhow::Result<Vec<(crate::model::parity::Parity, bool)>>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
+        crate::backend::set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
         self.fixtures
             .iter()
             .map(|dir| {

@@ -47,10 +47,7 @@ impl RunFacts {
             .with_context(|| format!("cannot parse {}", config_path.display()))?;
         let mut config = BTreeMap::new();
         flatten("", &table, &mut config);
-        let dir = crate::run::RunDir {
-            path: path.to_path_buf(),
-            progress: Default::default(),
-        };
+        let dir = crate::run::RunDir::at(path);
         let summary = dir.summary();
         let status = dir
             .meta()
@@ -61,9 +58,8 @@ impl RunFacts {
                 .collect(),
             None => Vec::new(),
         };
-        let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         Ok(RunFacts {
-            label: format!("{}/{}", path.parent().map(|p| name(p)).unwrap_or_default(), name(path)),
+            label: dir.label(),
             path: path.to_path_buf(),
             config,
             summary,
@@ -84,10 +80,6 @@ pub fn differing_keys(runs: &[RunFacts]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-fn number(v: &Value) -> Option<f64> {
-    v.as_f64()
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -121,16 +113,16 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     let from_summary = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Option<f64>> {
         runs.iter().map(|r| r.summary.as_ref().and_then(f)).collect()
     };
-    numbers.push(("accuracy".into(), from_summary(&|s| number(&s["accuracy"]))));
-    numbers.push(("selection".into(), from_summary(&|s| number(&s["selection"]["accuracy"]))));
-    numbers.push(("oracle".into(), from_summary(&|s| number(&s["selection"]["oracle"]))));
+    numbers.push(("accuracy".into(), from_summary(&|s| s["accuracy"].as_f64())));
+    numbers.push(("selection".into(), from_summary(&|s| s["selection"]["accuracy"].as_f64())));
+    numbers.push(("oracle".into(), from_summary(&|s| s["selection"]["oracle"].as_f64())));
     for k in 0..exits {
-        numbers.push((format!("exit{k}_value"), from_summary(&|s| number(&s["exits"][k]["value_accuracy"]))));
-        numbers.push((format!("exit{k}_selected"), from_summary(&|s| number(&s["exits"][k]["selected"]))));
-        numbers.push((format!("exit{k}_mi_bits"), from_summary(&|s| number(&s["exits"][k]["mutual_information_bits"]))));
+        numbers.push((format!("exit{k}_value"), from_summary(&|s| s["exits"][k]["value_accuracy"].as_f64())));
+        numbers.push((format!("exit{k}_selected"), from_summary(&|s| s["exits"][k]["selected"].as_f64())));
+        numbers.push((format!("exit{k}_mi_bits"), from_summary(&|s| s["exits"][k]["mutual_information_bits"].as_f64())));
     }
     for op in &ops {
-        numbers.push((format!("op_{op}"), from_summary(&|s| number(&s["operations"][op]["accuracy"]))));
+        numbers.push((format!("op_{op}"), from_summary(&|s| s["operations"][op]["accuracy"].as_f64())));
     }
     numbers.push((
         "final_text_loss".into(),

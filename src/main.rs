@@ -235,15 +235,8 @@ enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value_t = 10)]
         repeats: usize,
-        /// Override a key of the experiment (repeatable), e.g. model.init=random.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Backend to measure on [default: the experiment's].
-        #[arg(long, value_enum)]
-        backend: Option<config::Backend>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: MeasureArgs,
     },
     /// Greedy generation latency of an experiment's text stream (batch 1, KV cache).
     Generate {
@@ -259,12 +252,8 @@ enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        #[arg(long, value_enum)]
-        backend: Option<config::Backend>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: MeasureArgs,
     },
     /// Logits and greedy tokens against transformers on Qwen3 fixtures, on any backend.
     Parity {
@@ -284,6 +273,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+}
+
+/// What `bench train` and `bench generate` share: the experiment's overrides,
+/// the backend and the output form.
+#[derive(clap::Args)]
+struct MeasureArgs {
+    /// Override a key of the experiment (repeatable), e.g. model.init=random.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Backend to measure on [default: the experiment's].
+    #[arg(long, value_enum)]
+    backend: Option<config::Backend>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -611,10 +615,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, set, backend, json },
+            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, common },
         } => {
-            let loaded = config::load(&experiment, &set)?;
-            let backend = backend.unwrap_or(loaded.experiment.backend);
+            let loaded = config::load(&experiment, &common.set)?;
+            let backend = common.backend.unwrap_or(loaded.experiment.backend);
             let task = wmx::bench::TrainBench {
                 experiment: &loaded.experiment,
                 batch,
@@ -623,13 +627,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 repeats: repeats.max(1),
                 backend: backend.name(),
             };
-            measure(backend, task, json)
+            measure(backend, task, common.json)
         }
         Command::Bench {
-            what: BenchCommand::Generate { experiment, prompt, new, warmup, repeats, set, backend, json },
+            what: BenchCommand::Generate { experiment, prompt, new, warmup, repeats, common },
         } => {
-            let loaded = config::load(&experiment, &set)?;
-            let backend = backend.unwrap_or(loaded.experiment.backend);
+            let loaded = config::load(&experiment, &common.set)?;
+            let backend = common.backend.unwrap_or(loaded.experiment.backend);
             let task = wmx::bench::GenerateBench {
                 experiment: &loaded.experiment,
                 prompt,
@@ -638,7 +642,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 repeats: repeats.max(1),
                 backend: backend.name(),
             };
-            measure(backend, task, json)
+            measure(backend, task, common.json)
         }
         Command::Bench {
             what: BenchCommand::Parity { fixtures, dtype, backend, json },

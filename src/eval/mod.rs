@@ -640,7 +640,7 @@ impl crate::backend::BackendTask for EvalRun<'_> {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<(Value, PathBuf)> {
         let e = &self.run.experiment;
-        crate::bench::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
+        crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
         let dataset = crate::curriculum::Curriculum::load(&e.curriculum)?.generate()?;
         let (questions, name) = match &self.data {
             EvalData::Split(split) => (curriculum_questions(&dataset, *split), split.name().to_string()),

@@ -382,7 +382,7 @@ impl crate::backend::BackendTask for InferRun<'_> {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         use std::io::{BufRead, IsTerminal, Write};
         let e = &self.run.experiment;
-        crate::bench::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
+        crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
         let model = self.run.model::<B>(&device)?;
         let sandbox = Sandbox::new(&e.sandbox)?;
         let wat = WatVocab::new();

@@ -131,10 +131,6 @@ pub fn smoothing_window(steps: usize) -> usize {
     (steps / 50).max(1)
 }
 
-fn share(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -182,7 +178,7 @@ fn fmt3(v: Option<f64>) -> String {
 /// Writes `RUN/report/`. Works on a run at any point: what it lacks (no
 /// evaluation yet, no steps yet) is left out and said so.
 pub fn report(run: &Path) -> Result<Written> {
-    let dir = RunDir { path: run.to_path_buf(), progress: Default::default() };
+    let dir = RunDir::at(run);
     if !run.join("config.toml").exists() {
         return Err(crate::run::RunError::NotARun { path: run.to_path_buf() }.into());
     }
@@ -195,13 +191,12 @@ pub fn report(run: &Path) -> Result<Written> {
     let meta = dir.meta();
     let summary = dir.summary();
     let metrics = Metrics::read(run)?;
-    let label = {
-        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        format!("{}/{}", run.parent().map(name).unwrap_or_default(), name(run))
-    };
+    let label = dir.label();
 
     let mut charts: Vec<(String, Chart, String)> = Vec::new();
     let mut tables: Vec<Table> = Vec::new();
+    // Tables written outside `tables` (too long for the page).
+    let mut table_names: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
     if let Some(m) = &metrics {
@@ -298,7 +293,7 @@ pub fn report(run: &Path) -> Result<Written> {
                 title: "Answer accuracy by stage".into(),
                 x_label: "share of test questions answered right".into(),
                 categories: stages.iter().map(|(n, v)| format!("{n} ({})", v["total"])).collect(),
-                groups: vec![Group { name: "answer".into(), values: stages.iter().map(|(_, v)| share(&v["accuracy"])).collect() }],
+                groups: vec![Group { name: "answer".into(), values: stages.iter().map(|(_, v)| v["accuracy"].as_f64()).collect() }],
                 x_max: Some(1.0),
             },
             "The final answer (after selection and injection) against the expected one.".into(),
@@ -307,34 +302,41 @@ pub fn report(run: &Path) -> Result<Written> {
             name: "accuracy_by_stage".into(),
             caption: "Accuracy by stage".into(),
             header: ["stage", "right", "total", "accuracy"].map(String::from).to_vec(),
-            rows: stages.iter().map(|(n, v)| vec![n.clone(), v["correct"].to_string(), v["total"].to_string(), fmt3(share(&v["accuracy"]))]).collect(),
+            rows: stages.iter().map(|(n, v)| vec![n.clone(), v["correct"].to_string(), v["total"].to_string(), fmt3(v["accuracy"].as_f64())]).collect(),
             frame: DataFrame::new_infer_height(vec![
                 Column::new("stage".into(), stages.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
                 Column::new("correct".into(), stages.iter().map(|(_, v)| v["correct"].as_u64()).collect::<Vec<_>>()),
                 Column::new("total".into(), stages.iter().map(|(_, v)| v["total"].as_u64()).collect::<Vec<_>>()),
-                Column::new("accuracy".into(), stages.iter().map(|(_, v)| share(&v["accuracy"])).collect::<Vec<_>>()),
+                Column::new("accuracy".into(), stages.iter().map(|(_, v)| v["accuracy"].as_f64()).collect::<Vec<_>>()),
             ])?,
         });
 
         // Accuracy by operation: the answer, and each exit's value.
         let ops: Vec<(String, Value)> = s["operations"].as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default();
-        let mut groups = vec![Group { name: "answer".into(), values: ops.iter().map(|(_, v)| share(&v["accuracy"])).collect() }];
+        // Each group with its table column's name.
+        let mut groups = vec![(
+            "answer_accuracy".to_string(),
+            Group { name: "answer".into(), values: ops.iter().map(|(_, v)| v["accuracy"].as_f64()).collect() },
+        )];
         for e in &exits {
-            groups.push(Group {
-                name: format!("exit {} value (layer {})", e["exit"], e["layer"]),
-                values: ops.iter().map(|(op, _)| share(&e["per_operation"][op]["accuracy"])).collect(),
-            });
+            groups.push((
+                format!("exit{}_value_accuracy", e["exit"]),
+                Group {
+                    name: format!("exit {} value (layer {})", e["exit"], e["layer"]),
+                    values: ops.iter().map(|(op, _)| e["per_operation"][op]["accuracy"].as_f64()).collect(),
+                },
+            ));
         }
         let mut columns = vec![
             Column::new("operation".into(), ops.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
             Column::new("total".into(), ops.iter().map(|(_, v)| v["total"].as_u64()).collect::<Vec<_>>()),
         ];
         let mut header = vec!["operation".to_string(), "total".into()];
-        for g in &groups {
-            let name = if g.name == "answer" { "answer_accuracy".to_string() } else { g.name.split(' ').take(2).collect::<Vec<_>>().join("") + "_value_accuracy" };
+        for (column, g) in &groups {
             header.push(g.name.clone());
-            columns.push(Column::new(name.as_str().into(), g.values.clone()));
+            columns.push(Column::new(column.as_str().into(), g.values.clone()));
         }
+        let groups: Vec<Group> = groups.into_iter().map(|(_, g)| g).collect();
         tables.push(Table {
             name: "accuracy_by_operation".into(),
             caption: "Accuracy by operation: the answer, and the value each exit computed".into(),
@@ -365,9 +367,9 @@ pub fn report(run: &Path) -> Result<Written> {
         // Selection against the oracle.
         let sel = &s["selection"];
         let mut categories: Vec<String> = exits.iter().map(|e| format!("exit {} alone (layer {})", e["exit"], e["layer"])).collect();
-        let mut values: Vec<Option<f64>> = exits.iter().map(|e| share(&e["value_accuracy"])).collect();
+        let mut values: Vec<Option<f64>> = exits.iter().map(|e| e["value_accuracy"].as_f64()).collect();
         categories.extend(["selection".to_string(), "oracle (any exit right)".into(), "answer".into()]);
-        values.extend([share(&sel["accuracy"]), share(&sel["oracle"]), share(&s["accuracy"])]);
+        values.extend([sel["accuracy"].as_f64(), sel["oracle"].as_f64(), s["accuracy"].as_f64()]);
         tables.push(Table {
             name: "selection".into(),
             caption: "Selection against the oracle".into(),
@@ -422,10 +424,10 @@ pub fn report(run: &Path) -> Result<Written> {
             spec_rows.push(vec![
                 k.to_string(),
                 e["layer"].to_string(),
-                fmt3(share(&e["value_accuracy"])),
-                fmt3(share(&e["operation_accuracy"])),
-                fmt3(share(&e["mutual_information_bits"])),
-                fmt3(share(&e["selected"])),
+                fmt3(e["value_accuracy"].as_f64()),
+                fmt3(e["operation_accuracy"].as_f64()),
+                fmt3(e["mutual_information_bits"].as_f64()),
+                fmt3(e["selected"].as_f64()),
             ]);
             charts.push((
                 format!("confusion-exit{k}"),
@@ -451,10 +453,10 @@ pub fn report(run: &Path) -> Result<Written> {
             frame: DataFrame::new_infer_height(vec![
                 Column::new("exit".into(), exits.iter().map(|e| e["exit"].as_u64()).collect::<Vec<_>>()),
                 Column::new("layer".into(), exits.iter().map(|e| e["layer"].as_u64()).collect::<Vec<_>>()),
-                Column::new("value_accuracy".into(), exits.iter().map(|e| share(&e["value_accuracy"])).collect::<Vec<_>>()),
-                Column::new("operation_accuracy".into(), exits.iter().map(|e| share(&e["operation_accuracy"])).collect::<Vec<_>>()),
-                Column::new("mutual_information_bits".into(), exits.iter().map(|e| share(&e["mutual_information_bits"])).collect::<Vec<_>>()),
-                Column::new("selected".into(), exits.iter().map(|e| share(&e["selected"])).collect::<Vec<_>>()),
+                Column::new("value_accuracy".into(), exits.iter().map(|e| e["value_accuracy"].as_f64()).collect::<Vec<_>>()),
+                Column::new("operation_accuracy".into(), exits.iter().map(|e| e["operation_accuracy"].as_f64()).collect::<Vec<_>>()),
+                Column::new("mutual_information_bits".into(), exits.iter().map(|e| e["mutual_information_bits"].as_f64()).collect::<Vec<_>>()),
+                Column::new("selected".into(), exits.iter().map(|e| e["selected"].as_f64()).collect::<Vec<_>>()),
             ])?,
             rows: spec_rows,
         });
@@ -466,6 +468,7 @@ pub fn report(run: &Path) -> Result<Written> {
         ])?;
         crate::tables::write_parquet(&mut confusion_frame, &table_dir.join("confusion.parquet"))?;
         crate::tables::write_csv(&mut confusion_frame, &table_dir.join("confusion.csv"))?;
+        table_names.push("confusion".into());
 
         // What the candidates' executions ended in, per exit.
         let rows = outcomes(run)?;
@@ -530,8 +533,6 @@ pub fn report(run: &Path) -> Result<Written> {
         chart_names.push(name.clone());
         figures.push((name.clone(), chart.title().to_string(), caption.clone(), png));
     }
-    let mut table_names = vec!["confusion".to_string()];
-    table_names.retain(|_| summary.is_some());
     for t in &mut tables {
         crate::tables::write_parquet(&mut t.frame, &table_dir.join(format!("{}.parquet", t.name)))?;
         crate::tables::write_csv(&mut t.frame, &table_dir.join(format!("{}.csv", t.name)))?;

@@ -109,6 +109,16 @@ impl RunDir {
             .ok()
     }
 
+    /// The run directory at `path` (no progress bar: for reading a run).
+    pub fn at(path: &Path) -> RunDir {
+        RunDir { path: path.to_path_buf(), progress: Default::default() }
+    }
+
+    /// `experiment/id`, as reports and comparisons name a run.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.path.parent().map(name_of).unwrap_or_default(), name_of(&self.path))
+    }
+
     pub fn meta(&self) -> Option<Meta> {
         serde_json::from_str(&std::fs::read_to_string(self.path.join("meta.json")).ok()?).ok()
     }
@@ -313,7 +323,7 @@ impl crate::backend::BackendTask for Train<'_> {
     type Output = Result<Option<f64>>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
-        crate::bench::set_float_dtype::<B>(&device, self.experiment.model.dtype).map_err(anyhow::Error::msg)?;
+        crate::backend::set_float_dtype::<B>(&device, self.experiment.model.dtype).map_err(anyhow::Error::msg)?;
         train::<Autodiff<B>>(self, device)
     }
 }
@@ -615,10 +625,7 @@ pub fn list_runs(root: &Path) -> Vec<RunRow> {
             if !run.join("config.toml").is_file() {
                 continue;
             }
-            let dir = RunDir {
-                path: run.clone(),
-                progress: Default::default(),
-            };
+            let dir = RunDir::at(&run);
             let meta = dir.meta();
             let steps = std::fs::read_to_string(run.join("metrics.csv"))
                 .map(|t| t.lines().count().saturating_sub(1))
