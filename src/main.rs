@@ -130,7 +130,7 @@ enum Command {
         /// JSONL field naming the operation a question needs [default: its intent, from the wording].
         #[arg(long, requires = "data")]
         op_field: Option<String>,
-        /// Take part of the path away: text-only, no-exec or exit=K.
+        /// Take part of the path away: text-only, no-exec, unguided or exit=K.
         #[arg(long, value_name = "ABLATION")]
         ablate: Option<wmx::infer::Ablation>,
         /// Compare numbers after rounding to this many decimals [default: the expected answer's].

@@ -271,6 +271,27 @@ fn epochs_replay_earlier_stages_deterministically() {
 }
 
 #[test]
+fn replay_shares_evenly_between_earlier_stages_whatever_their_size() {
+    let (stages, _, _) = setup();
+    // Stage one has 24 examples, stage two 16; a third stage of 18 at replay 0.4
+    // replays 12: six from each, not 7 and 5 by size.
+    let mut third = stages[0].clone();
+    third.name = "three".into();
+    third.train.truncate(18);
+    third.replay = 0.4;
+    let mut three = stages.clone();
+    three.push(third);
+    let plan = epoch_plan(&three, 2, 0, 9, 8);
+    let from = |stage: usize| plan.iter().filter(|(s, _)| *s == stage).count();
+    assert_eq!((from(0), from(1), from(2)), (6, 6, 18));
+    // No example is replayed twice within an epoch.
+    let mut seen = plan.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), plan.len());
+}
+
+#[test]
 fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
     use wmx::run::checkpoint::Checkpoints;
     let (stages, pad, vocab) = setup();

@@ -93,15 +93,20 @@ pub struct PoolsFile {
 }
 
 /// Adds each family's carrier × core phrasings to its training and held-out lists.
-/// Pair (carrier i, core j) is held out when `(i + 2j) % 5 == 0`: every carrier and
-/// every core still trains in other pairs, so a held-out phrasing is new as a whole
-/// but made of parts the family was trained on.
+/// A family's own `carriers` replace the stage's. Pair (carrier i, core j) is held
+/// out when `(i + 2j) % 5 == 0`: every carrier and every core still trains in other
+/// pairs, so a held-out phrasing is new as a whole but made of parts the family was
+/// trained on. A pair that spells one of the family's written `held_out` phrasings
+/// stays held out, so no test phrasing ever reaches training.
 pub fn expand_carriers(stage: &mut StageSpec) {
     for family in &mut stage.families {
+        let carriers = family.carriers.as_ref().unwrap_or(&stage.carriers).clone();
         for (j, core) in family.cores.iter().enumerate() {
-            for (i, carrier) in stage.carriers.iter().enumerate() {
+            for (i, carrier) in carriers.iter().enumerate() {
                 let phrasing = carrier.replace("{core}", core);
-                let list = if (i + 2 * j) % 5 == 0 && stage.carriers.len() > 1 {
+                let held_out = ((i + 2 * j) % 5 == 0 && carriers.len() > 1)
+                    || family.held_out.contains(&phrasing);
+                let list = if held_out {
                     &mut family.held_out
                 } else {
                     &mut family.phrasings
@@ -156,6 +161,10 @@ pub struct FamilySpec {
     /// is held out for the test split (see [`expand_carriers`]).
     #[serde(default)]
     pub cores: Vec<String>,
+    /// Sentence frames for this family's `cores` in place of the stage's carriers
+    /// (yes/no questions need frames of their own).
+    #[serde(default)]
+    pub carriers: Option<Vec<String>>,
     /// Answer template with `{value}`; the task's default otherwise.
     #[serde(default)]
     pub answer: Option<String>,
@@ -336,14 +345,26 @@ impl Curriculum {
             if stage.families.is_empty() && stage.count > 0 {
                 return Err(self.invalid(key("families"), "a stage with a count needs families"));
             }
-            if let Some(bad) = stage.carriers.iter().find(|c| c.matches("{core}").count() != 1) {
-                return Err(self.invalid(
-                    key("carriers"),
-                    format!("`{bad}` must contain `{{core}}` exactly once"),
-                ));
+            let frame_error = |carriers: &[String]| {
+                carriers
+                    .iter()
+                    .find(|c| c.matches("{core}").count() != 1)
+                    .map(|bad| format!("`{bad}` must contain `{{core}}` exactly once"))
+            };
+            if let Some(message) = frame_error(&stage.carriers) {
+                return Err(self.invalid(key("carriers"), message));
+            }
+            for (fi, family) in stage.families.iter().enumerate() {
+                if let Some(message) = family.carriers.as_deref().and_then(frame_error) {
+                    let name = family.task.name();
+                    return Err(self.invalid(key(&format!("families[{fi}] ({name}).carriers")), message));
+                }
             }
             if stage.carriers.is_empty()
-                && let Some(f) = stage.families.iter().find(|f| !f.cores.is_empty())
+                && let Some(f) = stage
+                    .families
+                    .iter()
+                    .find(|f| !f.cores.is_empty() && f.carriers.is_none())
             {
                 return Err(self.invalid(
                     key("carriers"),
@@ -879,5 +900,22 @@ mod tests {
             assert!(f.phrasings.iter().any(|p| p.contains(&part)), "{part} never trains");
         }
         assert!(f.held_out.iter().all(|h| !f.phrasings.contains(h)));
+    }
+
+    #[test]
+    fn family_carriers_replace_the_stage_s_and_never_leak_a_held_out_phrasing() {
+        let mut stage: StageSpec = toml::from_str(
+            "name = \"s\"\ncount = 1\nepochs = 1\ncarriers = [\"What is {core}?\"]\n\
+             [[families]]\ntask = \"is_prime\"\ncores = [\"{n} is prime\", \"{n} is a prime number\"]\n\
+             carriers = [\"Is it true that {core}?\", \"Check whether {core}.\", \"Say if {core}.\"]\n\
+             held_out = [\"Check whether {n} is a prime number.\"]\n",
+        )
+        .unwrap();
+        expand_carriers(&mut stage);
+        let f = &stage.families[0];
+        assert!(f.phrasings.iter().chain(&f.held_out).all(|p| !p.starts_with("What is")));
+        assert!(f.phrasings.contains(&"Check whether {n} is prime.".to_string()));
+        assert!(!f.phrasings.contains(&"Check whether {n} is a prime number.".to_string()));
+        assert_eq!(f.phrasings.len() + f.held_out.len(), 6);
     }
 }

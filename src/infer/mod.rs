@@ -3,6 +3,8 @@
 //! `<computed>v</computed>` → decode the answer with fusion on. Every answer keeps
 //! its provenance.
 
+pub mod guide;
+
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
@@ -172,6 +174,9 @@ pub enum Ablation {
     NoExec,
     /// Only exit `k`'s program may be selected.
     Exit(usize),
+    /// Candidates decode without the signature guide (see [`guide`]): the
+    /// parameter lists are the model's alone, even where the arguments cannot bind.
+    Unguided,
 }
 
 impl std::str::FromStr for Ablation {
@@ -182,12 +187,13 @@ impl std::str::FromStr for Ablation {
             "none" => Ok(Ablation::None),
             "text-only" => Ok(Ablation::TextOnly),
             "no-exec" => Ok(Ablation::NoExec),
+            "unguided" => Ok(Ablation::Unguided),
             _ => s
                 .strip_prefix("exit=")
                 .and_then(|k| k.parse().ok())
                 .map(Ablation::Exit)
                 .ok_or_else(|| {
-                    format!("unknown ablation `{s}`: expected text-only, no-exec or exit=K")
+                    format!("unknown ablation `{s}`: expected text-only, no-exec, unguided or exit=K")
                 }),
         }
     }
@@ -200,6 +206,7 @@ impl std::fmt::Display for Ablation {
             Ablation::TextOnly => write!(f, "text-only"),
             Ablation::NoExec => write!(f, "no-exec"),
             Ablation::Exit(k) => write!(f, "exit={k}"),
+            Ablation::Unguided => write!(f, "unguided"),
         }
     }
 }
@@ -256,7 +263,12 @@ impl Answerer<'_> {
         let mut programs = Vec::new();
         let mut candidates = Vec::new();
         for exit in 0..exits {
-            let (ids, logprob) = model.decode_candidate(&states, exit, self.max_wat_tokens, device);
+            let (ids, logprob) = if ablation == Ablation::Unguided {
+                model.decode_candidate(&states, exit, self.max_wat_tokens, device)
+            } else {
+                let mut guide = guide::SignatureGuide::new(&args, self.wat);
+                model.decode_guided(&states, exit, self.max_wat_tokens, &mut guide, device)
+            };
             let program = self.wat.decode(&ids);
             let outcome = self.sandbox.run(&program, &args);
             let operations = operations(&program);

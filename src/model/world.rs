@@ -217,6 +217,20 @@ impl<B: Backend> WorldModel<B> {
         max_tokens: usize,
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
+        self.decode_guided(states, exit, max_tokens, &mut Unguided, device)
+    }
+
+    /// [`decode_candidate`](Self::decode_candidate) where each step takes the most
+    /// probable token `guide` allows; the confidence still uses the model's own
+    /// log-probabilities, so a forced token lowers it.
+    pub fn decode_guided(
+        &self,
+        states: &[Tensor<B, 3>],
+        exit: usize,
+        max_tokens: usize,
+        guide: &mut dyn TokenGuide,
+        device: &B::Device,
+    ) -> (Vec<u32>, f64) {
         let q = states[0].dims()[1];
         let ignore =
             Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
@@ -246,11 +260,12 @@ impl<B: Backend> WorldModel<B> {
             let logits = self.wat.segments[exit].exit(w);
             let vocab = logits.dims()[2];
             let logp = log_softmax(logits.reshape([vocab]), 0);
-            let (next, lp) = argmax_with_value(logp);
+            let (next, lp) = argmax_allowed(logp, guide);
             logprob += lp;
             if next == EOS {
                 break;
             }
+            guide.push(next);
             program.push(next);
         }
         let n = program.len().max(1) as f64;
@@ -304,7 +319,7 @@ impl<B: Backend> WorldModel<B> {
             }
             let logits = self.text.head(x.narrow(1, s - 1, 1));
             let vocab = logits.dims()[2];
-            let (next, _) = argmax_with_value(logits.reshape([vocab]));
+            let (next, _) = argmax_allowed(logits.reshape([vocab]), &Unguided);
             out.push(next);
             if stop.contains(&next) {
                 break;
@@ -320,18 +335,47 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-/// The index and value of the largest element of a vector.
-fn argmax_with_value<B: Backend>(v: Tensor<B, 1>) -> (u32, f64) {
+/// Restricts which token a decoding step may take.
+pub trait TokenGuide {
+    /// Whether `id` may come next.
+    fn allows(&self, id: u32) -> bool;
+    /// Records the token taken.
+    fn push(&mut self, id: u32);
+}
+
+/// Allows every token.
+pub struct Unguided;
+
+impl TokenGuide for Unguided {
+    fn allows(&self, _: u32) -> bool {
+        true
+    }
+
+    fn push(&mut self, _: u32) {}
+}
+
+/// The index and value of the largest element `guide` allows (the largest
+/// overall when it allows none).
+fn argmax_allowed<B: Backend>(v: Tensor<B, 1>, guide: &dyn TokenGuide) -> (u32, f64) {
     let values = v
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
         .unwrap_or_default();
-    let mut best = (0u32, f64::NEG_INFINITY);
-    for (i, &x) in values.iter().enumerate() {
-        if f64::from(x) > best.1 {
-            best = (i as u32, f64::from(x));
+    let best = |allowed: &dyn Fn(u32) -> bool| {
+        let mut best = (0u32, f64::NEG_INFINITY);
+        for (i, &x) in values.iter().enumerate() {
+            if f64::from(x) > best.1 && allowed(i as u32) {
+                best = (i as u32, f64::from(x));
+            }
         }
+        best
+    };
+    let guided = best(&|i| guide.allows(i));
+    if guided.1 == f64::NEG_INFINITY {
+        best(&|_| true)
+    } else {
+        guided
     }
-    best
 }
+

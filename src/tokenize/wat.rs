@@ -392,6 +392,11 @@ impl WatVocab {
         self.tokens.is_empty()
     }
 
+    /// The id of a whole token (`"(", "param", "f64", "\"compute\""`, …).
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+
     /// The token text of `id` (characters are shown as `·c`).
     pub fn token(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(|(t, _)| t.as_str())

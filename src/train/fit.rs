@@ -245,7 +245,7 @@ fn epoch_len(stages: &[StageData], stage: usize) -> usize {
 }
 
 /// The examples of one epoch as `(stage, index)`, in training order: the stage's
-/// own examples plus a replay share drawn from earlier stages, shuffled from the
+/// own examples plus a replay share drawn evenly from earlier stages, shuffled from the
 /// seed, then grouped so each batch holds examples of similar program length.
 pub fn epoch_plan(
     stages: &[StageData],
@@ -257,12 +257,7 @@ pub fn epoch_plan(
     let mut rng = Rng::stream(seed, &[0x7ea1, stage as u64, epoch as u64]);
     let mut plan: Vec<(usize, usize)> =
         (0..stages[stage].train.len()).map(|i| (stage, i)).collect();
-    let earlier: Vec<(usize, usize)> = (0..stage)
-        .flat_map(|s| (0..stages[s].train.len()).map(move |i| (s, i)))
-        .collect();
-    let mut pool = earlier;
-    rng.shuffle(&mut pool);
-    plan.extend(pool.into_iter().take(replay_count(stages, stage)));
+    plan.extend(replay_draw(stages, stage, replay_count(stages, stage), &mut rng));
     rng.shuffle(&mut plan);
     // Sort windows of a few batches by WAT length: less padding, still mixed.
     let window = batch.max(1) * 8;
@@ -273,6 +268,36 @@ pub fn epoch_plan(
         plan.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
     rng.shuffle(&mut batches);
     batches.concat()
+}
+
+/// `n` examples replayed from the stages before `stage`, shared evenly between
+/// them rather than by size, so a small stage (the system tasks) is not crowded
+/// out by a large one; a stage with fewer examples than its share gives the rest
+/// to the others. Each stage's examples are drawn without repeats.
+fn replay_draw(
+    stages: &[StageData],
+    stage: usize,
+    n: usize,
+    rng: &mut Rng,
+) -> Vec<(usize, usize)> {
+    let mut pools: Vec<Vec<(usize, usize)>> = (0..stage)
+        .map(|s| {
+            let mut pool: Vec<(usize, usize)> = (0..stages[s].train.len()).map(|i| (s, i)).collect();
+            rng.shuffle(&mut pool);
+            pool
+        })
+        .collect();
+    let mut drawn = Vec::with_capacity(n);
+    while drawn.len() < n && pools.iter().any(|p| !p.is_empty()) {
+        for pool in pools.iter_mut() {
+            if drawn.len() < n
+                && let Some(pick) = pool.pop()
+            {
+                drawn.push(pick);
+            }
+        }
+    }
+    drawn
 }
 
 /// Mean loss (text + weighted mean WAT) over a split, without gradients.
