@@ -271,6 +271,43 @@ fn epochs_replay_earlier_stages_deterministically() {
 }
 
 #[test]
+fn shards_train_the_same_trajectory_on_parallel_threads() {
+    let (stages, pad, vocab) = setup();
+    let run = |shards: usize| {
+        let config = TrainConfig {
+            shards,
+            ..config()
+        };
+        let mut rec = recorder(None);
+        let (model, finished) = fit(
+            model(vocab),
+            &mut optim(),
+            &stages,
+            &config,
+            5,
+            pad,
+            &mut Cursor::default(),
+            &mut rec,
+        );
+        assert!(finished);
+        (rec.losses, model)
+    };
+    let (one, _) = run(1);
+    let (three, _) = run(3);
+    // Shards weigh their losses by their share of the loss tokens, so the summed
+    // gradients are the whole batch's: only the float summation order differs.
+    assert_eq!(one.len(), three.len());
+    for (step, (a, b)) in one.iter().zip(&three).enumerate() {
+        assert!((a.0 - b.0).abs() <= 1e-3 * a.0.abs().max(1e-3), "step {step}: text {} vs {}", a.0, b.0);
+        for (x, y) in a.1.iter().zip(&b.1) {
+            assert!((x - y).abs() <= 1e-3 * x.abs().max(1e-3), "step {step}: wat {x} vs {y}");
+        }
+    }
+    // The same shard count is the same trajectory, bit for bit.
+    assert_eq!(three, run(3).0);
+}
+
+#[test]
 fn replay_shares_evenly_between_earlier_stages_whatever_their_size() {
     let (stages, _, _) = setup();
     // Stage one has 24 examples, stage two 16; a third stage of 18 at replay 0.4

@@ -340,6 +340,10 @@ pub enum Trainable {
 pub struct TrainConfig {
     pub batch_size: usize,
     pub grad_accum: usize,
+    /// Each micro-batch is split into this many shards, run side by side on as many
+    /// threads, their gradients summed in shard order: the trajectory depends on
+    /// `shards`, never on the machine. Use about one per core.
+    pub shards: usize,
     pub learning_rate: f64,
     /// Final learning rate of the cosine schedule, as a share of `learning_rate`.
     pub min_lr_ratio: f64,
@@ -366,6 +370,7 @@ impl Default for TrainConfig {
         TrainConfig {
             batch_size: 32,
             grad_accum: 1,
+            shards: 1,
             learning_rate: 3e-3,
             min_lr_ratio: 0.1,
             warmup_steps: 50,
@@ -611,6 +616,7 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
         ("fusion.num_attention_heads", e.fusion.num_attention_heads),
         ("train.batch_size", e.train.batch_size),
         ("train.grad_accum", e.train.grad_accum),
+        ("train.shards", e.train.shards),
         ("train.max_seq_len", e.train.max_seq_len),
         ("train.checkpoint.keep_last", e.train.checkpoint.keep_last),
         ("eval.max_new_tokens", e.eval.max_new_tokens),

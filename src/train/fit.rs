@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
@@ -121,6 +121,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     (0.0, vec![0.0; model.fusion.len()], 0);
                 let micro_batches: Vec<&[(usize, usize)]> =
                     group.chunks(config.batch_size).collect();
+                let scale = 1.0 / micro_batches.len() as f64;
                 for micro in &micro_batches {
                     let rows: Vec<&Encoded> = micro
                         .iter()
@@ -130,21 +131,13 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                         .iter()
                         .map(|r| r.text.len() + r.wat.len() + 1)
                         .sum::<usize>();
-                    let batch = collate::<B>(&rows, pad, &device);
-                    let (text, wat) = model.losses(&batch);
-                    let wat_mean = wat
-                        .iter()
-                        .cloned()
-                        .reduce(|a, b| a + b)
-                        .map_or_else(|| text.zeros_like(), |s| s / wat.len() as f64);
-                    let loss = (text.clone() + wat_mean * config.wat_loss_weight)
-                        / micro_batches.len() as f64;
-                    text_sum += scalar(text) / micro_batches.len() as f64;
-                    for (sum, l) in wat_sums.iter_mut().zip(wat) {
-                        *sum += scalar(l) / micro_batches.len() as f64;
+                    for part in micro_batch_gradients(&model, &rows, config, pad, scale, &device) {
+                        text_sum += part.text;
+                        for (sum, l) in wat_sums.iter_mut().zip(part.wat) {
+                            *sum += l;
+                        }
+                        accumulator.accumulate(&model, part.grads);
                     }
-                    accumulator
-                        .accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
                 }
                 let grads = accumulator.grads();
                 let grad_norm = grad_norm(&model, &grads);
@@ -184,6 +177,72 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
         cursor.epoch = 0;
     }
     (model, true)
+}
+
+/// One shard's gradients and its share of the micro-batch's losses.
+struct ShardGradients {
+    grads: GradientsParams,
+    text: f64,
+    wat: Vec<f64>,
+}
+
+/// Forward and backward over one micro-batch, split into `config.shards` shards run
+/// on as many threads. Each shard's losses are weighted by its share of the
+/// micro-batch's loss tokens, so the shards' gradients sum to exactly the
+/// gradient of the whole micro-batch's mean loss (times `scale`). With more than
+/// one shard, each thread trains its own copy of the model (same parameter ids,
+/// separate autodiff graphs), so the threads never contend for one graph.
+fn micro_batch_gradients<B: AutodiffBackend>(
+    model: &WorldModel<B>,
+    rows: &[&Encoded],
+    config: &TrainConfig,
+    pad: u32,
+    scale: f64,
+    device: &B::Device,
+) -> Vec<ShardGradients> {
+    let answer_tokens = |r: &&Encoded| r.text.len().saturating_sub(r.answer_start).max(1) as f64;
+    let wat_tokens = |r: &&Encoded| (r.wat.len() + 1) as f64;
+    let (text_total, wat_total): (f64, f64) = (
+        rows.iter().map(answer_tokens).sum(),
+        rows.iter().map(wat_tokens).sum(),
+    );
+    let shard = |model: &WorldModel<B>, part: &[&Encoded]| {
+        let text_share = part.iter().map(answer_tokens).sum::<f64>() / text_total;
+        let wat_share = part.iter().map(wat_tokens).sum::<f64>() / wat_total;
+        let (text, wat) = model.losses(&collate::<B>(part, pad, device));
+        let exits = wat.len().max(1) as f64;
+        let wat_mean = wat
+            .iter()
+            .cloned()
+            .reduce(|a, b| a + b)
+            .map_or_else(|| text.zeros_like(), |s| s / exits);
+        let loss = (text.clone() * text_share + wat_mean * (wat_share * config.wat_loss_weight))
+            * scale;
+        ShardGradients {
+            grads: GradientsParams::from_grads(loss.backward(), model),
+            text: scalar(text) * text_share * scale,
+            wat: wat.into_iter().map(|l| scalar(l) * wat_share * scale).collect(),
+        }
+    };
+    let parts: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(config.shards.max(1)).max(1)).collect();
+    if parts.len() <= 1 {
+        return vec![shard(model, rows)];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                // `fork` detaches: fresh leaves, same parameter ids and values.
+                let copy = model.clone().fork(device);
+                let shard = &shard;
+                scope.spawn(move || shard(&copy, part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a training shard panicked"))
+            .collect()
+    })
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
