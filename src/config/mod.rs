@@ -359,6 +359,9 @@ pub struct TrainConfig {
     /// one of the same shape, the answer restating it: practice in answering from
     /// the computed span rather than from memory (0 disables).
     pub copy_practice: f64,
+    /// Share of each training question's word tokens replaced by a mask token
+    /// (word dropout), so no single word carries the decision (0 disables).
+    pub word_dropout: f64,
     pub parameters: Trainable,
     /// Longest text sequence, in tokens.
     pub max_seq_len: usize,
@@ -379,6 +382,7 @@ impl Default for TrainConfig {
             wat_loss_weight: 1.0,
             epoch_scale: 1.0,
             copy_practice: 0.0,
+            word_dropout: 0.0,
             parameters: Trainable::All,
             max_seq_len: 128,
             checkpoint: CheckpointConfig::default(),
@@ -715,6 +719,9 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
                 "needs an `op` and at least one non-empty word".into(),
             );
         }
+    }
+    if !(0.0..1.0).contains(&e.train.word_dropout) {
+        return fail("train.word_dropout", "must be in [0, 1)".into());
     }
     if !(0.0..=1.0).contains(&e.train.copy_practice) {
         return fail("train.copy_practice", "must be between 0 and 1".into());

@@ -52,6 +52,8 @@ pub struct Encoded {
     pub text: Vec<u32>,
     /// Tokens of the prompt (what the WAT stream may read).
     pub question_len: usize,
+    /// The question's own words within the prompt (without the chat markers).
+    pub wording: std::ops::Range<usize>,
     /// Index of the first answer token (after the computed span).
     pub answer_start: usize,
     /// The program's WAT tokens (no `<bos>`/`<eos>`).
@@ -72,6 +74,7 @@ impl Encoder<'_> {
         let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
         let question_len = prompt.len();
+        let wording = self.wording(&prompt)?;
         let answer_start = question_len + computed.len();
         let mut text = prompt;
         text.extend(computed);
@@ -79,10 +82,42 @@ impl Encoder<'_> {
         Ok(Encoded {
             text,
             question_len,
+            wording,
             answer_start,
             wat: self.wat.encode(&example.program)?,
         })
     }
+}
+
+impl Encoder<'_> {
+    /// Where the question's words sit in its prompt's tokens: after the user
+    /// header and before the closing markers (the whole prompt if they do not
+    /// tokenize apart).
+    fn wording(&self, prompt: &[u32]) -> Result<std::ops::Range<usize>, TokenizeError> {
+        let head = self.text.encode("<|im_start|>user\n")?;
+        let tail = self.text.encode("<|im_end|>\n<|im_start|>assistant\n")?;
+        if prompt.len() >= head.len() + tail.len()
+            && prompt.starts_with(&head)
+            && prompt.ends_with(&tail)
+        {
+            Ok(head.len()..prompt.len() - tail.len())
+        } else {
+            Ok(0..prompt.len())
+        }
+    }
+}
+
+/// `row` with a `share` of its question's word tokens replaced by `mask`, drawn
+/// from `rng`: word dropout, so no single word (a sentence frame's, say) carries
+/// the whole decision.
+pub fn drop_words(row: &Encoded, share: f64, mask: u32, rng: &mut Rng) -> Encoded {
+    let mut out = row.clone();
+    for i in row.wording.clone() {
+        if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= share {
+            out.text[i] = mask;
+        }
+    }
+    out
 }
 
 /// A copy-practice variant of `example`: the computed value swapped for a random
@@ -293,6 +328,22 @@ mod tests {
         // Fixed width: every digit of the answer is as far from the one it restates.
         let span_len = |e: &Encoded| e.answer_start - e.question_len;
         assert_eq!(span_len(&short), span_len(&long));
+        // The wording is the question alone; word dropout masks only there.
+        assert_eq!(text.decode(&short.text[short.wording.clone()]).unwrap(), "What is 2 + 3?");
+        let mut rng = Rng::new(3);
+        let mask = encoder.pad;
+        let masked: Vec<Encoded> = (0..200).map(|_| drop_words(&long, 0.25, mask, &mut rng)).collect();
+        let mut dropped = 0;
+        for m in &masked {
+            for (i, (&a, &b)) in long.text.iter().zip(&m.text).enumerate() {
+                if a != b {
+                    assert!(long.wording.contains(&i) && b == mask);
+                    dropped += 1;
+                }
+            }
+        }
+        let share = dropped as f64 / (200 * long.wording.len()) as f64;
+        assert!((0.18..0.32).contains(&share), "{share}");
         let digit = |e: &Encoded, from: usize| {
             (from..e.text.len()).find(|&i| text.decode(&e.text[i..=i]).unwrap() == "5").unwrap()
         };

@@ -10,7 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use super::data::{Encoded, collate};
+use super::data::{Encoded, collate, drop_words};
 use super::schedule::learning_rate;
 use crate::config::TrainConfig;
 use crate::curriculum::rng::Rng;
@@ -123,10 +123,25 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     group.chunks(config.batch_size).collect();
                 let scale = 1.0 / micro_batches.len() as f64;
                 for micro in &micro_batches {
-                    let rows: Vec<&Encoded> = micro
+                    let owned: Vec<Encoded>;
+                    let mut rows: Vec<&Encoded> = micro
                         .iter()
                         .map(|&(s, i)| training_row(stages, (s, i), cursor, seed, config))
                         .collect();
+                    if config.word_dropout > 0.0 {
+                        owned = micro
+                            .iter()
+                            .zip(&rows)
+                            .map(|(&(s, i), row)| {
+                                let mut rng = Rng::stream(
+                                    seed,
+                                    &[0xd207, cursor.stage as u64, cursor.epoch as u64, s as u64, i as u64],
+                                );
+                                drop_words(row, config.word_dropout, pad, &mut rng)
+                            })
+                            .collect();
+                        rows = owned.iter().collect();
+                    }
                     tokens += rows
                         .iter()
                         .map(|r| r.text.len() + r.wat.len() + 1)
