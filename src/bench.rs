@@ -189,6 +189,10 @@ impl crate::backend::BackendTask for ModelBench<'_> {
             text_targets: ids(seq, text_config.vocab_size),
             text_loss_mask: Tensor::ones([batch, seq], &device),
             question: Tensor::<A<B>, 2, Bool>::from_data(
+                TensorData::new(question.clone(), [batch, seq]),
+                &device,
+            ),
+            wat_reads: Tensor::<A<B>, 2, Bool>::from_data(
                 TensorData::new(question, [batch, seq]),
                 &device,
             ),

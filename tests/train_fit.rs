@@ -64,6 +64,7 @@ fn setup() -> (Vec<StageData>, u32, usize) {
         text: &text,
         wat: &wat,
         pad,
+        read_arguments: false,
     };
     let stages = dataset
         .stages

@@ -67,6 +67,10 @@ fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
         text_targets: ints(&[targets]),
         text_loss_mask: floats(&[loss]),
         question: Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(question.clone(), [1, S]),
+            &Default::default(),
+        ),
+        wat_reads: Tensor::<B, 2, Bool>::from_data(
             TensorData::new(question, [1, S]),
             &Default::default(),
         ),
@@ -208,7 +212,7 @@ fn answers_decode_like_plain_qwen3_when_gates_are_closed() {
         .map(|k| model.decode_candidate(&states, k, 6, &device).0)
         .collect();
     let prefix: Vec<u32> = TEXT[..7].iter().map(|&t| t as u32).collect();
-    let fused = model.decode_answer(&prefix, Q, &candidates, &states, 8, &[]);
+    let fused = model.decode_answer(&prefix, Q, &candidates, &states, &[], 8, &[]);
     let plain = model.text.generate(&prefix, 8, &[], &device);
     assert_eq!(fused, plain);
     assert_eq!(fused.len(), 8);

@@ -207,6 +207,11 @@ pub struct WatConfig {
     pub intermediate_size: usize,
     /// Longest program, in WAT tokens.
     pub max_tokens: usize,
+    /// Whether the WAT stream reads the tokens of the question's bound arguments
+    /// (numbers, quoted strings). Off: it reads the wording around them only — the
+    /// arguments reach the program through binding — so no held-out number, text
+    /// or file name can sway which program it writes.
+    pub read_arguments: bool,
 }
 
 impl Default for WatConfig {
@@ -217,6 +222,7 @@ impl Default for WatConfig {
             num_attention_heads: 4,
             intermediate_size: 384,
             max_tokens: 512,
+            read_arguments: false,
         }
     }
 }

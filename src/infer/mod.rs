@@ -13,7 +13,7 @@ use crate::model::world::WorldModel;
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
-use crate::train::data::{computed_ids, prompt};
+use crate::train::data::{computed_ids, prompt_with_arguments};
 
 /// The score terms of one candidate, each in 0..=1.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -219,6 +219,8 @@ pub struct Answerer<'a> {
     pub selection: &'a SelectionConfig,
     pub max_wat_tokens: usize,
     pub max_new_tokens: usize,
+    /// Whether the WAT stream reads the arguments' tokens (`wat.read_arguments`).
+    pub read_arguments: bool,
 }
 
 impl Answerer<'_> {
@@ -239,7 +241,8 @@ impl Answerer<'_> {
         ablation: Ablation,
         device: &B::Device,
     ) -> Result<Answer, TokenizeError> {
-        let prompt_ids = self.text.encode(&prompt(question))?;
+        let (prompt_ids, arguments) = prompt_with_arguments(self.text, question)?;
+        let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {
             let mut ids = model
@@ -264,10 +267,17 @@ impl Answerer<'_> {
         let mut candidates = Vec::new();
         for exit in 0..exits {
             let (ids, logprob) = if ablation == Ablation::Unguided {
-                model.decode_candidate(&states, exit, self.max_wat_tokens, device)
+                model.decode_guided(
+                    &states,
+                    exit,
+                    self.max_wat_tokens,
+                    &mut crate::model::world::Unguided,
+                    &unread,
+                    device,
+                )
             } else {
                 let mut guide = guide::SignatureGuide::new(&args, self.wat);
-                model.decode_guided(&states, exit, self.max_wat_tokens, &mut guide, device)
+                model.decode_guided(&states, exit, self.max_wat_tokens, &mut guide, &unread, device)
             };
             let program = self.wat.decode(&ids);
             let outcome = self.sandbox.run(&program, &args);
@@ -311,6 +321,7 @@ impl Answerer<'_> {
             prompt_ids.len(),
             &programs,
             &states,
+            &unread,
             self.max_new_tokens,
             &stop,
         );

@@ -34,8 +34,11 @@ pub struct Batch<B: Backend> {
     pub text_targets: Tensor<B, 2, Int>,
     /// `[batch, seq]`: 1 where the target is an answer token to predict.
     pub text_loss_mask: Tensor<B, 2>,
-    /// `[batch, seq]`: true at question positions (what the WAT stream may read).
+    /// `[batch, seq]`: true at question positions (fusion acts after them).
     pub question: Tensor<B, 2, Bool>,
+    /// `[batch, seq]`: true where the WAT stream may read — the question, less
+    /// the arguments' own tokens when those are masked (`wat.read_arguments`).
+    pub wat_reads: Tensor<B, 2, Bool>,
     /// `[batch, wat_len]`
     pub wat_ids: Tensor<B, 2, Int>,
     /// `[batch, wat_len]`
@@ -119,8 +122,8 @@ impl<B: Backend> WorldModel<B> {
         let [_, s] = batch.text_ids.dims();
         let device = batch.text_ids.device();
         let causal = causal_mask::<B>(s, 0, &device);
-        let text_ignore = batch.question.clone().bool_not();
-        let answer = text_ignore.clone().float();
+        let text_ignore = batch.wat_reads.clone().bool_not();
+        let answer = batch.question.clone().bool_not().float();
         let wat_ignore = batch
             .wat_ids
             .clone()
@@ -192,11 +195,10 @@ impl<B: Backend> WorldModel<B> {
         program: &[u32],
         states: &[Tensor<B, 3>],
         exit: usize,
+        unread: &[usize],
         device: &B::Device,
     ) -> Tensor<B, 3> {
-        let q = states[0].dims()[1];
-        let ignore =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
+        let ignore = unread_mask::<B>(states[0].dims()[1], unread, device);
         let mut w = self
             .wat
             .embed_tokens
@@ -217,23 +219,23 @@ impl<B: Backend> WorldModel<B> {
         max_tokens: usize,
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
-        self.decode_guided(states, exit, max_tokens, &mut Unguided, device)
+        self.decode_guided(states, exit, max_tokens, &mut Unguided, &[], device)
     }
 
     /// [`decode_candidate`](Self::decode_candidate) where each step takes the most
-    /// probable token `guide` allows; the confidence still uses the model's own
-    /// log-probabilities, so a forced token lowers it.
+    /// probable token `guide` allows (the confidence still uses the model's own
+    /// log-probabilities, so a forced token lowers it), reading every question
+    /// position but those in `unread`.
     pub fn decode_guided(
         &self,
         states: &[Tensor<B, 3>],
         exit: usize,
         max_tokens: usize,
         guide: &mut dyn TokenGuide,
+        unread: &[usize],
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
-        let q = states[0].dims()[1];
-        let ignore =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; q], [1, q]), device);
+        let ignore = unread_mask::<B>(states[0].dims()[1], unread, device);
         let mut caches: Vec<Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>> = self.wat.segments
             [..=exit]
             .iter()
@@ -274,13 +276,16 @@ impl<B: Backend> WorldModel<B> {
     }
 
     /// Greedily decodes the answer after `prefix` (question plus injected computed
-    /// span), with fusion reading each exit's candidate. Stops after a `stop` id.
+    /// span), with fusion reading each exit's candidate (whose WAT states read the
+    /// question but `unread`). Stops after a `stop` id.
+    #[allow(clippy::too_many_arguments)]
     pub fn decode_answer(
         &self,
         prefix: &[u32],
         question_len: usize,
         candidates: &[Vec<u32>],
         states: &[Tensor<B, 3>],
+        unread: &[usize],
         max_new: usize,
         stop: &[u32],
     ) -> Vec<u32> {
@@ -291,7 +296,7 @@ impl<B: Backend> WorldModel<B> {
             .map(|(k, program)| {
                 let mut with_bos = vec![BOS];
                 with_bos.extend(program);
-                self.wat_states(&with_bos, states, k, device)
+                self.wat_states(&with_bos, states, k, unread, device)
             })
             .collect();
         let mut ids = prefix.to_vec();
@@ -328,6 +333,17 @@ impl<B: Backend> WorldModel<B> {
         }
         out
     }
+}
+
+/// `[1, q]`: true at the question positions in `unread` (the WAT stream skips them).
+fn unread_mask<B: Backend>(q: usize, unread: &[usize], device: &B::Device) -> Tensor<B, 2, Bool> {
+    let mut mask = vec![false; q];
+    for &i in unread {
+        if let Some(m) = mask.get_mut(i) {
+            *m = true;
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [1, q]), device)
 }
 
 fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {

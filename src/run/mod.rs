@@ -337,6 +337,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         text: t.tokenizer,
         wat: &wat_vocab,
         pad,
+        read_arguments: e.wat.read_arguments,
     };
     let mut stages = Vec::new();
     for stage in &t.dataset.stages {
@@ -588,6 +589,7 @@ pub fn answerer<'a>(
         selection: &e.selection,
         max_wat_tokens: e.wat.max_tokens,
         max_new_tokens: e.eval.max_new_tokens,
+        read_arguments: e.wat.read_arguments,
     }
 }
 

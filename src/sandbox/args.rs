@@ -54,6 +54,12 @@ pub fn parse_number(raw: &str) -> Option<f64> {
 ///   letter on the outside (so the apostrophe of `what's` is not a quote).
 ///   Numbers inside a string belong to the string.
 pub fn bind(question: &str) -> Vec<Arg> {
+    bind_spans(question).into_iter().map(|(arg, _)| arg).collect()
+}
+
+/// [`bind`] with where each argument is written: the character range of a number,
+/// or of a string's text inside its quotes.
+pub fn bind_spans(question: &str) -> Vec<(Arg, std::ops::Range<usize>)> {
     let chars: Vec<char> = question.chars().collect();
     let mut args = Vec::new();
     let mut i = 0;
@@ -62,13 +68,16 @@ pub fn bind(question: &str) -> Vec<Arg> {
         let prev = if i == 0 { None } else { Some(chars[i - 1]) };
         if c == '"' {
             if let Some(end) = chars[i + 1..].iter().position(|&d| d == '"') {
-                args.push(Arg::Text(chars[i + 1..i + 1 + end].iter().collect()));
+                args.push((
+                    Arg::Text(chars[i + 1..i + 1 + end].iter().collect()),
+                    i + 1..i + 1 + end,
+                ));
                 i += end + 2;
                 continue;
             }
         } else if c == '\'' && !prev.is_some_and(char::is_alphanumeric) {
             if let Some(end) = closing_single_quote(&chars, i + 1) {
-                args.push(Arg::Text(chars[i + 1..end].iter().collect()));
+                args.push((Arg::Text(chars[i + 1..end].iter().collect()), i + 1..end));
                 i = end + 1;
                 continue;
             }
@@ -76,7 +85,7 @@ pub fn bind(question: &str) -> Vec<Arg> {
             && !prev.is_some_and(|p| p.is_alphabetic() || p == '_')
             && let Some((value, end)) = scan_number(&chars, i)
         {
-            args.push(Arg::Number(value));
+            args.push((Arg::Number(value), i..end));
             i = end;
             continue;
         }
@@ -232,4 +241,16 @@ mod tests {
         assert_eq!(Arg::parse_cli("4.5x"), Arg::Text("4.5x".into()));
         assert_eq!(Arg::parse_cli("hello"), Arg::Text("hello".into()));
     }
+
+    #[test]
+    fn spans_locate_each_argument_as_written() {
+        let q = "Count 'l' in \"a b\" then add -1,250.5 and 3.";
+        let chars: Vec<char> = q.chars().collect();
+        let shown: Vec<String> = bind_spans(q)
+            .into_iter()
+            .map(|(_, span)| chars[span].iter().collect())
+            .collect();
+        assert_eq!(shown, ["l", "a b", "-1,250.5", "3"]);
+    }
+
 }

@@ -21,7 +21,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtxBuilder};
 
-pub use args::{Arg, bind};
+pub use args::{Arg, bind, bind_spans};
 pub use policy::{Capability, GUEST_FILES_DIR, Policy, SystemPolicy};
 
 /// The exported function every program provides.

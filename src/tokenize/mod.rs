@@ -39,6 +39,18 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// [`encode`](Self::encode) with each token's character range in `text`.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TokenizeError> {
+        let encoding = self
+            .inner
+            .encode_char_offsets(text, false)
+            .map_err(|e| TokenizeError::Codec(e.to_string()))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+    }
+
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
         self.inner

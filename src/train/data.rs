@@ -18,6 +18,29 @@ pub fn prompt(question: &str) -> String {
     format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 }
 
+/// The prompt's token ids, and the positions of the tokens that spell the
+/// question's bound arguments (numbers, and strings inside their quotes): what the
+/// WAT stream leaves unread when `wat.read_arguments` is off — the arguments reach
+/// the program through binding, so its choice can rest on the wording alone.
+pub fn prompt_with_arguments(
+    text: &TextTokenizer,
+    question: &str,
+) -> Result<(Vec<u32>, Vec<usize>), TokenizeError> {
+    let (ids, offsets) = text.encode_with_offsets(&prompt(question))?;
+    let at = "<|im_start|>user\n".chars().count();
+    let spans: Vec<std::ops::Range<usize>> = crate::sandbox::bind_spans(question)
+        .into_iter()
+        .map(|(_, span)| span.start + at..span.end + at)
+        .collect();
+    let arguments = offsets
+        .iter()
+        .enumerate()
+        .filter(|&(_, &(a, b))| b > a && spans.iter().any(|s| a < s.end && b > s.start))
+        .map(|(i, _)| i)
+        .collect();
+    Ok((ids, arguments))
+}
+
 /// The span injected after the prompt with the sandbox's value, as text.
 pub fn computed_span(value: f64) -> String {
     format!("<computed>{}</computed>", crate::format_value(value))
@@ -54,6 +77,9 @@ pub struct Encoded {
     pub question_len: usize,
     /// The question's own words within the prompt (without the chat markers).
     pub wording: std::ops::Range<usize>,
+    /// Prompt positions the WAT stream does not read (the arguments' tokens, when
+    /// masked; see [`prompt_with_arguments`]).
+    pub unread: Vec<usize>,
     /// Index of the first answer token (after the computed span).
     pub answer_start: usize,
     /// The program's WAT tokens (no `<bos>`/`<eos>`).
@@ -66,11 +92,14 @@ pub struct Encoder<'a> {
     pub wat: &'a WatVocab,
     /// Id used to pad text rows.
     pub pad: u32,
+    /// Whether the WAT stream reads the arguments' tokens (`wat.read_arguments`).
+    pub read_arguments: bool,
 }
 
 impl Encoder<'_> {
     pub fn encode(&self, example: &Example) -> Result<Encoded, TokenizeError> {
-        let prompt = self.text.encode(&prompt(&example.question))?;
+        let (prompt, arguments) = prompt_with_arguments(self.text, &example.question)?;
+        let unread = if self.read_arguments { Vec::new() } else { arguments };
         let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
         let question_len = prompt.len();
@@ -83,6 +112,7 @@ impl Encoder<'_> {
             text,
             question_len,
             wording,
+            unread,
             answer_start,
             wat: self.wat.encode(&example.program)?,
         })
@@ -193,6 +223,7 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
         vec![0f32; b * s],
         vec![false; b * s],
     );
+    let mut reads = vec![false; b * s];
     let (mut wat_ids, mut wat_targets, mut wat_loss) = (
         vec![PAD as i32; b * w],
         vec![PAD as i32; b * w],
@@ -209,6 +240,12 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
                 }
             }
             question[base + i] = i < row.question_len;
+            reads[base + i] = i < row.question_len;
+        }
+        for &i in &row.unread {
+            if i < s {
+                reads[base + i] = false;
+            }
         }
         let base = r * w;
         let input = std::iter::once(BOS).chain(row.wat.iter().copied());
@@ -228,6 +265,7 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
         text_targets: int(targets, s),
         text_loss_mask: float(loss, s),
         question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [b, s]), device),
+        wat_reads: Tensor::<B, 2, Bool>::from_data(TensorData::new(reads, [b, s]), device),
         wat_ids: int(wat_ids, w),
         wat_targets: int(wat_targets, w),
         wat_loss_mask: float(wat_loss, w),
@@ -293,6 +331,7 @@ mod tests {
             text: &text,
             wat: &wat,
             pad: text.token_id("<|endoftext|>").unwrap(),
+            read_arguments: false,
         };
         let example = |q: &str, v: f64| {
             Example {
@@ -328,6 +367,12 @@ mod tests {
         // Fixed width: every digit of the answer is as far from the one it restates.
         let span_len = |e: &Encoded| e.answer_start - e.question_len;
         assert_eq!(span_len(&short), span_len(&long));
+        // The WAT stream leaves the arguments' digits unread, nothing else.
+        let unread: String = short.unread.iter().map(|&i| text.decode(&short.text[i..=i]).unwrap()).collect();
+        assert_eq!(unread.split_whitespace().collect::<String>(), "23");
+        let batch = collate::<Cpu>(&[&short], encoder.pad, &Default::default());
+        let reads: Vec<bool> = batch.wat_reads.into_data().to_vec().unwrap();
+        assert_eq!(reads.iter().filter(|&&r| r).count(), short.question_len - short.unread.len());
         // The wording is the question alone; word dropout masks only there.
         assert_eq!(text.decode(&short.text[short.wording.clone()]).unwrap(), "What is 2 + 3?");
         let mut rng = Rng::new(3);
