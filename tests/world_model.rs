@@ -122,6 +122,28 @@ fn answer_tokens_never_reach_the_wat_stream() {
 }
 
 #[test]
+fn unread_argument_tokens_never_reach_the_wat_stream() {
+    // The question's last token stands for an argument: left unread, changing it
+    // moves no WAT logit (no question position after it could carry it over);
+    // read, it does.
+    let model = model::<Cpu>(0.7);
+    let unread = |text: [i32; S]| {
+        let mut b = batch::<Cpu>(text, WAT);
+        let mut reads: Vec<bool> = (0..S).map(|i| i < Q).collect();
+        reads[Q - 1] = false;
+        b.wat_reads = Tensor::from_data(TensorData::new(reads, [1, S]), &Default::default());
+        b
+    };
+    let mut changed = TEXT;
+    changed[Q - 1] = 97;
+    let wat = |b: Batch<Cpu>| -> Vec<Vec<f32>> {
+        model.forward(&b).wat_logits.into_iter().map(values).collect()
+    };
+    assert_eq!(wat(unread(TEXT)), wat(unread(changed)));
+    assert_ne!(wat(batch::<Cpu>(TEXT, WAT)), wat(batch::<Cpu>(changed, WAT)));
+}
+
+#[test]
 fn wat_tokens_never_reach_question_positions() {
     let model = model::<Cpu>(0.7);
     let before = model.forward(&batch::<Cpu>(TEXT, WAT)).text_logits;
