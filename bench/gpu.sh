@@ -8,7 +8,9 @@
 #
 # Environment: EXP (experiment, default experiments/qwen3-0.6b.toml), BATCH (8),
 # SEQ (512), REPEATS (10), LIMIT (seconds any one step may take, 240), PARTS
-# (which of "train generate parity" to run; all by default: cubecl tunes and
+# (which of "train generate parity base" to run, the first three by default;
+# "base" trains and evaluates experiments/base.toml on CUDA, one shard, within
+# BASE_LIMIT seconds (480); PARITY_DTYPES (f32 bf16) picks parity's dtypes); cubecl tunes and
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
 # CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason.
@@ -59,10 +61,22 @@ if has generate; then
     sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
 fi
 if has parity; then
-    for dtype in f32 bf16; do
+    for dtype in ${PARITY_DTYPES:-f32 bf16}; do
         echo "== parity on cuda, $dtype"
         timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | grep -v "panicked\|backtrace\|CallError\|^note:" | tail -3 | tee "$DIR/parity-$dtype.txt"
     done
+fi
+if has base; then
+    echo "== experiments/base.toml on cuda"
+    start=$SECONDS
+    work=$(mktemp -d)
+    repo=$PWD
+    bin=$(realpath "$WMX")
+    (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" run "$repo/experiments/base.toml" --backend cuda --set train.shards=1 > "$DIR/base-cuda.log" 2>&1)
+    echo "   exit $? after $((SECONDS - start)) s"
+    grep -v "panicked\|backtrace\|CallError\|^note:" "$DIR/base-cuda.log" | grep "done\|accuracy\|error" | tail -8
+    cp "$work"/runs/base/*/eval/summary.json "$DIR/base-cuda-summary.json" 2>/dev/null
+    cp "$work"/runs/base/*/metrics.csv "$DIR/base-cuda-metrics.csv" 2>/dev/null
 fi
 echo
 python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \
