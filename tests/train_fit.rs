@@ -182,38 +182,39 @@ fn recorder(stop_at: Option<usize>) -> Recorder {
     }
 }
 
+/// Trains a fresh model from the curriculum's start, recording every step.
+fn train_fresh(
+    (stages, pad, vocab): (&[StageData], u32, usize),
+    config: &TrainConfig,
+    seed: u64,
+    stop_at: Option<usize>,
+) -> (Recorder, WorldModel<B>, bool) {
+    let mut rec = recorder(stop_at);
+    let (trained, finished) = fit(
+        model(vocab),
+        &mut optim(),
+        stages,
+        config,
+        seed,
+        pad,
+        &mut Cursor::default(),
+        &mut rec,
+    );
+    (rec, trained, finished)
+}
+
 #[test]
 fn resumed_training_matches_uninterrupted() {
     let (stages, pad, vocab) = setup();
     let config = config();
-    let mut straight = recorder(None);
-    let (_, finished) = fit(
-        model(vocab),
-        &mut optim(),
-        &stages,
-        &config,
-        5,
-        pad,
-        &mut Cursor::default(),
-        &mut straight,
-    );
+    let (straight, _, finished) = train_fresh((&stages, pad, vocab), &config, 5, None);
     assert!(finished);
     assert_eq!(straight.epochs, 4);
     let steps = straight.losses.len();
     // 24 examples → 3 steps an epoch; 16 + 5 replayed → 3 steps; 2 epochs each.
     assert_eq!(steps, 12);
 
-    let mut first = recorder(Some(4));
-    let (_, finished) = fit(
-        model(vocab),
-        &mut optim(),
-        &stages,
-        &config,
-        5,
-        pad,
-        &mut Cursor::default(),
-        &mut first,
-    );
+    let (mut first, _, finished) = train_fresh((&stages, pad, vocab), &config, 5, Some(4));
     assert!(!finished);
     let (saved_model, optim_record, mut cursor) = first.saved.take().unwrap();
     assert_eq!(cursor.step, 4);
@@ -242,17 +243,7 @@ fn losses_fall_over_the_curriculum() {
         epoch_scale: 4.0,
         ..config()
     };
-    let mut rec = recorder(None);
-    fit(
-        model(vocab),
-        &mut optim(),
-        &stages,
-        &config,
-        1,
-        pad,
-        &mut Cursor::default(),
-        &mut rec,
-    );
+    let (rec, _, _) = train_fresh((&stages, pad, vocab), &config, 1, None);
     let (first, last) = (&rec.losses[0], rec.losses.last().unwrap());
     assert!(last.0 < first.0 * 0.6, "text {} → {}", first.0, last.0);
     for (a, b) in first.1.iter().zip(&last.1) {
@@ -279,22 +270,12 @@ fn shards_train_the_same_trajectory_on_parallel_threads() {
             shards,
             ..config()
         };
-        let mut rec = recorder(None);
-        let (model, finished) = fit(
-            model(vocab),
-            &mut optim(),
-            &stages,
-            &config,
-            5,
-            pad,
-            &mut Cursor::default(),
-            &mut rec,
-        );
+        let (rec, _, finished) = train_fresh((&stages, pad, vocab), &config, 5, None);
         assert!(finished);
-        (rec.losses, model)
+        rec.losses
     };
-    let (one, _) = run(1);
-    let (three, _) = run(3);
+    let one = run(1);
+    let three = run(3);
     // Shards weigh their losses by their share of the loss tokens, so the summed
     // gradients are the whole batch's: only the float summation order differs.
     assert_eq!(one.len(), three.len());
@@ -305,7 +286,7 @@ fn shards_train_the_same_trajectory_on_parallel_threads() {
         }
     }
     // The same shard count is the same trajectory, bit for bit.
-    assert_eq!(three, run(3).0);
+    assert_eq!(three, run(3));
 }
 
 #[test]
