@@ -297,10 +297,13 @@ impl<B: Backend> Rotary<B> {
     }
 }
 
+/// One attention layer's cached keys and values, `[batch, kv_heads, past, head_dim]` each.
+pub type KvSlot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+
 /// Cached keys and values of every layer, for generation.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    layers: Vec<KvSlot<B>>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -346,7 +349,7 @@ impl<B: Backend> Attention<B> {
         rotary: &Rotary<B>,
         start: usize,
         mask: Option<&Tensor<B, 2, Bool>>,
-        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        cache: Option<&mut KvSlot<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -420,7 +423,7 @@ impl<B: Backend> DecoderLayer<B> {
         rotary: &Rotary<B>,
         start: usize,
         mask: Option<&Tensor<B, 2, Bool>>,
-        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        cache: Option<&mut KvSlot<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self

@@ -8,7 +8,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::fusion::CrossAttention;
-use super::qwen3::{Attention, Mlp, RmsNorm, Rotary, causal_mask};
+use super::qwen3::{Attention, KvSlot, Mlp, RmsNorm, Rotary, causal_mask};
 
 /// Shape of the WAT stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +133,7 @@ impl<B: Backend> Segment<B> {
         text_ignore: &Tensor<B, 2, Bool>,
         rotary: &Rotary<B>,
         start: usize,
-        caches: &mut [Option<(Tensor<B, 4>, Tensor<B, 4>)>],
+        caches: &mut [KvSlot<B>],
     ) -> Tensor<B, 3> {
         let len = w.dims()[1];
         let causal = (len > 1).then(|| causal_mask::<B>(len, start, &w.device()));
@@ -150,7 +150,7 @@ impl<B: Backend> Segment<B> {
         rotary: &Rotary<B>,
         start: usize,
         mask: Option<&Tensor<B, 2, Bool>>,
-        mut caches: Option<&mut [Option<(Tensor<B, 4>, Tensor<B, 4>)>]>,
+        mut caches: Option<&mut [KvSlot<B>]>,
     ) -> Tensor<B, 3> {
         for (i, block) in self.blocks.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);

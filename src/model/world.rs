@@ -10,7 +10,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use super::fusion::GatedCrossAttention;
-use super::qwen3::{Qwen3ForCausalLM, causal_mask};
+use super::qwen3::{KvSlot, Qwen3ForCausalLM, causal_mask};
 use super::wat_stream::{WatStream, WatStreamConfig};
 use crate::tokenize::wat::{BOS, EOS};
 
@@ -236,7 +236,7 @@ impl<B: Backend> WorldModel<B> {
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
         let ignore = unread_mask::<B>(states[0].dims()[1], unread, device);
-        let mut caches: Vec<Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>> = self.wat.segments
+        let mut caches: Vec<Vec<KvSlot<B>>> = self.wat.segments
             [..=exit]
             .iter()
             .map(|s| vec![None; s.blocks.len()])

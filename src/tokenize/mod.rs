@@ -16,6 +16,9 @@ pub enum TokenizeError {
     Wat(wat::UnknownToken),
 }
 
+/// Each token's `(start, end)` character range in the encoded text.
+pub type Offsets = Vec<(usize, usize)>;
+
 /// The text stream's tokenizer: encodes and decodes exactly as transformers does.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -40,10 +43,7 @@ impl TextTokenizer {
     }
 
     /// [`encode`](Self::encode) with each token's character range in `text`.
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TokenizeError> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets), TokenizeError> {
         let encoding = self
             .inner
             .encode_char_offsets(text, false)
