@@ -8,34 +8,23 @@
 use crate::model::world::TokenGuide;
 use crate::sandbox::Arg;
 use crate::tokenize::wat::WatVocab;
+use wasmtime::ValType;
 
 /// What one parameter slot accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
-    /// A bound number: `f64` or `f32`, and `i64`/`i32` when it is integral and fits.
-    Number { integral: bool, fits_i32: bool },
+    /// A bound number: any numeric type the binding can put it in
+    /// ([`number_fits`](crate::sandbox::number_fits)).
+    Number(f64),
     /// Half of a string or list pair: `i32`.
     Pointer,
 }
 
-/// A value type as written in WAT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Type {
-    I32,
-    I64,
-    F32,
-    F64,
-}
-
 impl Slot {
-    fn accepts(self, ty: Type) -> bool {
+    fn accepts(self, ty: &ValType) -> bool {
         match self {
-            Slot::Pointer => ty == Type::I32,
-            Slot::Number { integral, fits_i32 } => match ty {
-                Type::F64 | Type::F32 => true,
-                Type::I64 => integral,
-                Type::I32 => integral && fits_i32,
-            },
+            Slot::Pointer => matches!(ty, ValType::I32),
+            Slot::Number(n) => crate::sandbox::number_fits(n, ty),
         }
     }
 }
@@ -44,10 +33,7 @@ impl Slot {
 /// one slot per number and a pair per string; and, when the question binds only
 /// numbers, `k` scalars followed by a pair holding the other numbers as a list.
 fn shapes(args: &[Arg]) -> Vec<Vec<Slot>> {
-    let number = |n: f64| Slot::Number {
-        integral: n.fract() == 0.0 && n.is_finite() && n.abs() < 9.0e15,
-        fits_i32: n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX),
-    };
+    let number = Slot::Number;
     let direct = args
         .iter()
         .flat_map(|a| match a {
@@ -94,13 +80,13 @@ enum State {
 pub struct SignatureGuide {
     shapes: Vec<Vec<Slot>>,
     /// Types of the parameters decoded so far.
-    types: Vec<Type>,
+    types: Vec<ValType>,
     state: State,
     compute: Option<u32>,
     open: Option<u32>,
     close: Option<u32>,
     param: Option<u32>,
-    type_ids: [(Option<u32>, Type); 4],
+    type_ids: [(Option<u32>, ValType); 4],
 }
 
 impl SignatureGuide {
@@ -114,25 +100,25 @@ impl SignatureGuide {
             close: vocab.id(")"),
             param: vocab.id("param"),
             type_ids: [
-                (vocab.id("i32"), Type::I32),
-                (vocab.id("i64"), Type::I64),
-                (vocab.id("f32"), Type::F32),
-                (vocab.id("f64"), Type::F64),
+                (vocab.id("i32"), ValType::I32),
+                (vocab.id("i64"), ValType::I64),
+                (vocab.id("f32"), ValType::F32),
+                (vocab.id("f64"), ValType::F64),
             ],
         }
     }
 
-    fn type_of(&self, id: u32) -> Option<Type> {
+    fn type_of(&self, id: u32) -> Option<&ValType> {
         self.type_ids
             .iter()
             .find(|(t, _)| *t == Some(id))
-            .map(|&(_, ty)| ty)
+            .map(|(_, ty)| ty)
     }
 
     /// Shapes that agree with the types decoded so far.
     fn consistent(&self) -> impl Iterator<Item = &Vec<Slot>> {
         self.shapes.iter().filter(|s| {
-            s.len() >= self.types.len() && self.types.iter().zip(s.iter()).all(|(t, s)| s.accepts(*t))
+            s.len() >= self.types.len() && self.types.iter().zip(s.iter()).all(|(t, s)| s.accepts(t))
         })
     }
 
@@ -175,7 +161,7 @@ impl TokenGuide for SignatureGuide {
             State::Param if Some(id) == self.close => State::Header,
             State::Param => {
                 if let Some(ty) = self.type_of(id) {
-                    self.types.push(ty);
+                    self.types.push(ty.clone());
                 }
                 State::Param
             }

@@ -9,11 +9,11 @@ use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::config::SelectionConfig;
-use crate::model::world::WorldModel;
+use crate::model::world::{TokenGuide, Unguided, WorldModel};
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
-use crate::train::data::{computed_ids, prompt_with_arguments};
+use crate::train::data::{PromptTokens, computed_ids, prompt_tokens};
 
 /// The score terms of one candidate, each in 0..=1.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -241,7 +241,11 @@ impl Answerer<'_> {
         ablation: Ablation,
         device: &B::Device,
     ) -> Result<Answer, TokenizeError> {
-        let (prompt_ids, arguments) = prompt_with_arguments(self.text, question)?;
+        let PromptTokens {
+            ids: prompt_ids,
+            arguments,
+            ..
+        } = prompt_tokens(self.text, question)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {
@@ -266,19 +270,14 @@ impl Answerer<'_> {
         let mut programs = Vec::new();
         let mut candidates = Vec::new();
         for exit in 0..exits {
-            let (ids, logprob) = if ablation == Ablation::Unguided {
-                model.decode_guided(
-                    &states,
-                    exit,
-                    self.max_wat_tokens,
-                    &mut crate::model::world::Unguided,
-                    &unread,
-                    device,
-                )
+            let mut signature = guide::SignatureGuide::new(&args, self.wat);
+            let guide: &mut dyn TokenGuide = if ablation == Ablation::Unguided {
+                &mut Unguided
             } else {
-                let mut guide = guide::SignatureGuide::new(&args, self.wat);
-                model.decode_guided(&states, exit, self.max_wat_tokens, &mut guide, &unread, device)
+                &mut signature
             };
+            let (ids, logprob) =
+                model.decode_guided(&states, exit, self.max_wat_tokens, guide, &unread, device);
             let program = self.wat.decode(&ids);
             let outcome = self.sandbox.run(&program, &args);
             let operations = operations(&program);

@@ -496,6 +496,11 @@ fn bind_list(
     Some(Ok(values))
 }
 
+/// Whether a bound number can fill a parameter of type `ty` (the binding's own rule).
+pub fn number_fits(n: f64, ty: &ValType) -> bool {
+    number_param(n, ty).is_some()
+}
+
 fn number_param(n: f64, ty: &ValType) -> Option<Val> {
     let integral = n.fract() == 0.0 && n.is_finite();
     match ty {

@@ -18,27 +18,46 @@ pub fn prompt(question: &str) -> String {
     format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 }
 
-/// The prompt's token ids, and the positions of the tokens that spell the
-/// question's bound arguments (numbers, and strings inside their quotes): what the
-/// WAT stream leaves unread when `wat.read_arguments` is off — the arguments reach
-/// the program through binding, so its choice can rest on the wording alone.
-pub fn prompt_with_arguments(
-    text: &TextTokenizer,
-    question: &str,
-) -> Result<(Vec<u32>, Vec<usize>), TokenizeError> {
+/// A question's prompt as token ids, with where its words and its bound arguments sit.
+pub struct PromptTokens {
+    pub ids: Vec<u32>,
+    /// The question's own words (without the chat markers).
+    pub wording: std::ops::Range<usize>,
+    /// The tokens that spell the question's bound arguments (numbers, and strings
+    /// inside their quotes): what the WAT stream leaves unread when
+    /// `wat.read_arguments` is off — the arguments reach the program through
+    /// binding, so its choice can rest on the wording alone.
+    pub arguments: Vec<usize>,
+}
+
+/// Tokenizes `question`'s prompt and locates its words and arguments, both from the
+/// tokens' character offsets.
+pub fn prompt_tokens(text: &TextTokenizer, question: &str) -> Result<PromptTokens, TokenizeError> {
     let (ids, offsets) = text.encode_with_offsets(&prompt(question))?;
     let at = "<|im_start|>user\n".chars().count();
-    let spans: Vec<std::ops::Range<usize>> = crate::sandbox::bind_spans(question)
+    let overlapping = |span: std::ops::Range<usize>| {
+        offsets
+            .iter()
+            .enumerate()
+            .filter(move |&(_, &(a, b))| b > a && a < span.end && b > span.start)
+            .map(|(i, _)| i)
+    };
+    let question_span = at..at + question.chars().count();
+    let words: Vec<usize> = overlapping(question_span).collect();
+    let wording = match (words.first(), words.last()) {
+        (Some(&first), Some(&last)) => first..last + 1,
+        _ => 0..ids.len(),
+    };
+    let mut arguments: Vec<usize> = crate::sandbox::bind_spans(question)
         .into_iter()
-        .map(|(_, span)| span.start + at..span.end + at)
+        .flat_map(|(_, span)| overlapping(span.start + at..span.end + at))
         .collect();
-    let arguments = offsets
-        .iter()
-        .enumerate()
-        .filter(|&(_, &(a, b))| b > a && spans.iter().any(|s| a < s.end && b > s.start))
-        .map(|(i, _)| i)
-        .collect();
-    Ok((ids, arguments))
+    arguments.dedup();
+    Ok(PromptTokens {
+        ids,
+        wording,
+        arguments,
+    })
 }
 
 /// The span injected after the prompt with the sandbox's value, as text.
@@ -78,7 +97,7 @@ pub struct Encoded {
     /// The question's own words within the prompt (without the chat markers).
     pub wording: std::ops::Range<usize>,
     /// Prompt positions the WAT stream does not read (the arguments' tokens, when
-    /// masked; see [`prompt_with_arguments`]).
+    /// masked; see [`PromptTokens`]).
     pub unread: Vec<usize>,
     /// Index of the first answer token (after the computed span).
     pub answer_start: usize,
@@ -98,12 +117,15 @@ pub struct Encoder<'a> {
 
 impl Encoder<'_> {
     pub fn encode(&self, example: &Example) -> Result<Encoded, TokenizeError> {
-        let (prompt, arguments) = prompt_with_arguments(self.text, &example.question)?;
+        let PromptTokens {
+            ids: prompt,
+            wording,
+            arguments,
+        } = prompt_tokens(self.text, &example.question)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
         let question_len = prompt.len();
-        let wording = self.wording(&prompt)?;
         let answer_start = question_len + computed.len();
         let mut text = prompt;
         text.extend(computed);
@@ -119,31 +141,13 @@ impl Encoder<'_> {
     }
 }
 
-impl Encoder<'_> {
-    /// Where the question's words sit in its prompt's tokens: after the user
-    /// header and before the closing markers (the whole prompt if they do not
-    /// tokenize apart).
-    fn wording(&self, prompt: &[u32]) -> Result<std::ops::Range<usize>, TokenizeError> {
-        let head = self.text.encode("<|im_start|>user\n")?;
-        let tail = self.text.encode("<|im_end|>\n<|im_start|>assistant\n")?;
-        if prompt.len() >= head.len() + tail.len()
-            && prompt.starts_with(&head)
-            && prompt.ends_with(&tail)
-        {
-            Ok(head.len()..prompt.len() - tail.len())
-        } else {
-            Ok(0..prompt.len())
-        }
-    }
-}
-
 /// `row` with a `share` of its question's word tokens replaced by `mask`, drawn
 /// from `rng`: word dropout, so no single word (a sentence frame's, say) carries
 /// the whole decision.
 pub fn drop_words(row: &Encoded, share: f64, mask: u32, rng: &mut Rng) -> Encoded {
     let mut out = row.clone();
     for i in row.wording.clone() {
-        if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= share {
+        if rng.unit() <= share {
             out.text[i] = mask;
         }
     }

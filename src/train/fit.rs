@@ -284,7 +284,7 @@ fn training_row<'a>(
             seed,
             &[0xc0de, cursor.stage as u64, cursor.epoch as u64, s as u64, i as u64],
         );
-        if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= config.copy_practice {
+        if rng.unit() <= config.copy_practice {
             return &variants[rng.below(variants.len())];
         }
     }
