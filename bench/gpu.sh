@@ -13,7 +13,11 @@
 # BASE_LIMIT seconds (480); PARITY_DTYPES (f32 bf16) picks parity's dtypes); cubecl tunes and
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
-# CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason.
+# CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason. Compiled kernels
+# and autotune results persist in bench/kernel-cache (WMX_KERNEL_CACHE); the script
+# starts from bench/kernels.tar.xz when one is there and leaves the grown cache as
+# kernels.tar.xz beside its results, so a later call can carry it and skip the
+# compiling.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -24,6 +28,9 @@ REPEATS=${REPEATS:-10}
 LIMIT=${LIMIT:-240}
 PARTS=${PARTS:-train generate parity}
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+export WMX_KERNEL_CACHE=${WMX_KERNEL_CACHE:-$PWD/bench/kernel-cache}
+mkdir -p "$WMX_KERNEL_CACHE"
+[ -f bench/kernels.tar.xz ] && tar -xJf bench/kernels.tar.xz -C "$WMX_KERNEL_CACHE"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
@@ -78,6 +85,8 @@ if has base; then
     cp "$work"/runs/base/*/eval/summary.json "$DIR/base-cuda-summary.json" 2>/dev/null
     cp "$work"/runs/base/*/metrics.csv "$DIR/base-cuda-metrics.csv" 2>/dev/null
 fi
+tar -cf - -C "$WMX_KERNEL_CACHE" . | xz -T0 -6 > "$DIR/kernels.tar.xz"
+echo "kernel cache: $(du -sh "$WMX_KERNEL_CACHE" | cut -f1), $(du -h "$DIR/kernels.tar.xz" | cut -f1) compressed"
 echo
 python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \
     --command "bench/gpu.sh (EXP=$EXP BATCH=$BATCH SEQ=$SEQ REPEATS=$REPEATS)"

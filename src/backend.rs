@@ -44,6 +44,52 @@ pub struct MissingBackend {
     pub name: &'static str,
 }
 
+/// Where compiled GPU kernels and autotune results persist between runs, unless a
+/// `cubecl.toml` (or `burn.toml`) in the working directory or a parent says otherwise:
+/// `$WMX_KERNEL_CACHE`, else `$XDG_CACHE_HOME/wmx/kernels`, else `~/.cache/wmx/kernels`.
+/// Without it every process compiles and tunes each kernel shape again — minutes
+/// before the first training step of base.toml on an H100.
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("WMX_KERNEL_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        if ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
+            .iter()
+            .any(|f| dir.join(f).is_file())
+        {
+            return None;
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wmx").join("kernels"))
+}
+
+/// Points cubecl's compilation and autotune caches at [`kernel_cache_dir`]; must
+/// run before the first GPU kernel. Environment overrides (`CUBECL_AUTOTUNE_LEVEL`)
+/// still apply.
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+fn use_kernel_cache() {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = kernel_cache_dir() else { return };
+        let mut config = CubeClRuntimeConfig::default().override_from_env();
+        config.compilation.cache = Some(CacheConfig::File(dir.clone()));
+        config.autotune.cache = CacheConfig::File(dir);
+        CubeClRuntimeConfig::set(config);
+    });
+}
+
 /// Runs `task` on the named backend's default device.
 pub fn dispatch<T: BackendTask>(
     backend: BackendName,
@@ -52,11 +98,17 @@ pub fn dispatch<T: BackendTask>(
     match backend {
         BackendName::Cpu => Ok(task.run::<Cpu>(Default::default())),
         #[cfg(feature = "cuda")]
-        BackendName::Cuda => Ok(task.run::<Cuda>(Default::default())),
+        BackendName::Cuda => {
+            use_kernel_cache();
+            Ok(task.run::<Cuda>(Default::default()))
+        }
         #[cfg(not(feature = "cuda"))]
         BackendName::Cuda => Err(MissingBackend { name: "cuda" }),
         #[cfg(feature = "rocm")]
-        BackendName::Rocm => Ok(task.run::<Rocm>(Default::default())),
+        BackendName::Rocm => {
+            use_kernel_cache();
+            Ok(task.run::<Rocm>(Default::default()))
+        }
         #[cfg(not(feature = "rocm"))]
         BackendName::Rocm => Err(MissingBackend { name: "rocm" }),
     }

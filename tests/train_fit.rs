@@ -65,6 +65,7 @@ fn setup() -> (Vec<StageData>, u32, usize) {
         wat: &wat,
         pad,
         read_arguments: false,
+        arguments: wmx::config::ArgumentView::Tokens,
     };
     let stages = dataset
         .stages

@@ -142,6 +142,21 @@ pub enum Init {
     Random,
 }
 
+/// How the text stream reads a question's bound arguments (its numbers, and quoted
+/// strings inside their quotes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgumentView {
+    /// As their own tokens: the prompt is the question as written.
+    #[default]
+    Tokens,
+    /// Each argument as one `<|arg|>` token: no state of either stream depends on an
+    /// argument's value, so program choice and answer wording rest on the question's
+    /// wording alone. Values still reach the program by binding, and the answer by the
+    /// computed span. Needs a tokenizer with `<|arg|>` (scratch tokenizers have it).
+    Placeholder,
+}
+
 /// Numeric type of weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -161,6 +176,8 @@ pub struct ModelConfig {
     /// relative to the experiment file. Needed for `pretrained`; optional for `random`.
     pub checkpoint: Option<PathBuf>,
     pub dtype: DType,
+    /// How the text stream reads the question's bound arguments.
+    pub arguments: ArgumentView,
     /// BPE vocabulary size for `scratch` (a checkpoint brings its own).
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -181,6 +198,7 @@ impl Default for ModelConfig {
             init: Init::Scratch,
             checkpoint: None,
             dtype: DType::F32,
+            arguments: ArgumentView::Tokens,
             vocab_size: 1024,
             hidden_size: 128,
             intermediate_size: 384,
@@ -209,8 +227,9 @@ pub struct WatConfig {
     pub max_tokens: usize,
     /// Whether the WAT stream reads the tokens of the question's bound arguments
     /// (numbers, quoted strings). Off: it reads the wording around them only — the
-    /// arguments reach the program through binding — so no held-out number, text
-    /// or file name can sway which program it writes.
+    /// arguments reach the program through binding. (The text states it reads still
+    /// mix the arguments in through self-attention unless `model.arguments` is
+    /// `placeholder`.)
     pub read_arguments: bool,
 }
 

@@ -221,6 +221,8 @@ pub struct Answerer<'a> {
     pub max_new_tokens: usize,
     /// Whether the WAT stream reads the arguments' tokens (`wat.read_arguments`).
     pub read_arguments: bool,
+    /// How the text stream reads the arguments (`model.arguments`).
+    pub arguments: crate::config::ArgumentView,
 }
 
 impl Answerer<'_> {
@@ -245,7 +247,7 @@ impl Answerer<'_> {
             ids: prompt_ids,
             arguments,
             ..
-        } = prompt_tokens(self.text, question)?;
+        } = prompt_tokens(self.text, question, self.arguments)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {

@@ -299,7 +299,7 @@ fn text_tokenizer(dir: &RunDir, e: &Experiment, dataset: &Dataset) -> Result<Tex
         .map(|x| {
             format!(
                 "{}{}{}",
-                crate::train::data::prompt(&x.question),
+                crate::train::data::prompt(&crate::train::data::shown_question(&x.question, e.model.arguments).0),
                 computed_span(x.value),
                 x.answer
             )
@@ -338,6 +338,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         wat: &wat_vocab,
         pad,
         read_arguments: e.wat.read_arguments,
+        arguments: e.model.arguments,
     };
     let mut stages = Vec::new();
     for stage in &t.dataset.stages {
@@ -590,6 +591,7 @@ pub fn answerer<'a>(
         max_wat_tokens: e.wat.max_tokens,
         max_new_tokens: e.eval.max_new_tokens,
         read_arguments: e.wat.read_arguments,
+        arguments: e.model.arguments,
     }
 }
 

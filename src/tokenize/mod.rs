@@ -67,13 +67,15 @@ impl TextTokenizer {
     }
 }
 
-/// Special tokens of a tokenizer trained here: chat markup and the computed span.
-pub const SPECIAL_TOKENS: [&str; 5] = [
+/// Special tokens of a tokenizer trained here: chat markup, the computed span, and
+/// the placeholder a bound argument becomes under `model.arguments = "placeholder"`.
+pub const SPECIAL_TOKENS: [&str; 6] = [
     "<|endoftext|>",
     "<|im_start|>",
     "<|im_end|>",
     "<computed>",
     "</computed>",
+    "<|arg|>",
 ];
 
 impl TextTokenizer {

@@ -7,6 +7,7 @@
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
+use crate::config::ArgumentView;
 use crate::curriculum::Example;
 use crate::curriculum::rng::Rng;
 use crate::model::world::Batch;
@@ -30,10 +31,46 @@ pub struct PromptTokens {
     pub arguments: Vec<usize>,
 }
 
-/// Tokenizes `question`'s prompt and locates its words and arguments, both from the
-/// tokens' character offsets.
-pub fn prompt_tokens(text: &TextTokenizer, question: &str) -> Result<PromptTokens, TokenizeError> {
-    let (ids, offsets) = text.encode_with_offsets(&prompt(question))?;
+/// The token that stands for each bound argument under `model.arguments = "placeholder"`.
+pub const ARGUMENT_TOKEN: &str = "<|arg|>";
+
+/// `question` as the text stream reads it, with the character span of each bound
+/// argument in it: as written, or with every argument replaced by [`ARGUMENT_TOKEN`].
+pub fn shown_question(question: &str, view: ArgumentView) -> (String, Vec<std::ops::Range<usize>>) {
+    let spans = crate::sandbox::bind_spans(question).into_iter().map(|(_, span)| span);
+    match view {
+        ArgumentView::Tokens => (question.to_string(), spans.collect()),
+        ArgumentView::Placeholder => {
+            let chars: Vec<char> = question.chars().collect();
+            let (mut shown, mut at, mut placed) = (String::new(), 0, Vec::new());
+            for span in spans {
+                shown.extend(&chars[at..span.start]);
+                let start = shown.chars().count();
+                shown.push_str(ARGUMENT_TOKEN);
+                placed.push(start..start + ARGUMENT_TOKEN.chars().count());
+                at = span.end;
+            }
+            shown.extend(&chars[at..]);
+            (shown, placed)
+        }
+    }
+}
+
+/// Tokenizes `question`'s prompt as the text stream reads it (`view`) and locates its
+/// words and arguments, both from the tokens' character offsets.
+pub fn prompt_tokens(
+    text: &TextTokenizer,
+    question: &str,
+    view: ArgumentView,
+) -> Result<PromptTokens, TokenizeError> {
+    if view == ArgumentView::Placeholder && text.token_id(ARGUMENT_TOKEN).is_none() {
+        return Err(TokenizeError::Codec(format!(
+            "model.arguments = \"placeholder\" needs a {ARGUMENT_TOKEN} token, which this tokenizer lacks \
+             (tokenizers trained here have it; use \"tokens\" with a checkpoint's)"
+        )));
+    }
+    let (shown, spans) = shown_question(question, view);
+    let (ids, offsets) = text.encode_with_offsets(&prompt(&shown))?;
     let at = "<|im_start|>user\n".chars().count();
     let overlapping = |span: std::ops::Range<usize>| {
         offsets
@@ -42,15 +79,15 @@ pub fn prompt_tokens(text: &TextTokenizer, question: &str) -> Result<PromptToken
             .filter(move |&(_, &(a, b))| b > a && a < span.end && b > span.start)
             .map(|(i, _)| i)
     };
-    let question_span = at..at + question.chars().count();
+    let question_span = at..at + shown.chars().count();
     let words: Vec<usize> = overlapping(question_span).collect();
     let wording = match (words.first(), words.last()) {
         (Some(&first), Some(&last)) => first..last + 1,
         _ => 0..ids.len(),
     };
-    let mut arguments: Vec<usize> = crate::sandbox::bind_spans(question)
+    let mut arguments: Vec<usize> = spans
         .into_iter()
-        .flat_map(|(_, span)| overlapping(span.start + at..span.end + at))
+        .flat_map(|span| overlapping(span.start + at..span.end + at))
         .collect();
     arguments.dedup();
     Ok(PromptTokens {
@@ -113,6 +150,8 @@ pub struct Encoder<'a> {
     pub pad: u32,
     /// Whether the WAT stream reads the arguments' tokens (`wat.read_arguments`).
     pub read_arguments: bool,
+    /// How the text stream reads the arguments (`model.arguments`).
+    pub arguments: ArgumentView,
 }
 
 impl Encoder<'_> {
@@ -121,7 +160,7 @@ impl Encoder<'_> {
             ids: prompt,
             wording,
             arguments,
-        } = prompt_tokens(self.text, &example.question)?;
+        } = prompt_tokens(self.text, &example.question, self.arguments)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
@@ -336,6 +375,7 @@ mod tests {
             wat: &wat,
             pad: text.token_id("<|endoftext|>").unwrap(),
             read_arguments: false,
+            arguments: ArgumentView::Tokens,
         };
         let example = |q: &str, v: f64| {
             Example {
@@ -424,5 +464,39 @@ mod tests {
             wat_loss.iter().sum::<f32>() as usize,
             short.wat.len() + 1 + long.wat.len() + 1
         );
+    }
+
+    #[test]
+    fn placeholders_hide_every_argument_value_from_the_text_stream() {
+        let corpus = ["What is 2 + 3?", "How many words are in \"a b\"?", "The answer is 5."];
+        let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
+        let tokens = |q: &str| prompt_tokens(&text, q, ArgumentView::Placeholder).unwrap();
+        let arg = text.token_id(ARGUMENT_TOKEN).unwrap();
+        // Questions that differ only in their arguments read the same.
+        let (a, b) = (tokens("What is 2 + 3?"), tokens("What is 417.5 + -9?"));
+        assert_eq!(a.ids, b.ids);
+        assert_eq!(a.arguments.iter().map(|&i| a.ids[i]).collect::<Vec<_>>(), vec![arg, arg]);
+        let (c, d) = (
+            tokens("How many words are in \"a b\"?"),
+            tokens("How many words are in \"WebAssembly runs inside a secure sandbox\"?"),
+        );
+        assert_eq!(c.ids, d.ids);
+        assert_eq!(c.arguments.len(), 1);
+        assert_eq!(
+            text.decode(&c.ids[c.wording.clone()]).unwrap(),
+            "How many words are in \"<|arg|>\"?"
+        );
+        // As tokens, the same questions differ.
+        let shown = |q: &str| prompt_tokens(&text, q, ArgumentView::Tokens).unwrap().ids;
+        assert_ne!(shown("What is 2 + 3?"), shown("What is 417.5 + -9?"));
+        // A tokenizer without the placeholder is refused, naming the key.
+        let json = std::env::temp_dir().join(format!("wmx-noarg-{}.json", std::process::id()));
+        text.save(&json).unwrap();
+        let raw = std::fs::read_to_string(&json).unwrap().replace("<|arg|>", "<|xyz|>");
+        std::fs::write(&json, raw).unwrap();
+        let other = TextTokenizer::from_file(&json).unwrap();
+        std::fs::remove_file(&json).ok();
+        let err = prompt_tokens(&other, "What is 2 + 3?", ArgumentView::Placeholder).err().unwrap();
+        assert!(err.to_string().contains("model.arguments"), "{err}");
     }
 }
