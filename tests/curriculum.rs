@@ -199,3 +199,30 @@ fn every_curriculum_program_round_trips_through_the_wat_vocabulary() {
         );
     }
 }
+
+#[test]
+fn carrier_built_questions_know_their_frame() {
+    // Carrier dropout masks what a question's frame spells: the first and last
+    // characters its `frame` counts must be one of the carriers around a core.
+    let (curriculum, dataset) = standard();
+    let mut framed = 0;
+    for (spec, stage) in curriculum.file.stages.iter().zip(&dataset.stages) {
+        let mut carriers: Vec<&String> = spec.carriers.iter().collect();
+        for family in &spec.families {
+            carriers.extend(family.carriers.iter().flatten());
+        }
+        for x in stage.train.iter().chain(&stage.test) {
+            let Some([before, after]) = x.frame else { continue };
+            let chars: Vec<char> = x.question.chars().collect();
+            let head: String = chars[..before].iter().collect();
+            let tail: String = chars[chars.len() - after..].iter().collect();
+            let frame = format!("{head}{{core}}{tail}");
+            assert!(carriers.contains(&&frame), "{}: {frame:?}", x.question);
+            framed += 1;
+        }
+    }
+    // Most questions are put in a carrier; whole-sentence phrasings have no frame.
+    let total: usize = dataset.stages.iter().map(|s| s.train.len() + s.test.len()).sum();
+    assert!(framed * 2 > total, "{framed} of {total}");
+    assert!(framed < total);
+}

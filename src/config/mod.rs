@@ -387,6 +387,10 @@ pub struct TrainConfig {
     /// Share of each training question's word tokens replaced by a mask token
     /// (word dropout), so no single word carries the decision (0 disables).
     pub word_dropout: f64,
+    /// Share of training rows per epoch whose carrier — the sentence frame a core
+    /// was put in ("What is {core}?") — is masked, so the program is learnt from
+    /// the core alone and holds under frames never seen with it (0 disables).
+    pub carrier_dropout: f64,
     pub parameters: Trainable,
     /// Longest text sequence, in tokens.
     pub max_seq_len: usize,
@@ -408,6 +412,7 @@ impl Default for TrainConfig {
             epoch_scale: 1.0,
             copy_practice: 0.0,
             word_dropout: 0.0,
+            carrier_dropout: 0.0,
             parameters: Trainable::All,
             max_seq_len: 128,
             checkpoint: CheckpointConfig::default(),
@@ -747,6 +752,9 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
     }
     if !(0.0..1.0).contains(&e.train.word_dropout) {
         return fail("train.word_dropout", "must be in [0, 1)".into());
+    }
+    if !(0.0..1.0).contains(&e.train.carrier_dropout) {
+        return fail("train.carrier_dropout", "must be in [0, 1)".into());
     }
     if !(0.0..=1.0).contains(&e.train.copy_practice) {
         return fail("train.copy_practice", "must be between 0 and 1".into());

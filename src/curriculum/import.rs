@@ -183,6 +183,7 @@ pub fn import_file(
                     value,
                     answer,
                     system,
+                    frame: None,
                 });
             }
             Err(reason) => report.rejected.push(Rejected {

@@ -104,6 +104,11 @@ pub fn expand_carriers(stage: &mut StageSpec) {
         for (j, core) in family.cores.iter().enumerate() {
             for (i, carrier) in carriers.iter().enumerate() {
                 let phrasing = carrier.replace("{core}", core);
+                if let Some((before, after)) = carrier.split_once("{core}") {
+                    family
+                        .frames
+                        .insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
+                }
                 let held_out = ((i + 2 * j) % 5 == 0 && carriers.len() > 1)
                     || family.held_out.contains(&phrasing);
                 let list = if held_out {
@@ -168,6 +173,10 @@ pub struct FamilySpec {
     /// Answer template with `{value}`; the task's default otherwise.
     #[serde(default)]
     pub answer: Option<String>,
+    /// For each phrasing built from a carrier: the characters the carrier spells
+    /// before and after its core (filled by [`expand_carriers`]).
+    #[serde(skip)]
+    pub frames: std::collections::HashMap<String, [usize; 2]>,
 }
 
 fn one() -> f64 {
@@ -234,6 +243,10 @@ pub struct Example {
     /// Whether the program needs the sandbox's `system` capability.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub system: bool,
+    /// For a question put in a carrier: how many of its characters the carrier
+    /// spells before and after the core (which holds every argument).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<[usize; 2]>,
 }
 
 /// A loaded and checked curriculum.
@@ -617,6 +630,7 @@ impl Curriculum {
                 value,
                 answer,
                 system: family.task.needs_system(),
+                frame: family.frames.get(&phrasing).copied(),
             }));
         }
         Ok(None)
@@ -917,5 +931,10 @@ mod tests {
         assert!(f.phrasings.contains(&"Check whether {n} is prime.".to_string()));
         assert!(!f.phrasings.contains(&"Check whether {n} is a prime number.".to_string()));
         assert_eq!(f.phrasings.len() + f.held_out.len(), 6);
+        // Each carrier-built phrasing knows its frame: what the carrier spells
+        // before and after the core.
+        assert_eq!(f.frames["Check whether {n} is prime."], [14, 1]);
+        assert_eq!(f.frames["Is it true that {n} is a prime number?"], [16, 1]);
+        assert_eq!(f.frames.len(), 6);
     }
 }

@@ -247,7 +247,7 @@ impl Answerer<'_> {
             ids: prompt_ids,
             arguments,
             ..
-        } = prompt_tokens(self.text, question, self.arguments)?;
+        } = prompt_tokens(self.text, question, self.arguments, None)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {

@@ -29,6 +29,9 @@ pub struct PromptTokens {
     /// `wat.read_arguments` is off — the arguments reach the program through
     /// binding, so its choice can rest on the wording alone.
     pub arguments: Vec<usize>,
+    /// The tokens of the carrier the question was put in, when `frame` was given
+    /// (see [`Example::frame`]).
+    pub carrier: Vec<usize>,
 }
 
 /// The token that stands for each bound argument under `model.arguments = "placeholder"`.
@@ -57,11 +60,13 @@ pub fn shown_question(question: &str, view: ArgumentView) -> (String, Vec<std::o
 }
 
 /// Tokenizes `question`'s prompt as the text stream reads it (`view`) and locates its
-/// words and arguments, both from the tokens' character offsets.
+/// words, arguments and (given its `frame`) carrier, all from the tokens' character
+/// offsets.
 pub fn prompt_tokens(
     text: &TextTokenizer,
     question: &str,
     view: ArgumentView,
+    frame: Option<[usize; 2]>,
 ) -> Result<PromptTokens, TokenizeError> {
     if view == ArgumentView::Placeholder && text.token_id(ARGUMENT_TOKEN).is_none() {
         return Err(TokenizeError::Codec(format!(
@@ -90,10 +95,20 @@ pub fn prompt_tokens(
         .flat_map(|span| overlapping(span.start + at..span.end + at))
         .collect();
     arguments.dedup();
+    // The carrier spells no argument, so its lengths are the same in the shown question.
+    let length = shown.chars().count();
+    let carrier = match frame {
+        Some([before, after]) if before + after <= length => overlapping(at..at + before)
+            .chain(overlapping(at + length - after..at + length))
+            .filter(|i| !arguments.contains(i))
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(PromptTokens {
         ids,
         wording,
         arguments,
+        carrier,
     })
 }
 
@@ -136,6 +151,8 @@ pub struct Encoded {
     /// Prompt positions the WAT stream does not read (the arguments' tokens, when
     /// masked; see [`PromptTokens`]).
     pub unread: Vec<usize>,
+    /// Prompt positions of the carrier the question was put in (empty when none).
+    pub carrier: Vec<usize>,
     /// Index of the first answer token (after the computed span).
     pub answer_start: usize,
     /// The program's WAT tokens (no `<bos>`/`<eos>`).
@@ -160,7 +177,8 @@ impl Encoder<'_> {
             ids: prompt,
             wording,
             arguments,
-        } = prompt_tokens(self.text, &example.question, self.arguments)?;
+            carrier,
+        } = prompt_tokens(self.text, &example.question, self.arguments, example.frame)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let computed = computed_ids(self.text, example.value)?;
         let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
@@ -174,6 +192,7 @@ impl Encoder<'_> {
             question_len,
             wording,
             unread,
+            carrier,
             answer_start,
             wat: self.wat.encode(&example.program)?,
         })
@@ -189,6 +208,17 @@ pub fn drop_words(row: &Encoded, share: f64, mask: u32, rng: &mut Rng) -> Encode
         if rng.unit() <= share {
             out.text[i] = mask;
         }
+    }
+    out
+}
+
+/// `row` with every token of its carrier replaced by `mask`: carrier dropout, so
+/// the program is learnt from the core that names the computation, the same under
+/// any sentence frame — a frame never seen with that core included.
+pub fn drop_carrier(row: &Encoded, mask: u32) -> Encoded {
+    let mut out = row.clone();
+    for &i in &row.carrier {
+        out.text[i] = mask;
     }
     out
 }
@@ -335,6 +365,7 @@ mod tests {
             value,
             answer: answer.into(),
             system: false,
+            frame: None,
         };
         let mut rng = Rng::new(5);
         for (value, answer) in [
@@ -390,6 +421,7 @@ mod tests {
             value: v,
             answer: format!("The answer is {v}."),
             system: false,
+            frame: Some([8, 1]),
         }
         };
         let short = encoder.encode(&example("What is 2 + 3?", 5.0)).unwrap();
@@ -417,6 +449,13 @@ mod tests {
         let batch = collate::<Cpu>(&[&short], encoder.pad, &Default::default());
         let reads: Vec<bool> = batch.wat_reads.into_data().to_vec().unwrap();
         assert_eq!(reads.iter().filter(|&&r| r).count(), short.question_len - short.unread.len());
+        // The carrier ("What is {core}?") is found from the example's frame, and
+        // carrier dropout masks it, nothing else.
+        let carrier: String = short.carrier.iter().map(|&i| text.decode(&short.text[i..=i]).unwrap()).collect();
+        assert_eq!(carrier.split_whitespace().collect::<String>(), "Whatis?");
+        let dropped = drop_carrier(&short, encoder.pad);
+        let changed: Vec<usize> = (0..short.text.len()).filter(|&i| dropped.text[i] != short.text[i]).collect();
+        assert_eq!(changed, short.carrier);
         // The wording is the question alone; word dropout masks only there.
         assert_eq!(text.decode(&short.text[short.wording.clone()]).unwrap(), "What is 2 + 3?");
         let mut rng = Rng::new(3);
@@ -470,7 +509,7 @@ mod tests {
     fn placeholders_hide_every_argument_value_from_the_text_stream() {
         let corpus = ["What is 2 + 3?", "How many words are in \"a b\"?", "The answer is 5."];
         let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
-        let tokens = |q: &str| prompt_tokens(&text, q, ArgumentView::Placeholder).unwrap();
+        let tokens = |q: &str| prompt_tokens(&text, q, ArgumentView::Placeholder, None).unwrap();
         let arg = text.token_id(ARGUMENT_TOKEN).unwrap();
         // Questions that differ only in their arguments read the same.
         let (a, b) = (tokens("What is 2 + 3?"), tokens("What is 417.5 + -9?"));
@@ -487,7 +526,7 @@ mod tests {
             "How many words are in \"<|arg|>\"?"
         );
         // As tokens, the same questions differ.
-        let shown = |q: &str| prompt_tokens(&text, q, ArgumentView::Tokens).unwrap().ids;
+        let shown = |q: &str| prompt_tokens(&text, q, ArgumentView::Tokens, None).unwrap().ids;
         assert_ne!(shown("What is 2 + 3?"), shown("What is 417.5 + -9?"));
         // A tokenizer without the placeholder is refused, naming the key.
         let json = std::env::temp_dir().join(format!("wmx-noarg-{}.json", std::process::id()));
@@ -496,7 +535,7 @@ mod tests {
         std::fs::write(&json, raw).unwrap();
         let other = TextTokenizer::from_file(&json).unwrap();
         std::fs::remove_file(&json).ok();
-        let err = prompt_tokens(&other, "What is 2 + 3?", ArgumentView::Placeholder).err().unwrap();
+        let err = prompt_tokens(&other, "What is 2 + 3?", ArgumentView::Placeholder, None).err().unwrap();
         assert!(err.to_string().contains("model.arguments"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use super::data::{Encoded, collate, drop_words};
+use super::data::{Encoded, collate, drop_carrier, drop_words};
 use super::schedule::learning_rate;
 use crate::config::TrainConfig;
 use crate::curriculum::rng::Rng;
@@ -128,7 +128,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                         .iter()
                         .map(|&(s, i)| training_row(stages, (s, i), cursor, seed, config))
                         .collect();
-                    if config.word_dropout > 0.0 {
+                    if config.word_dropout > 0.0 || config.carrier_dropout > 0.0 {
                         owned = micro
                             .iter()
                             .zip(&rows)
@@ -137,7 +137,16 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                                     seed,
                                     &[0xd207, cursor.stage as u64, cursor.epoch as u64, s as u64, i as u64],
                                 );
-                                drop_words(row, config.word_dropout, pad, &mut rng)
+                                let row = if config.carrier_dropout > 0.0 && rng.unit() < config.carrier_dropout {
+                                    drop_carrier(row, pad)
+                                } else {
+                                    (*row).clone()
+                                };
+                                if config.word_dropout > 0.0 {
+                                    drop_words(&row, config.word_dropout, pad, &mut rng)
+                                } else {
+                                    row
+                                }
                             })
                             .collect();
                         rows = owned.iter().collect();
