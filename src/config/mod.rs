@@ -487,7 +487,8 @@ impl Loaded {
 
 /// Loads an experiment: file (and what it extends) → `WMX_` env → `--set` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
-    load_with_env(path, overrides, Env::prefixed("WMX_").split("__"))
+    // WMX_KERNEL_CACHE names a directory (see `backend::kernel_cache_dir`), not a key.
+    load_with_env(path, overrides, Env::prefixed("WMX_").ignore(&["kernel_cache"]).split("__"))
 }
 
 /// As [`load`], with the environment provider given (tests pass their own).
