@@ -985,7 +985,6 @@ impl Task {
                 ])
             }
         };
-        p.name = self.name();
         p.render()
     }
 }
@@ -1047,8 +1046,6 @@ fn lines(items: &[&str]) -> Vec<String> {
 
 #[derive(Default)]
 struct Program {
-    /// The module's name, `$` + the task's: every program states its task first.
-    name: String,
     imports: Vec<&'static str>,
     memory: bool,
     params: Vec<String>,
@@ -1058,11 +1055,7 @@ struct Program {
 
 impl Program {
     fn render(&self) -> String {
-        let mut out = if self.name.is_empty() {
-            String::from("(module\n")
-        } else {
-            format!("(module ${}\n", self.name)
-        };
+        let mut out = String::from("(module\n");
         for import in &self.imports {
             out.push_str(&format!("  {import}\n"));
         }

@@ -373,14 +373,6 @@ impl WatVocab {
                 .chain(STRINGS)
                 .map(|w| (w.to_string(), Kind::Word)),
         );
-        // Each program names its module after its task (`(module $file_size …`).
-        tokens.extend(
-            crate::curriculum::tasks::Task::ALL
-                .iter()
-                .map(|t| format!("${}", t.name()))
-                .filter(|name| !NAMES.contains(&name.as_str()))
-                .map(|name| (name, Kind::Word)),
-        );
         tokens.push(("$".into(), Kind::Dollar));
         tokens.push(("\"".into(), Kind::Quote));
         tokens.extend((0x20u8..0x7f).map(|b| (format!("·{}", b as char), Kind::Char)));
