@@ -487,8 +487,10 @@ impl Loaded {
 
 /// Loads an experiment: file (and what it extends) → `WMX_` env → `--set` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
-    // WMX_KERNEL_CACHE names a directory (see `backend::kernel_cache_dir`), not a key.
-    load_with_env(path, overrides, Env::prefixed("WMX_").ignore(&["kernel_cache"]).split("__"))
+    // WMX_KERNEL_CACHE (see `backend::kernel_cache_dir`) and the tests' WMX_CHROMIUM
+    // name paths, not keys.
+    let env = Env::prefixed("WMX_").ignore(&["kernel_cache", "chromium"]).split("__");
+    load_with_env(path, overrides, env)
 }
 
 /// As [`load`], with the environment provider given (tests pass their own).
