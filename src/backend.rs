@@ -44,38 +44,42 @@ pub struct MissingBackend {
     pub name: &'static str,
 }
 
-/// Where compiled GPU kernels and autotune results persist between runs, unless a
-/// `cubecl.toml` (or `burn.toml`) in the working directory or a parent says otherwise:
-/// `$WMX_KERNEL_CACHE`, else `$XDG_CACHE_HOME/wmx/kernels`, else `~/.cache/wmx/kernels`.
+/// Where compiled GPU kernels and autotune results persist between runs:
+/// `$WMX_KERNEL_CACHE` when set; otherwise — unless a `cubecl.toml` (or `burn.toml`)
+/// in the working directory or a parent decides for itself —
+/// `$XDG_CACHE_HOME/wmx/kernels`, else `~/.cache/wmx/kernels`.
 /// Without it every process compiles and tunes each kernel shape again — minutes
 /// before the first training step of base.toml on an H100.
-#[cfg(any(feature = "cuda", feature = "rocm"))]
 pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    kernel_cache_dir_in(&std::env::current_dir().ok()?, |key| std::env::var_os(key))
+}
+
+/// [`kernel_cache_dir`] as seen from `cwd` with the environment `var`.
+pub fn kernel_cache_dir_in(
+    cwd: &std::path::Path,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<std::path::PathBuf> {
     use std::path::PathBuf;
-    if let Some(dir) = std::env::var_os("WMX_KERNEL_CACHE") {
+    if let Some(dir) = var("WMX_KERNEL_CACHE") {
         return Some(PathBuf::from(dir));
     }
-    let mut dir = std::env::current_dir().ok()?;
-    loop {
-        if ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
+    let configured = cwd.ancestors().any(|dir| {
+        ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
             .iter()
             .any(|f| dir.join(f).is_file())
-        {
-            return None;
-        }
-        if !dir.pop() {
-            break;
-        }
+    });
+    if configured {
+        return None;
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    let base = var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("wmx").join("kernels"))
 }
 
 /// Points cubecl's compilation and autotune caches at [`kernel_cache_dir`]; must
-/// run before the first GPU kernel. Environment overrides (`CUBECL_AUTOTUNE_LEVEL`)
-/// still apply.
+/// run before the first GPU kernel. The rest of cubecl's configuration (its
+/// `cubecl.toml`, environment overrides such as `CUBECL_AUTOTUNE_LEVEL`) still applies.
 #[cfg(any(feature = "cuda", feature = "rocm"))]
 fn use_kernel_cache() {
     use burn::cubecl::config::cache::CacheConfig;
@@ -83,7 +87,7 @@ fn use_kernel_cache() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let Some(dir) = kernel_cache_dir() else { return };
-        let mut config = CubeClRuntimeConfig::default().override_from_env();
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
         config.compilation.cache = Some(CacheConfig::File(dir.clone()));
         config.autotune.cache = CacheConfig::File(dir);
         CubeClRuntimeConfig::set(config);
@@ -111,5 +115,31 @@ pub fn dispatch<T: BackendTask>(
         }
         #[cfg(not(feature = "rocm"))]
         BackendName::Rocm => Err(MissingBackend { name: "rocm" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_cache_dir_in;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_kernel_cache_follows_the_environment_unless_cubecl_is_configured() {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("a").join("b");
+        std::fs::create_dir_all(&work).unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| OsString::from(v))
+        };
+        let home = env(&[("HOME", "/home/u")]);
+        assert_eq!(kernel_cache_dir_in(&work, home).unwrap(), std::path::Path::new("/home/u/.cache/wmx/kernels"));
+        let xdg = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]);
+        assert_eq!(kernel_cache_dir_in(&work, xdg).unwrap(), std::path::Path::new("/c/wmx/kernels"));
+        let named = env(&[("WMX_KERNEL_CACHE", "/k"), ("XDG_CACHE_HOME", "/c")]);
+        assert_eq!(kernel_cache_dir_in(&work, named).unwrap(), std::path::Path::new("/k"));
+        // A cubecl.toml above the working directory decides for itself.
+        std::fs::write(root.path().join("a").join("cubecl.toml"), "").unwrap();
+        assert_eq!(kernel_cache_dir_in(&work, env(&[("HOME", "/home/u")])), None);
+        assert_eq!(kernel_cache_dir_in(&work, named).unwrap(), std::path::Path::new("/k"));
     }
 }
