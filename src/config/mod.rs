@@ -753,11 +753,13 @@ fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
             );
         }
     }
-    if !(0.0..1.0).contains(&e.train.word_dropout) {
-        return fail("train.word_dropout", "must be in [0, 1)".into());
-    }
-    if !(0.0..1.0).contains(&e.train.carrier_dropout) {
-        return fail("train.carrier_dropout", "must be in [0, 1)".into());
+    for (key, share) in [
+        ("train.word_dropout", e.train.word_dropout),
+        ("train.carrier_dropout", e.train.carrier_dropout),
+    ] {
+        if !(0.0..1.0).contains(&share) {
+            return fail(key, "must be in [0, 1)".into());
+        }
     }
     if !(0.0..=1.0).contains(&e.train.copy_practice) {
         return fail("train.copy_practice", "must be between 0 and 1".into());

@@ -84,7 +84,8 @@ pub fn prompt_tokens(
             .filter(move |&(_, &(a, b))| b > a && a < span.end && b > span.start)
             .map(|(i, _)| i)
     };
-    let question_span = at..at + shown.chars().count();
+    let length = shown.chars().count();
+    let question_span = at..at + length;
     let words: Vec<usize> = overlapping(question_span).collect();
     let wording = match (words.first(), words.last()) {
         (Some(&first), Some(&last)) => first..last + 1,
@@ -96,7 +97,6 @@ pub fn prompt_tokens(
         .collect();
     arguments.dedup();
     // The carrier spells no argument, so its lengths are the same in the shown question.
-    let length = shown.chars().count();
     let carrier = match frame {
         Some([before, after]) if before + after <= length => overlapping(at..at + before)
             .chain(overlapping(at + length - after..at + length))
@@ -199,28 +199,24 @@ impl Encoder<'_> {
     }
 }
 
-/// `row` with a `share` of its question's word tokens replaced by `mask`, drawn
+/// Replaces a `share` of `row`'s question word tokens by `mask`, drawn
 /// from `rng`: word dropout, so no single word (a sentence frame's, say) carries
 /// the whole decision.
-pub fn drop_words(row: &Encoded, share: f64, mask: u32, rng: &mut Rng) -> Encoded {
-    let mut out = row.clone();
+pub fn drop_words(row: &mut Encoded, share: f64, mask: u32, rng: &mut Rng) {
     for i in row.wording.clone() {
         if rng.unit() <= share {
-            out.text[i] = mask;
+            row.text[i] = mask;
         }
     }
-    out
 }
 
-/// `row` with every token of its carrier replaced by `mask`: carrier dropout, so
-/// the program is learnt from the core that names the computation, the same under
-/// any sentence frame — a frame never seen with that core included.
-pub fn drop_carrier(row: &Encoded, mask: u32) -> Encoded {
-    let mut out = row.clone();
+/// Replaces every token of `row`'s carrier by `mask`: carrier dropout, so the
+/// program is learnt from the core that names the computation, the same under any
+/// sentence frame — a frame never seen with that core included.
+pub fn drop_carrier(row: &mut Encoded, mask: u32) {
     for &i in &row.carrier {
-        out.text[i] = mask;
+        row.text[i] = mask;
     }
-    out
 }
 
 /// A copy-practice variant of `example`: the computed value swapped for a random
@@ -453,14 +449,21 @@ mod tests {
         // carrier dropout masks it, nothing else.
         let carrier: String = short.carrier.iter().map(|&i| text.decode(&short.text[i..=i]).unwrap()).collect();
         assert_eq!(carrier.split_whitespace().collect::<String>(), "Whatis?");
-        let dropped = drop_carrier(&short, encoder.pad);
+        let mut dropped = short.clone();
+        drop_carrier(&mut dropped, encoder.pad);
         let changed: Vec<usize> = (0..short.text.len()).filter(|&i| dropped.text[i] != short.text[i]).collect();
         assert_eq!(changed, short.carrier);
         // The wording is the question alone; word dropout masks only there.
         assert_eq!(text.decode(&short.text[short.wording.clone()]).unwrap(), "What is 2 + 3?");
         let mut rng = Rng::new(3);
         let mask = encoder.pad;
-        let masked: Vec<Encoded> = (0..200).map(|_| drop_words(&long, 0.25, mask, &mut rng)).collect();
+        let masked: Vec<Encoded> = (0..200)
+            .map(|_| {
+                let mut row = long.clone();
+                drop_words(&mut row, 0.25, mask, &mut rng);
+                row
+            })
+            .collect();
         let mut dropped = 0;
         for m in &masked {
             for (i, (&a, &b)) in long.text.iter().zip(&m.text).enumerate() {

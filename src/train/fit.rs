@@ -137,16 +137,14 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                                     seed,
                                     &[0xd207, cursor.stage as u64, cursor.epoch as u64, s as u64, i as u64],
                                 );
-                                let row = if config.carrier_dropout > 0.0 && rng.unit() < config.carrier_dropout {
-                                    drop_carrier(row, pad)
-                                } else {
-                                    (*row).clone()
-                                };
-                                if config.word_dropout > 0.0 {
-                                    drop_words(&row, config.word_dropout, pad, &mut rng)
-                                } else {
-                                    row
+                                let mut row = (*row).clone();
+                                if config.carrier_dropout > 0.0 && rng.unit() < config.carrier_dropout {
+                                    drop_carrier(&mut row, pad);
                                 }
+                                if config.word_dropout > 0.0 {
+                                    drop_words(&mut row, config.word_dropout, pad, &mut rng);
+                                }
+                                row
                             })
                             .collect();
                         rows = owned.iter().collect();
