@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Where a CUDA training step's time goes: runs `wmx bench train` once to compile and
-# tune every kernel (kept in the kernel cache, as bench/gpu.sh does), then one step
-# under Nsight Compute, timing every kernel it launches, and prints a table of GPU
-# time by kernel family next to the step's wall time (the gap is host time: launches,
-# allocations, synchronisations).
+# Where a CUDA training step's (or a generation's) time goes: runs `wmx bench train`
+# (WHAT=generate: `wmx bench generate`) once to compile and tune every kernel (kept in
+# the kernel cache, as bench/gpu.sh does), then one repetition under Nsight Compute,
+# timing every kernel it launches, and prints a table of GPU time by kernel family
+# next to the repetition's wall time (the gap is host time: launches, allocations,
+# synchronisations).
 #
 #   bench/profile.sh [path/to/wmx]        # from the repository root, on the GPU machine
 #
-# Environment: EXP (experiments/qwen3-0.6b.toml), LAYERS (text layers kept, 4: the
+# Environment: WHAT (train or generate), EXP (experiments/qwen3-0.6b.toml), LAYERS (text layers kept, 4: the
 # per-layer kernels repeat, so a few layers show their shares at a fraction of the
 # profiling time), STEP_LAYERS (layer counts whose step time is measured without
 # the profiler, "$LAYERS" by default: how the step grows with depth), PROFILE (1; 0
-# skips ncu), BATCH (8), SEQ (512).
+# skips ncu), NCU_ARGS (more ncu options; for WHAT=generate "--launch-count 3000" by
+# default: a whole generation launches tens of thousands of kernels, which ncu did
+# not get through in 8 minutes), BATCH (8), SEQ (512).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -27,12 +30,14 @@ mkdir -p "$KERNELS"
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+WHAT=${WHAT:-train}
 args() {
-    ARGS=(bench train "$EXP" --set model.init=random --set "model.num_hidden_layers=$1"
-        --set "fusion.layers=[1, 2, 3]" --backend cuda --batch "$BATCH" --seq "$SEQ")
+    ARGS=(bench "$WHAT" "$EXP" --set model.init=random --set "model.num_hidden_layers=$1"
+        --set "fusion.layers=[1, 2, 3]" --backend cuda)
+    [ "$WHAT" = train ] && ARGS+=(--batch "$BATCH" --seq "$SEQ")
 }
 echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); ncu: $NCU"
-echo "| text layers | step ms (median of 3) | tokens/s |"
+echo "| text layers | $WHAT ms (median of 3) | tokens/s |"
 echo "|---|---|---|"
 for layers in ${STEP_LAYERS:-$LAYERS}; do
     args "$layers"
@@ -40,14 +45,16 @@ for layers in ${STEP_LAYERS:-$LAYERS}; do
     python3 - "$DIR/profile-step-$layers.json" "$layers" <<'PY' 2>/dev/null || { echo "| $layers | failed | |"; tail -3 "$DIR/profile-step-$layers.err"; }
 import json, sys
 d = json.loads(open(sys.argv[1]).read().splitlines()[-1])
-print(f"| {sys.argv[2]} | {d['median_s'] * 1e3:.1f} | {d['tokens_per_s']:.0f} |")
+print(f"| {sys.argv[2]} | {d['median_s'] * 1e3:.1f} | {d['tokens_per_s'] or 0:.0f} |")
 PY
 done
 if [ "${PROFILE:-1}" = 1 ]; then
     args "$LAYERS"
     [ -f "$DIR/profile-step-$LAYERS.json" ] || "$WMX" "${ARGS[@]}" --warmup 1 --repeats 3 --json > "$DIR/profile-step-$LAYERS.json"
-    echo "== one step of $LAYERS layers under ncu"
-    "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    echo "== one $WHAT repetition of $LAYERS layers under ncu"
+    [ "$WHAT" = generate ] && NCU_ARGS=${NCU_ARGS:---launch-count 3000}
+    # shellcheck disable=SC2086
+    "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base ${NCU_ARGS:-} \
         --log-file "$DIR/profile-ncu.log" \
         "$WMX" "${ARGS[@]}" --warmup 0 --repeats 1 --json > /dev/null 2> "$DIR/profile-ncu.err"
     echo "   exit $?"

@@ -81,7 +81,7 @@ def main(paths):
     total = sum(s for _, s in per_family.values())
     print(f"{len(kernels)} kernels, {total * 1e3:.1f} ms of GPU time", end="")
     if step:
-        print(f"; one step takes {step * 1e3:.1f} ms of wall time when not profiled "
+        print(f"; one repetition takes {step * 1e3:.1f} ms of wall time when not profiled "
               f"(the GPU is busy {min(total / step, 1.0):.0%} of it)")
     else:
         print()
