@@ -373,6 +373,10 @@ pub struct TrainConfig {
     /// Final learning rate of the cosine schedule, as a share of `learning_rate`.
     pub min_lr_ratio: f64,
     pub warmup_steps: usize,
+    /// Each stage after the first climbs back to the schedule's rate over this many
+    /// steps, from 1/n of it: a stage's unfamiliar programs otherwise meet the
+    /// optimizer at full rate (0 disables).
+    pub stage_warmup_steps: usize,
     pub weight_decay: f64,
     /// Gradient-norm clipping threshold (0 disables).
     pub grad_clip: f64,
@@ -406,6 +410,7 @@ impl Default for TrainConfig {
             learning_rate: 3e-3,
             min_lr_ratio: 0.1,
             warmup_steps: 50,
+            stage_warmup_steps: 0,
             weight_decay: 0.01,
             grad_clip: 1.0,
             wat_loss_weight: 1.0,

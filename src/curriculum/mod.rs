@@ -93,13 +93,26 @@ pub struct PoolsFile {
 }
 
 /// Adds each family's carrier × core phrasings to its training and held-out lists.
-/// A family's own `carriers` replace the stage's. Pair (carrier i, core j) is held
-/// out when `(i + 2j) % 5 == 0`: every carrier and every core still trains in other
+/// A family's own `carriers` replace the stage's. Pair (carrier i, core j) of the
+/// stage's t-th task (in order of first appearance) is held out when
+/// `(i + 2j + t) % 5 == 0`: every carrier and every core still trains in other
 /// pairs, so a held-out phrasing is new as a whole but made of parts the family was
-/// trained on. A pair that spells one of the family's written `held_out` phrasings
-/// stays held out, so no test phrasing ever reaches training.
+/// trained on. The task's offset keeps the held-out cells of different tasks apart:
+/// without it, "What is {core}?" with the first core of every family (`{a} + {b}`,
+/// `{a} - {b}`, `{a} × {b}`, ...) would be held out together, so the test would ask
+/// about a sentence shape that never trains for any task. Families of one task share
+/// the offset, and a phrasing that any of them holds out trains in none of them; a
+/// pair that spells one of the family's written `held_out` phrasings stays held out,
+/// so no test phrasing ever reaches training.
 pub fn expand_carriers(stage: &mut StageSpec) {
+    let mut tasks: Vec<Task> = Vec::new();
+    for family in &stage.families {
+        if !tasks.contains(&family.task) {
+            tasks.push(family.task);
+        }
+    }
     for family in &mut stage.families {
+        let offset = tasks.iter().position(|t| *t == family.task).unwrap_or(0);
         let carriers = family.carriers.as_ref().unwrap_or(&stage.carriers).clone();
         for (j, core) in family.cores.iter().enumerate() {
             for (i, carrier) in carriers.iter().enumerate() {
@@ -109,7 +122,7 @@ pub fn expand_carriers(stage: &mut StageSpec) {
                         .frames
                         .insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
                 }
-                let held_out = ((i + 2 * j) % 5 == 0 && carriers.len() > 1)
+                let held_out = ((i + 2 * j + offset) % 5 == 0 && carriers.len() > 1)
                     || family.held_out.contains(&phrasing);
                 let list = if held_out {
                     &mut family.held_out
@@ -120,6 +133,17 @@ pub fn expand_carriers(stage: &mut StageSpec) {
                     list.push(phrasing);
                 }
             }
+        }
+    }
+    for task in tasks {
+        let held: Vec<String> = stage
+            .families
+            .iter()
+            .filter(|f| f.task == task)
+            .flat_map(|f| f.held_out.iter().cloned())
+            .collect();
+        for family in stage.families.iter_mut().filter(|f| f.task == task) {
+            family.phrasings.retain(|p| !held.contains(p));
         }
     }
 }
@@ -914,6 +938,36 @@ mod tests {
             assert!(f.phrasings.iter().any(|p| p.contains(&part)), "{part} never trains");
         }
         assert!(f.held_out.iter().all(|h| !f.phrasings.contains(h)));
+    }
+
+    #[test]
+    fn tasks_hold_out_different_cells_and_families_of_one_task_never_leak() {
+        let mut stage: StageSpec = toml::from_str(
+            "name = \"s\"\ncount = 1\nepochs = 1\n\
+             carriers = [\"What is {core}?\", \"Tell me {core}.\", \"Find {core}.\"]\n\
+             [[families]]\ntask = \"add\"\ncores = [\"{a} + {b}\", \"{a} plus {b}\"]\n\
+             [[families]]\ntask = \"mul\"\ncores = [\"{a} × {b}\", \"{a} times {b}\"]\n\
+             [[families]]\ntask = \"add\"\nnumbers = \"decimal\"\ncores = [\"{a} plus {b}\", \"{a} + {b}\"]\n",
+        )
+        .unwrap();
+        expand_carriers(&mut stage);
+        let [add, mul, decimal] = [0, 1, 2].map(|k| &stage.families[k]);
+        // The first task holds out (carrier 0, core 0); the second, shifted by one,
+        // does not, so "What is {core}?" with a first core still trains somewhere.
+        assert!(add.held_out.contains(&"What is {a} + {b}?".to_string()));
+        assert!(mul.phrasings.contains(&"What is {a} × {b}?".to_string()));
+        assert_ne!(
+            add.held_out.iter().map(|p| p.replace('+', "×")).collect::<Vec<_>>(),
+            mul.held_out.iter().map(|p| p.replace("plus", "times")).collect::<Vec<_>>()
+        );
+        // The decimal family lists its cores in another order, yet a phrasing either
+        // add family holds out trains in neither.
+        for family in [add, decimal] {
+            for held in add.held_out.iter().chain(&decimal.held_out) {
+                assert!(!family.phrasings.contains(held), "{held} leaks");
+            }
+            assert!(!family.phrasings.is_empty());
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::data::{Encoded, collate, drop_carrier, drop_words};
-use super::schedule::learning_rate;
+use super::schedule::{learning_rate, stage_warmup};
 use crate::config::TrainConfig;
 use crate::curriculum::rng::Rng;
 use crate::model::world::WorldModel;
@@ -106,13 +106,18 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
             let plan = epoch_plan(stages, cursor.stage, cursor.epoch, seed, config.batch_size);
             let steps_in_epoch = plan.len().div_ceil(examples_per_step);
             while cursor.step_in_epoch < steps_in_epoch {
+                let into_stage = cursor.epoch * steps_in_epoch + cursor.step_in_epoch;
                 let lr = learning_rate(
                     cursor.step,
                     total_steps,
                     config.learning_rate,
                     config.warmup_steps,
                     config.min_lr_ratio,
-                );
+                ) * if cursor.stage > 0 {
+                    stage_warmup(into_stage, config.stage_warmup_steps)
+                } else {
+                    1.0
+                };
                 let started = Instant::now();
                 let group = &plan[cursor.step_in_epoch * examples_per_step
                     ..((cursor.step_in_epoch + 1) * examples_per_step).min(plan.len())];
