@@ -14,11 +14,8 @@
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
 # CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason. Compiled kernels
-# and autotune results persist in bench/cache/wmx/kernels (wmx's kernel cache under
-# XDG_CACHE_HOME=bench/cache); the script
-# starts from bench/kernels.tar.xz when one is there and leaves the grown cache as
-# kernels.tar.xz beside its results, so a later call can carry it and skip the
-# compiling.
+# and autotune results are carried between calls as bench/kernels.tar.xz
+# (bench/kernel-cache.sh), so a later call can skip the compiling.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -28,11 +25,8 @@ SEQ=${SEQ:-512}
 REPEATS=${REPEATS:-10}
 LIMIT=${LIMIT:-240}
 PARTS=${PARTS:-train generate parity}
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-export XDG_CACHE_HOME=$PWD/bench/cache
-KERNELS=$XDG_CACHE_HOME/wmx/kernels
-mkdir -p "$KERNELS"
-[ -f bench/kernels.tar.xz ] && tar -xJf bench/kernels.tar.xz -C "$KERNELS"
+# shellcheck source=bench/kernel-cache.sh
+. bench/kernel-cache.sh
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
@@ -87,7 +81,7 @@ if has base; then
     cp "$work"/runs/base/*/eval/summary.json "$DIR/base-cuda-summary.json" 2>/dev/null
     cp "$work"/runs/base/*/metrics.csv "$DIR/base-cuda-metrics.csv" 2>/dev/null
 fi
-tar -cf - -C "$KERNELS" . | xz -T0 -6 > "$DIR/kernels.tar.xz"
+save_kernel_cache "$DIR"
 echo "kernel cache: $(du -sh "$KERNELS" | cut -f1), $(find "$KERNELS" -type f | wc -l) files, $(du -h "$DIR/kernels.tar.xz" | cut -f1) compressed"
 echo
 python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \

@@ -22,11 +22,8 @@ EXP=${EXP:-experiments/qwen3-0.6b.toml}
 LAYERS=${LAYERS:-4}
 BATCH=${BATCH:-8}
 SEQ=${SEQ:-512}
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-export XDG_CACHE_HOME=$PWD/bench/cache
-KERNELS=$XDG_CACHE_HOME/wmx/kernels
-mkdir -p "$KERNELS"
-[ -f bench/kernels.tar.xz ] && tar -xJf bench/kernels.tar.xz -C "$KERNELS"
+# shellcheck source=bench/kernel-cache.sh
+. bench/kernel-cache.sh
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
@@ -37,11 +34,16 @@ args() {
     [ "$WHAT" = train ] && ARGS+=(--batch "$BATCH" --seq "$SEQ")
 }
 echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); ncu: $NCU"
+# Times `layers` text layers without the profiler (median of 3 after a warm-up,
+# which also compiles and tunes every kernel) into $DIR/profile-step-<layers>.json.
+measure() {
+    args "$1"
+    "$WMX" "${ARGS[@]}" --warmup 1 --repeats 3 --json > "$DIR/profile-step-$1.json" 2> "$DIR/profile-step-$1.err"
+}
 echo "| text layers | $WHAT ms (median of 3) | tokens/s |"
 echo "|---|---|---|"
 for layers in ${STEP_LAYERS:-$LAYERS}; do
-    args "$layers"
-    "$WMX" "${ARGS[@]}" --warmup 1 --repeats 3 --json > "$DIR/profile-step-$layers.json" 2> "$DIR/profile-step-$layers.err"
+    measure "$layers"
     python3 - "$DIR/profile-step-$layers.json" "$layers" <<'PY' 2>/dev/null || { echo "| $layers | failed | |"; tail -3 "$DIR/profile-step-$layers.err"; }
 import json, sys
 d = json.loads(open(sys.argv[1]).read().splitlines()[-1])
@@ -49,8 +51,8 @@ print(f"| {sys.argv[2]} | {d['median_s'] * 1e3:.1f} | {d['tokens_per_s'] or 0:.0
 PY
 done
 if [ "${PROFILE:-1}" = 1 ]; then
+    [ -f "$DIR/profile-step-$LAYERS.json" ] || measure "$LAYERS"
     args "$LAYERS"
-    [ -f "$DIR/profile-step-$LAYERS.json" ] || "$WMX" "${ARGS[@]}" --warmup 1 --repeats 3 --json > "$DIR/profile-step-$LAYERS.json"
     echo "== one $WHAT repetition of $LAYERS layers under ncu"
     [ "$WHAT" = generate ] && NCU_ARGS=${NCU_ARGS:---launch-count 3000}
     # shellcheck disable=SC2086
@@ -59,5 +61,5 @@ if [ "${PROFILE:-1}" = 1 ]; then
         "$WMX" "${ARGS[@]}" --warmup 0 --repeats 1 --json > /dev/null 2> "$DIR/profile-ncu.err"
     echo "   exit $?"
 fi
-tar -cf - -C "$KERNELS" . | xz -T0 -6 > "$DIR/kernels.tar.xz"
+save_kernel_cache "$DIR"
 [ "${PROFILE:-1}" = 1 ] && python3 scripts/kernel_profile.py "$DIR/profile-ncu.log" "$DIR/profile-step-$LAYERS.json" | tee "$DIR/profile.md"

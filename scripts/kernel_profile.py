@@ -47,15 +47,11 @@ def rows(path):
 
 
 def step_seconds(path):
+    """The median seconds of a `wmx bench ... --json` result (its last line)."""
     try:
-        data = json.loads(open(path).read().strip().splitlines()[-1])
-    except (ValueError, IndexError, OSError):
+        return float(json.loads(open(path).read().strip().splitlines()[-1])["median_s"])
+    except (ValueError, IndexError, KeyError, OSError):
         return None
-    for key in ("median_s", "step_s", "seconds"):
-        if key in data:
-            return float(data[key])
-    times = data.get("times_s") or data.get("times")
-    return sorted(times)[len(times) // 2] if times else None
 
 
 def main(paths):
@@ -74,10 +70,9 @@ def main(paths):
     for r in kernels:
         seconds = float(r["Metric Value"].replace(",", "")) * UNITS.get(r["Metric Unit"], 1e-9)
         name = r["Kernel Name"]
-        per_family[family(name)][0] += 1
-        per_family[family(name)][1] += seconds
-        per_kernel[name][0] += 1
-        per_kernel[name][1] += seconds
+        for entry in (per_family[family(name)], per_kernel[name]):
+            entry[0] += 1
+            entry[1] += seconds
     total = sum(s for _, s in per_family.values())
     print(f"{len(kernels)} kernels, {total * 1e3:.1f} ms of GPU time", end="")
     if step:
