@@ -316,6 +316,25 @@ fn a_carrier_without_its_core_slot_is_named() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("carriers") && err.contains("{core}"), "{err}");
+    // Training-only frames are checked the same way, and a family's own training
+    // frames need the family's own carriers.
+    for (stage, family, named) in [
+        ("train_carriers = [\"Work it out.\"]\n", "", "stages[0] (s).train_carriers"),
+        ("", "train_carriers = [\"Say {core}.\"]\n", "families[0] (add).train_carriers"),
+    ] {
+        std::fs::write(
+            &path,
+            format!(
+                "[[stages]]\nname = \"s\"\ncount = 4\nepochs = 1\ncarriers = [\"What is {{core}}?\"]\n{stage}\
+                 [[stages.families]]\ntask = \"add\"\ncores = [\"{{a}} + {{b}}\"]\n{family}"
+            ),
+        )
+        .unwrap();
+        let out = wmx(dir.path(), &["validate", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{err}");
+    }
 }
 
 #[test]

@@ -207,9 +207,9 @@ fn carrier_built_questions_know_their_frame() {
     let (curriculum, dataset) = standard();
     let mut framed = 0;
     for (spec, stage) in curriculum.file.stages.iter().zip(&dataset.stages) {
-        let mut carriers: Vec<&String> = spec.carriers.iter().collect();
+        let mut carriers: Vec<&String> = spec.carriers.iter().chain(&spec.train_carriers).collect();
         for family in &spec.families {
-            carriers.extend(family.carriers.iter().flatten());
+            carriers.extend(family.carriers.iter().chain(&family.train_carriers).flatten());
         }
         for x in stage.train.iter().chain(&stage.test) {
             let Some([before, after]) = x.frame else { continue };

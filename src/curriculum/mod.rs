@@ -114,6 +114,10 @@ pub fn expand_carriers(stage: &mut StageSpec) {
     for family in &mut stage.families {
         let offset = tasks.iter().position(|t| *t == family.task).unwrap_or(0);
         let carriers = family.carriers.as_ref().unwrap_or(&stage.carriers).clone();
+        let train_carriers = match &family.carriers {
+            Some(_) => family.train_carriers.clone().unwrap_or_default(),
+            None => stage.train_carriers.clone(),
+        };
         for (j, core) in family.cores.iter().enumerate() {
             for (i, carrier) in carriers.iter().enumerate() {
                 let phrasing = carrier.replace("{core}", core);
@@ -131,6 +135,17 @@ pub fn expand_carriers(stage: &mut StageSpec) {
                 };
                 if !list.contains(&phrasing) {
                     list.push(phrasing);
+                }
+            }
+            for carrier in &train_carriers {
+                let phrasing = carrier.replace("{core}", core);
+                if let Some((before, after)) = carrier.split_once("{core}") {
+                    family
+                        .frames
+                        .insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
+                }
+                if !family.phrasings.contains(&phrasing) && !family.held_out.contains(&phrasing) {
+                    family.phrasings.push(phrasing);
                 }
             }
         }
@@ -163,6 +178,12 @@ pub struct StageSpec {
     /// Sentence frames with a `{core}` slot, combined with each family's `cores`.
     #[serde(default)]
     pub carriers: Vec<String>,
+    /// Frames used in training only: each is combined with every core of the
+    /// families that use the stage's `carriers`, and no pair is ever held out. A core
+    /// seen in more frames than the test draws on has to be recognised by its own
+    /// words, not by the sentence around it.
+    #[serde(default)]
+    pub train_carriers: Vec<String>,
     pub families: Vec<FamilySpec>,
     /// Example files imported (after verification) into this stage's training split.
     #[serde(default)]
@@ -194,6 +215,10 @@ pub struct FamilySpec {
     /// (yes/no questions need frames of their own).
     #[serde(default)]
     pub carriers: Option<Vec<String>>,
+    /// Training-only frames for a family with `carriers` of its own (the stage's
+    /// `train_carriers` otherwise).
+    #[serde(default)]
+    pub train_carriers: Option<Vec<String>>,
     /// Answer template with `{value}`; the task's default otherwise.
     #[serde(default)]
     pub answer: Option<String>,
@@ -391,10 +416,22 @@ impl Curriculum {
             if let Some(message) = frame_error(&stage.carriers) {
                 return Err(self.invalid(key("carriers"), message));
             }
+            if let Some(message) = frame_error(&stage.train_carriers) {
+                return Err(self.invalid(key("train_carriers"), message));
+            }
             for (fi, family) in stage.families.iter().enumerate() {
+                let name = family.task.name();
                 if let Some(message) = family.carriers.as_deref().and_then(frame_error) {
-                    let name = family.task.name();
                     return Err(self.invalid(key(&format!("families[{fi}] ({name}).carriers")), message));
+                }
+                if let Some(message) = family.train_carriers.as_deref().and_then(frame_error) {
+                    return Err(self.invalid(key(&format!("families[{fi}] ({name}).train_carriers")), message));
+                }
+                if family.train_carriers.is_some() && family.carriers.is_none() {
+                    return Err(self.invalid(
+                        key(&format!("families[{fi}] ({name}).train_carriers")),
+                        "belongs with the family's own `carriers`; without them, set the stage's `train_carriers`",
+                    ));
                 }
             }
             if stage.carriers.is_empty()
@@ -990,5 +1027,43 @@ mod tests {
         assert_eq!(f.frames["Check whether {n} is prime."], [14, 1]);
         assert_eq!(f.frames["Is it true that {n} is a prime number?"], [16, 1]);
         assert_eq!(f.frames.len(), 6);
+    }
+
+    #[test]
+    fn training_frames_train_every_core_and_leave_the_test_as_it_was() {
+        let source = |extra: &str| {
+            format!(
+                "name = \"s\"\ncount = 1\nepochs = 1\n\
+                 carriers = [\"What is {{core}}?\", \"Tell me {{core}}.\", \"Find {{core}}.\"]\n{extra}\
+                 [[families]]\ntask = \"add\"\ncores = [\"{{a}} + {{b}}\", \"the sum of {{a}} and {{b}}\"]\n\
+                 held_out = [\"Give me {{a}} + {{b}}.\"]\n\
+                 [[families]]\ntask = \"is_prime\"\ncores = [\"{{n}} is prime\"]\n\
+                 carriers = [\"Is it true that {{core}}?\", \"Say if {{core}}.\"]\n\
+                 train_carriers = [\"Confirm whether {{core}}.\"]\n"
+            )
+        };
+        let expand = |text: &str| {
+            let mut stage: StageSpec = toml::from_str(text).unwrap();
+            expand_carriers(&mut stage);
+            stage.families
+        };
+        let plain = expand(&source(""));
+        let more = expand(&source("train_carriers = [\"Determine {core}.\", \"Give me {core}.\"]\n"));
+        // The test split draws on the same phrasings with or without training frames.
+        assert_eq!(plain[0].held_out, more[0].held_out);
+        assert_eq!(plain[1].held_out, more[1].held_out);
+        // Every core trains in every training frame, unless a written held-out
+        // phrasing spells the pair.
+        let add = &more[0].phrasings;
+        for p in ["Determine {a} + {b}.", "Determine the sum of {a} and {b}.", "Give me the sum of {a} and {b}."] {
+            assert!(add.contains(&p.to_string()), "{p} in {add:?}");
+        }
+        assert!(!add.contains(&"Give me {a} + {b}.".to_string()));
+        assert_eq!(more[0].frames["Determine the sum of {a} and {b}."], [10, 1]);
+        // A family with frames of its own takes its own training frames, not the stage's.
+        let prime = &more[1].phrasings;
+        assert!(prime.contains(&"Confirm whether {n} is prime.".to_string()));
+        assert!(prime.iter().all(|p| !p.starts_with("Determine") && !p.starts_with("Give me")));
+        assert!(plain[1].phrasings.contains(&"Confirm whether {n} is prime.".to_string()));
     }
 }
