@@ -16,6 +16,47 @@ pub type Cuda = burn::backend::Cuda<f32>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
+#[cfg(feature = "cuda")]
+pub mod cublas;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod layout;
+
+/// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cublas`]),
+/// burn's `matmul` on every other backend.
+pub fn matmul<B: Backend, const D: usize>(
+    lhs: burn::tensor::Tensor<B, D>,
+    rhs: burn::tensor::Tensor<B, D>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    return cublas::matmul(lhs, rhs);
+    #[cfg(not(feature = "cuda"))]
+    lhs.matmul(rhs)
+}
+
+/// `layer.forward(x)`. On CUDA the rows of `x` become one matrix multiplied by the
+/// weight through cuBLAS; every other backend runs burn's `Linear` as it is, so CPU
+/// results stay bit for bit what they were.
+pub fn linear<B: Backend, const D: usize>(
+    layer: &burn::nn::Linear<B>,
+    x: burn::tensor::Tensor<B, D>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    if cublas::handles::<B>() {
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let weight = layer.weight.val();
+        dims[D - 1] = weight.dims()[1];
+        let y = cublas::matmul(x.reshape([rows, d_in]), weight);
+        let y = match &layer.bias {
+            Some(bias) => y + bias.val().unsqueeze::<2>(),
+            None => y,
+        };
+        return y.reshape(dims);
+    }
+    layer.forward(x)
+}
+
 /// Work generic over the backend.
 pub trait BackendTask {
     type Output;

@@ -172,6 +172,23 @@ fn run_completes_then_reports_instead_of_retraining() {
     assert!(row.contains("complete") && row.contains(&format!("{accuracy:.4}")) && row.contains(" 36 "), "{row}");
 }
 
+#[test]
+fn an_edited_curriculum_is_a_new_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let run_of = || {
+        let loaded = wmx::config::load(&exp, &[]).unwrap();
+        wmx::run::RunDir::for_experiment(dir.path(), &loaded).unwrap().0.path
+    };
+    let first = run_of();
+    assert_eq!(first, run_of(), "the same files name the same run");
+    // The experiment file is untouched; only the curriculum it names changes.
+    let curriculum = dir.path().join("curriculum.toml");
+    let text = std::fs::read_to_string(&curriculum).unwrap();
+    std::fs::write(&curriculum, text.replace("epochs = 12", "epochs = 13")).unwrap();
+    assert_ne!(first, run_of(), "a finished run of the old curriculum would be reported instead");
+}
+
 /// Debian's `chromium` (or `WMX_CHROMIUM`); `.ci/run` installs it.
 fn chromium() -> PathBuf {
     if let Some(path) = std::env::var_os("WMX_CHROMIUM") {

@@ -493,8 +493,8 @@ impl Loaded {
 /// Loads an experiment: file (and what it extends) → `WMX_` env → `--set` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
     // WMX_KERNEL_CACHE (see `backend::kernel_cache_dir`) and the tests' WMX_CHROMIUM
-    // name paths, not keys.
-    let env = Env::prefixed("WMX_").ignore(&["kernel_cache", "chromium"]).split("__");
+    // name paths, and WMX_CUBLAS (`backend::cublas`) a switch, not keys.
+    let env = Env::prefixed("WMX_").ignore(&["kernel_cache", "chromium", "cublas"]).split("__");
     load_with_env(path, overrides, env)
 }
 

@@ -288,10 +288,7 @@ impl<B: Backend> Rotary<B> {
             .clone()
             .narrow(0, start, seq)
             .reshape([1, seq, 1, hd]);
-        let rotated = x
-            .clone()
-            .reshape([b * seq * heads, hd])
-            .matmul(self.rotate.clone())
+        let rotated = crate::backend::matmul(x.clone().reshape([b * seq * heads, hd]), self.rotate.clone())
             .reshape([b, seq, heads, hd]);
         x * cos + rotated * sin
     }
@@ -356,13 +353,13 @@ impl<B: Backend> Attention<B> {
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
         let q = self
             .q_norm
-            .forward(heads(self.q_proj.forward(x.clone()), nh));
+            .forward(heads(crate::backend::linear(&self.q_proj, x.clone()), nh));
         let k = self
             .k_norm
-            .forward(heads(self.k_proj.forward(x.clone()), nkv));
+            .forward(heads(crate::backend::linear(&self.k_proj, x.clone()), nkv));
         let q = rotary.apply(q, start).swap_dims(1, 2);
         let mut k = rotary.apply(k, start).swap_dims(1, 2);
-        let mut v = heads(self.v_proj.forward(x), nkv).swap_dims(1, 2);
+        let mut v = heads(crate::backend::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
         if let Some(slot) = cache {
             if let Some((past_k, past_v)) = slot.take() {
                 k = Tensor::cat(vec![past_k, k], 2);
@@ -377,16 +374,15 @@ impl<B: Backend> Attention<B> {
                 .reshape([b, nh, total, hd])
         };
         let (k, v) = (repeat(k), repeat(v));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        let mut scores = crate::backend::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
         if let Some(mask) = mask {
             scores = scores.mask_fill(
                 mask.clone().unsqueeze::<4>().expand([b, nh, s, total]),
                 f32::NEG_INFINITY,
             );
         }
-        let out = in_f32(scores, |s| softmax(s, 3)).matmul(v);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+        let out = crate::backend::matmul(in_f32(scores, |s| softmax(s, 3)), v);
+        crate::backend::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, nh * hd]))
     }
 }
 
@@ -401,8 +397,7 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        crate::backend::linear(&self.down_proj, silu(crate::backend::linear(&self.gate_proj, x.clone())) * crate::backend::linear(&self.up_proj, x))
     }
 }
 
@@ -468,12 +463,11 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.model.norm.forward(hidden);
         match &self.lm_head {
-            Some(head) => head.forward(h),
+            Some(head) => crate::backend::linear(head, h),
             None => {
                 let [b, s, d] = h.dims();
                 let w = self.model.embed_tokens.weight.val();
-                h.reshape([b * s, d])
-                    .matmul(w.clone().transpose())
+                crate::backend::matmul(h.reshape([b * s, d]), w.clone().transpose())
                     .reshape([b, s, w.dims()[0]])
             }
         }

@@ -89,7 +89,14 @@ impl RunDir {
         experiment.sweep.clear();
         let config =
             toml::to_string_pretty(&experiment).context("cannot serialise the resolved config")?;
-        let id: String = Sha256::digest(config.as_bytes())
+        // The curriculum is named by its path; its content goes into the id too, so an
+        // edited curriculum is a new run rather than a finished one.
+        let curriculum = std::fs::read(&experiment.curriculum).unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(config.as_bytes());
+        hasher.update(Sha256::digest(&curriculum));
+        let id: String = hasher
+            .finalize()
             .iter()
             .take(6)
             .map(|b| format!("{b:02x}"))

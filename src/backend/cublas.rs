@@ -1,0 +1,318 @@
+//! Matmuls through cuBLAS on the CUDA backend.
+//!
+//! burn-cuda 0.21 multiplies matrices with cubecl's own kernels, several times
+//! slower than cuBLAS on the shapes a transformer trains with (bench/RESULTS.md).
+//! [`matmul`] sends a product of two CUDA tensors with the same batch dimensions
+//! to `cublasGemmStridedBatchedEx` instead, in order with cubecl's kernels on
+//! cubecl's own stream (the vendored cubecl-cuda names the stream of each GPU
+//! resource, vendor/cubecl-cuda/PATCH.md), so no host synchronisation is added.
+//!
+//! Three layers, one per backend wrapper:
+//! - [`gemm`] on cubecl tensors: reads both operands where they lie (a transposed
+//!   view is a cuBLAS transpose flag, not a copy) and writes a fresh contiguous
+//!   output. f32 is computed in full f32 (no TF32, as PyTorch by default); bf16 and
+//!   f16 read and write half precision and accumulate in f32.
+//! - a custom operation of burn's fusion stream ([`fused`]), which runs [`gemm`]
+//!   when the stream executes.
+//! - an autodiff operation ([`tracked`]) whose backward pass is two more products
+//!   through cuBLAS: `dA = dC·Bᵀ`, `dB = Aᵀ·dC`.
+//!
+//! Every other backend, and any product this does not cover (broadcast batch
+//! dimensions, integer tensors), goes through burn's own `matmul`.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cudarc::cublas::sys as cublas;
+
+use super::layout::layout;
+
+/// The cubecl backend under burn's `Cuda` (fusion on top of it).
+type Cube = CubeBackend<CudaRuntime, f32, i32, u8>;
+/// burn's `Cuda<f32>`: what wmx runs on with `--backend cuda`.
+type Cuda = Fusion<Cube>;
+/// Training on CUDA.
+type CudaTrain = Autodiff<Cuda>;
+
+/// `lhs · rhs` over the last two dimensions, through cuBLAS where both are CUDA
+/// tensors with the same batch dimensions, through burn's `matmul` otherwise.
+pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+    let same_batch = lhs.dims()[..D - 2] == rhs.dims()[..D - 2];
+    let float = |t: &Tensor<B, D>| matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16);
+    if !same_batch || !float(&lhs) || lhs.dtype() != rhs.dtype() || !enabled() {
+        return lhs.matmul(rhs);
+    }
+    if is::<B, CudaTrain>() {
+        let primitive = |t: Tensor<B, D>| cast::<B, CudaTrain, D>(t).into_primitive().tensor();
+        let out = tracked(primitive(lhs), primitive(rhs));
+        cast(Tensor::<CudaTrain, D>::from_primitive(
+            TensorPrimitive::Float(out),
+        ))
+    } else if is::<B, Cuda>() {
+        let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D>(t).into_primitive().tensor();
+        let out = fused(primitive(lhs), primitive(rhs));
+        cast(Tensor::<Cuda, D>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    } else {
+        lhs.matmul(rhs)
+    }
+}
+
+/// Whether products go through cuBLAS: on, unless `WMX_CUBLAS=0` (to measure
+/// burn's own kernels against it).
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").map_or(true, |v| v != "0"))
+}
+
+/// Whether tensors of backend `B` go through cuBLAS.
+pub fn handles<B: Backend>() -> bool {
+    enabled() && (is::<B, CudaTrain>() || is::<B, Cuda>())
+}
+
+fn is<A: 'static, B: 'static>() -> bool {
+    TypeId::of::<A>() == TypeId::of::<B>()
+}
+
+/// `tensor` as a tensor of backend `To`, which [`is`] `From`.
+fn cast<From: Backend, To: Backend, const D: usize>(tensor: Tensor<From, D>) -> Tensor<To, D> {
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    *boxed
+        .downcast::<Tensor<To, D>>()
+        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
+/// The product on the autodiff backend: forward and backward through [`fused`].
+fn tracked(lhs: FloatTensor<CudaTrain>, rhs: FloatTensor<CudaTrain>) -> FloatTensor<CudaTrain> {
+    #[derive(Debug)]
+    struct Product;
+
+    impl Backward<Cuda, 2> for Product {
+        type State = (Option<NodeId>, Option<NodeId>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let (lhs, rhs) = ops.state;
+            let lhs: Option<FloatTensor<Cuda>> =
+                lhs.map(|id| checkpointer.retrieve_node_output(id));
+            let rhs: Option<FloatTensor<Cuda>> =
+                rhs.map(|id| checkpointer.retrieve_node_output(id));
+            binary::<Cuda, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |grad| fused(grad, transposed(rhs.expect("the right operand was kept"))),
+                |grad| fused(transposed(lhs.expect("the left operand was kept")), grad),
+            );
+        }
+    }
+
+    // Each operand is kept only if the other one needs its gradient.
+    let needs_lhs = rhs.is_tracked();
+    let needs_rhs = lhs.is_tracked();
+    match Product
+        .prepare::<NoCheckpointing>([lhs.node.clone(), rhs.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let lhs_state = needs_lhs.then(|| prep.checkpoint(&lhs));
+            let rhs_state = needs_rhs.then(|| prep.checkpoint(&rhs));
+            prep.finish((lhs_state, rhs_state), fused(lhs.primitive, rhs.primitive))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(fused(lhs.primitive, rhs.primitive)),
+    }
+}
+
+/// The last two dimensions swapped: a view, no copy.
+fn transposed(tensor: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    <Cuda as burn::tensor::ops::FloatTensorOps<Cuda>>::float_transpose(tensor)
+}
+
+/// The product as an operation of burn's fusion stream, run by [`gemm`].
+fn fused(lhs: FloatTensor<Cuda>, rhs: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    #[derive(Debug)]
+    struct Gemm {
+        desc: CustomOpIr,
+    }
+
+    impl Operation<<Cube as FusionBackend>::FusionRuntime> for Gemm {
+        fn execute(
+            &self,
+            handles: &mut HandleContainer<
+                <<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle,
+            >,
+        ) {
+            let ([lhs, rhs], [out]) = self.desc.as_fixed();
+            let product = gemm(
+                handles.get_float_tensor::<Cube>(lhs),
+                handles.get_float_tensor::<Cube>(rhs),
+            );
+            handles.register_float_tensor::<Cube>(&out.id, product);
+        }
+    }
+
+    let client = lhs.client.clone();
+    let mut dims = lhs.shape.as_slice().to_vec();
+    let n = rhs.shape[rhs.shape.num_dims() - 1];
+    *dims.last_mut().expect("a matrix has two dimensions") = n;
+    let streams = OperationStreams::with_inputs([&lhs, &rhs]);
+    let out = TensorIr::uninit(client.create_empty_handle(), Shape::from(dims), lhs.dtype);
+    let desc = CustomOpIr::new("wmx_cublas_matmul", &[lhs.into_ir(), rhs.into_ir()], &[out]);
+    client
+        .register(streams, OperationIr::Custom(desc.clone()), Gemm { desc })
+        .remove(0)
+}
+
+thread_local! {
+    /// One cuBLAS handle per thread (a handle must not be shared between threads
+    /// calling at the same time).
+    static HANDLE: RefCell<Option<cublas::cublasHandle_t>> = const { RefCell::new(None) };
+}
+
+/// This thread's cuBLAS handle, created in the device's primary context (the one
+/// cubecl runs in) on first use.
+fn handle(device: usize) -> cublas::cublasHandle_t {
+    HANDLE.with(|h| {
+        *h.borrow_mut().get_or_insert_with(|| unsafe {
+            let dev = cudarc::driver::result::device::get(device as i32).expect("a CUDA device");
+            let ctx =
+                cudarc::driver::result::primary_ctx::retain(dev).expect("its primary context");
+            cudarc::driver::result::ctx::set_current(ctx).expect("a current context");
+            let mut handle = std::ptr::null_mut();
+            check(cublas::cublasCreate_v2(&mut handle), "cublasCreate");
+            handle
+        })
+    })
+}
+
+fn check(status: cublas::cublasStatus_t, what: &str) {
+    assert!(
+        status == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
+        "{what} failed: {status:?}"
+    );
+}
+
+/// `lhs · rhs` for cubecl tensors `[.., m, k]` and `[.., k, n]` with the same batch
+/// dimensions, into a new contiguous `[.., m, n]`.
+///
+/// cuBLAS is column-major, and a row-major `C = A·B` is the column-major
+/// `Cᵀ = Bᵀ·Aᵀ`: so B is cuBLAS's first operand and A its second, each read as the
+/// transpose of what burn holds ([`layout`]).
+pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    let readable = |t: CubeTensor<CudaRuntime>| {
+        let l = layout(t.meta.shape().as_slice(), &t.meta.strides()[..]);
+        match l {
+            Some(l) => (t, l),
+            None => {
+                let t = burn_cubecl::kernel::into_contiguous(t);
+                let l = layout(t.meta.shape().as_slice(), &t.meta.strides()[..])
+                    .expect("a contiguous tensor is row-major");
+                (t, l)
+            }
+        }
+    };
+    let (lhs, a) = readable(lhs);
+    let (rhs, b) = readable(rhs);
+    let shape = lhs.meta.shape().as_slice().to_vec();
+    let d = shape.len();
+    let (m, k, n) = (shape[d - 2], shape[d - 1], rhs.meta.shape()[d - 1]);
+    let batch: usize = shape[..d - 2].iter().product();
+    let mut out_dims = shape.clone();
+    out_dims[d - 1] = n;
+    let dtype = lhs.dtype;
+    let out = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+        lhs.client.clone(),
+        lhs.device.clone(),
+        Shape::from(out_dims),
+        dtype,
+    );
+    if m == 0 || n == 0 || batch == 0 {
+        return out;
+    }
+    let (kind, compute) = match dtype {
+        DType::F32 => (
+            cublas::cudaDataType::CUDA_R_32F,
+            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+        DType::BF16 => (
+            cublas::cudaDataType::CUDA_R_16BF,
+            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+        DType::F16 => (
+            cublas::cudaDataType::CUDA_R_16F,
+            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
+        other => panic!("cuBLAS matmul of {other:?} tensors"),
+    };
+    let resource = |t: &CubeTensor<CudaRuntime>| {
+        t.client
+            .get_resource(t.handle.clone())
+            .expect("a resident CUDA tensor")
+    };
+    let (l, r, o) = (resource(&lhs), resource(&rhs), resource(&out));
+    let op = |transpose: bool| {
+        if transpose {
+            cublas::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublas::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let handle = handle(lhs.device.index);
+    unsafe {
+        check(
+            cublas::cublasSetStream_v2(handle, o.resource().stream as cublas::cudaStream_t),
+            "cublasSetStream",
+        );
+        check(
+            cublas::cublasGemmStridedBatchedEx(
+                handle,
+                op(b.transpose),
+                op(a.transpose),
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha as *const f32).cast(),
+                r.resource().ptr as *const std::ffi::c_void,
+                kind,
+                b.ld as i32,
+                b.batch_stride,
+                l.resource().ptr as *const std::ffi::c_void,
+                kind,
+                a.ld as i32,
+                a.batch_stride,
+                (&beta as *const f32).cast(),
+                o.resource().ptr as *mut std::ffi::c_void,
+                kind,
+                n as i32,
+                (m * n) as i64,
+                batch as i32,
+                compute,
+                cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            ),
+            "cublasGemmStridedBatchedEx",
+        );
+    }
+    out
+}
