@@ -10,7 +10,8 @@
 # SEQ (512), REPEATS (10), LIMIT (seconds any one step may take, 240), PARTS
 # (which of "train generate parity base" to run, the first three by default;
 # "base" trains and evaluates experiments/base.toml on CUDA, one shard, within
-# BASE_LIMIT seconds (480); PARITY_DTYPES (f32 bf16) picks parity's dtypes); cubecl tunes and
+# BASE_LIMIT seconds (480); PARITY_DTYPES (f32 bf16) picks parity's dtypes, each run with
+# cubecl's matmuls and with cuBLAS's; WMX_CUBLAS=1 trains through cuBLAS too); cubecl tunes and
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
 # CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason. Compiled kernels
@@ -64,9 +65,12 @@ if has generate; then
     sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
 fi
 if has parity; then
-    for dtype in ${PARITY_DTYPES:-f32 bf16}; do
-        echo "== parity on cuda, $dtype"
-        timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | grep -v "panicked\|backtrace\|CallError\|^note:" | tail -3 | tee "$DIR/parity-$dtype.txt"
+    # cubecl's matmuls, then cuBLAS's (WMX_CUBLAS=1: src/backend/cublas.rs).
+    for cublas in 0 1; do
+        for dtype in ${PARITY_DTYPES:-f32 bf16}; do
+            echo "== parity on cuda, $dtype, WMX_CUBLAS=$cublas"
+            WMX_CUBLAS=$cublas timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | grep -v "panicked\|backtrace\|CallError\|^note:" | tail -3 | tee "$DIR/parity-$dtype-cublas$cublas.txt"
+        done
     done
 fi
 if has base; then

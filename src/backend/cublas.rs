@@ -5,7 +5,8 @@
 //! [`matmul`] sends a product of two CUDA tensors with the same batch dimensions
 //! to `cublasGemmStridedBatchedEx` instead, in order with cubecl's kernels on
 //! cubecl's own stream (the vendored cubecl-cuda names the stream of each GPU
-//! resource, vendor/cubecl-cuda/PATCH.md), so no host synchronisation is added.
+//! resource, vendor/cubecl-cuda/PATCH.md), so the GPU never waits on the host.
+//! It is off unless `WMX_CUBLAS=1` (see [`enabled`] for why).
 //!
 //! Three layers, one per backend wrapper:
 //! - [`gemm`] on cubecl tensors: reads both operands where they lie (a transposed
@@ -49,8 +50,9 @@ type Cuda = Fusion<Cube>;
 /// Training on CUDA.
 type CudaTrain = Autodiff<Cuda>;
 
-/// `lhs · rhs` over the last two dimensions, through cuBLAS where both are CUDA
-/// tensors with the same batch dimensions, through burn's `matmul` otherwise.
+/// `lhs · rhs` over the last two dimensions, through cuBLAS where it is
+/// [`enabled`] and both are CUDA tensors with the same batch dimensions and float
+/// type, through burn's `matmul` otherwise.
 pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
     let same_batch = lhs.dims()[..D - 2] == rhs.dims()[..D - 2];
     let float = |t: &Tensor<B, D>| matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16);
@@ -74,11 +76,16 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
     }
 }
 
-/// Whether products go through cuBLAS: on, unless `WMX_CUBLAS=0` (to measure
-/// burn's own kernels against it).
+/// Whether products go through cuBLAS: only with `WMX_CUBLAS=1`, for now. Each
+/// product asks cubecl's device thread for its operands' memory, and that call
+/// waits until the thread has launched everything queued before it; so on an
+/// H200 the 0.6B training step ran at 14.2k tokens/s through cuBLAS against
+/// 21.3k on cubecl's kernels, although its matmuls took a fraction of the GPU
+/// time (bench/RESULTS.md). Launching from the device thread itself would remove
+/// the wait; cubecl 0.10 has no hook for it.
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").is_ok_and(|v| v == "1"))
 }
 
 /// Whether tensors of backend `B` go through cuBLAS.
