@@ -120,12 +120,7 @@ pub fn expand_carriers(stage: &mut StageSpec) {
         };
         for (j, core) in family.cores.iter().enumerate() {
             for (i, carrier) in carriers.iter().enumerate() {
-                let phrasing = carrier.replace("{core}", core);
-                if let Some((before, after)) = carrier.split_once("{core}") {
-                    family
-                        .frames
-                        .insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
-                }
+                let phrasing = framed(&mut family.frames, carrier, core);
                 let held_out = ((i + 2 * j + offset) % 5 == 0 && carriers.len() > 1)
                     || family.held_out.contains(&phrasing);
                 let list = if held_out {
@@ -138,12 +133,7 @@ pub fn expand_carriers(stage: &mut StageSpec) {
                 }
             }
             for carrier in &train_carriers {
-                let phrasing = carrier.replace("{core}", core);
-                if let Some((before, after)) = carrier.split_once("{core}") {
-                    family
-                        .frames
-                        .insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
-                }
+                let phrasing = framed(&mut family.frames, carrier, core);
                 if !family.phrasings.contains(&phrasing) && !family.held_out.contains(&phrasing) {
                     family.phrasings.push(phrasing);
                 }
@@ -161,6 +151,20 @@ pub fn expand_carriers(stage: &mut StageSpec) {
             family.phrasings.retain(|p| !held.contains(p));
         }
     }
+}
+
+/// `core` put in `carrier`, with its frame recorded in `frames` (a family's): what
+/// the carrier spells before and after the core.
+fn framed(
+    frames: &mut std::collections::HashMap<String, [usize; 2]>,
+    carrier: &str,
+    core: &str,
+) -> String {
+    let phrasing = carrier.replace("{core}", core);
+    if let Some((before, after)) = carrier.split_once("{core}") {
+        frames.insert(phrasing.clone(), [before.chars().count(), after.chars().count()]);
+    }
+    phrasing
 }
 
 /// One stage of the curriculum.

@@ -288,8 +288,8 @@ impl<B: Backend> Rotary<B> {
             .clone()
             .narrow(0, start, seq)
             .reshape([1, seq, 1, hd]);
-        let rotated = crate::backend::matmul(x.clone().reshape([b * seq * heads, hd]), self.rotate.clone())
-            .reshape([b, seq, heads, hd]);
+        let rows = x.clone().reshape([b * seq * heads, hd]);
+        let rotated = crate::backend::matmul(rows, self.rotate.clone()).reshape([b, seq, heads, hd]);
         x * cos + rotated * sin
     }
 }
@@ -397,7 +397,9 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        crate::backend::linear(&self.down_proj, silu(crate::backend::linear(&self.gate_proj, x.clone())) * crate::backend::linear(&self.up_proj, x))
+        use crate::backend::linear;
+        let gated = silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x);
+        linear(&self.down_proj, gated)
     }
 }
 
