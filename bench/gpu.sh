@@ -10,8 +10,11 @@
 # SEQ (512), REPEATS (10), LIMIT (seconds any one step may take, 240), PARTS
 # (which of "train generate parity base" to run, the first three by default;
 # "base" trains and evaluates experiments/base.toml on CUDA, one shard, within
-# BASE_LIMIT seconds (480); PARITY_DTYPES (f32 bf16) picks parity's dtypes, each run with
-# cubecl's matmuls and with cuBLAS's; WMX_CUBLAS=1 trains through cuBLAS too); cubecl tunes and
+# BASE_LIMIT seconds (480); "cubecl" trains again with cubecl's own matmul kernels
+# (WMX_CUBLAS=0) for comparison with cuBLAS's, wmx's default; "spread" prints how far
+# transformers' own bf16 logits move between devices and attention kernels
+# (scripts/bf16_spread.py); PARITY_DTYPES (f32 bf16) picks parity's dtypes, each run
+# with cubecl's matmuls and with cuBLAS's); cubecl tunes and
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
 # CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason. Compiled kernels
@@ -58,6 +61,9 @@ sampled() {
 RANDOM_SHAPE=(--set model.init=random --backend cuda)
 if has train; then
     sampled wmx-train "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+    if has cubecl; then
+        WMX_CUBLAS=0 sampled wmx-train-cubecl "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+    fi
     sampled torch-train python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
 fi
 if has generate; then
@@ -65,13 +71,17 @@ if has generate; then
     sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
 fi
 if has parity; then
-    # cubecl's matmuls, then cuBLAS's (WMX_CUBLAS=1: src/backend/cublas.rs).
+    # cubecl's matmuls, then cuBLAS's (src/backend/cublas.rs).
     for cublas in 0 1; do
         for dtype in ${PARITY_DTYPES:-f32 bf16}; do
             echo "== parity on cuda, $dtype, WMX_CUBLAS=$cublas"
             WMX_CUBLAS=$cublas timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | grep -v "panicked\|backtrace\|CallError\|^note:" | tail -3 | tee "$DIR/parity-$dtype-cublas$cublas.txt"
         done
     done
+fi
+if has spread; then
+    echo "== transformers' bf16 logits across devices and attention kernels"
+    python3 scripts/bf16_spread.py 2>&1 | grep "^|" | tee "$DIR/bf16-spread.md"
 fi
 if has base; then
     echo "== experiments/base.toml on cuda"

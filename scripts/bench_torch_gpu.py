@@ -150,6 +150,7 @@ def report(args):
         return data
 
     wt, tt, wg, tg = load("wmx-train"), load("torch-train"), load("wmx-gen"), load("torch-gen")
+    wc = load("wmx-train-cubecl")
     m = model_section(args.experiment)
     peak = next((p for name, p in PEAK_BF16 if name in args.card), None)
     attn = m["num_attention_heads"] * m["head_dim"]
@@ -169,6 +170,11 @@ def report(args):
     g = lambda row, key: row.get(key) if row else None  # noqa: E731
     rows = [
         ("training tokens/s (fwd+bwd+AdamW)", g(wt, "tokens_per_s"), g(tt, "tokens_per_s"), ",.0f", "higher is better"),
+        *(
+            [("training tokens/s, cubecl's matmuls (WMX_CUBLAS=0)", g(wc, "tokens_per_s"), g(tt, "tokens_per_s"), ",.0f", "wmx's own kernels, for comparison")]
+            if wc
+            else []
+        ),
         ("MFU", mfu(wt), mfu(tt), ".1%", f"bf16 dense peak {peak / 1e12:.0f} TFLOP/s" if peak else "unknown card"),
         ("peak GPU memory, training (GiB)", g(wt, "peak_mem_gib"), g(tt, "peak_mem_gib"), ".2f", "nvidia-smi, per process"),
         (f"generation {args.prompt}+{args.new} tokens (s)", g(wg, "median_s"), g(tg, "median_s"), ".3f", "lower is better"),

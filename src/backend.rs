@@ -16,6 +16,8 @@ pub type Cuda = burn::backend::Cuda<f32>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]

@@ -6,7 +6,10 @@
 //! to `cublasGemmStridedBatchedEx` instead, in order with cubecl's kernels on
 //! cubecl's own stream (the vendored cubecl-cuda names the stream of each GPU
 //! resource, vendor/cubecl-cuda/PATCH.md), so the GPU never waits on the host.
-//! It is off unless `WMX_CUBLAS=1` (see [`enabled`] for why).
+//! The call itself is launched like a kernel: cubecl's device thread resolves
+//! the operands' memory and runs [`run_gemm`] in stream order (the vendored
+//! crate's `host_call`), so the host never waits on that thread either. It is on
+//! unless `WMX_CUBLAS=0`.
 //!
 //! Three layers, one per backend wrapper:
 //! - [`gemm`] on cubecl tensors: reads both operands where they lie (a transposed
@@ -30,10 +33,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
-use burn::cubecl::cuda::CudaRuntime;
+use burn::cubecl::CubeCount;
+use burn::cubecl::cuda::{CudaRuntime, host_call};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Float, Shape, Tensor, TensorKind, TensorPrimitive};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::stream::{Operation, OperationStreams};
@@ -46,9 +50,9 @@ use super::layout::layout;
 /// The cubecl backend under burn's `Cuda` (fusion on top of it).
 type Cube = CubeBackend<CudaRuntime, f32, i32, u8>;
 /// burn's `Cuda<f32>`: what wmx runs on with `--backend cuda`.
-type Cuda = Fusion<Cube>;
+pub(super) type Cuda = Fusion<Cube>;
 /// Training on CUDA.
-type CudaTrain = Autodiff<Cuda>;
+pub(super) type CudaTrain = Autodiff<Cuda>;
 
 /// `lhs · rhs` over the last two dimensions, through cuBLAS where it is
 /// [`enabled`] and both are CUDA tensors with the same batch dimensions and float
@@ -60,13 +64,13 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
         return lhs.matmul(rhs);
     }
     if is::<B, CudaTrain>() {
-        let primitive = |t: Tensor<B, D>| cast::<B, CudaTrain, D>(t).into_primitive().tensor();
+        let primitive = |t: Tensor<B, D>| cast::<B, CudaTrain, D, Float>(t).into_primitive().tensor();
         let out = tracked(primitive(lhs), primitive(rhs));
         cast(Tensor::<CudaTrain, D>::from_primitive(
             TensorPrimitive::Float(out),
         ))
     } else if is::<B, Cuda>() {
-        let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D>(t).into_primitive().tensor();
+        let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D, Float>(t).into_primitive().tensor();
         let out = fused(primitive(lhs), primitive(rhs));
         cast(Tensor::<Cuda, D>::from_primitive(TensorPrimitive::Float(
             out,
@@ -76,16 +80,11 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
     }
 }
 
-/// Whether products go through cuBLAS: only with `WMX_CUBLAS=1`, for now. Each
-/// product asks cubecl's device thread for its operands' memory, and that call
-/// waits until the thread has launched everything queued before it; so on an
-/// H200 the 0.6B training step ran at 14.2k tokens/s through cuBLAS against
-/// 21.3k on cubecl's kernels, although its matmuls took a fraction of the GPU
-/// time (bench/RESULTS.md). Launching from the device thread itself would remove
-/// the wait; cubecl 0.10 has no hook for it.
+/// Whether products go through cuBLAS: unless `WMX_CUBLAS=0`, which keeps
+/// cubecl's own matmul kernels (to compare the two, as `bench/gpu.sh` does).
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").is_ok_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").map_or(true, |v| v != "0"))
 }
 
 /// Whether tensors of backend `B` go through cuBLAS.
@@ -93,15 +92,18 @@ pub fn handles<B: Backend>() -> bool {
     enabled() && (is::<B, CudaTrain>() || is::<B, Cuda>())
 }
 
-fn is<A: 'static, B: 'static>() -> bool {
+pub(super) fn is<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()
 }
 
 /// `tensor` as a tensor of backend `To`, which [`is`] `From`.
-fn cast<From: Backend, To: Backend, const D: usize>(tensor: Tensor<From, D>) -> Tensor<To, D> {
+pub(super) fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, D, K>) -> Tensor<To, D, K>
+where
+    K: TensorKind<From> + TensorKind<To> + 'static,
+{
     let boxed: Box<dyn Any> = Box::new(tensor);
     *boxed
-        .downcast::<Tensor<To, D>>()
+        .downcast::<Tensor<To, D, K>>()
         .unwrap_or_else(|_| unreachable!("cast between different backends"))
 }
 
@@ -257,69 +259,111 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>) -> CubeT
     if m == 0 || n == 0 || batch == 0 {
         return out;
     }
-    let (kind, compute) = match dtype {
-        DType::F32 => (
-            cublas::cudaDataType::CUDA_R_32F,
-            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
-        DType::BF16 => (
-            cublas::cudaDataType::CUDA_R_16BF,
-            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
-        DType::F16 => (
-            cublas::cudaDataType::CUDA_R_16F,
-            cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
+    let dtype_code = match dtype {
+        DType::F32 => 0,
+        DType::BF16 => 1,
+        DType::F16 => 2,
         other => panic!("cuBLAS matmul of {other:?} tensors"),
     };
-    let resource = |t: &CubeTensor<CudaRuntime>| {
-        t.client
-            .get_resource(t.handle.clone())
-            .expect("a resident CUDA tensor")
+    // Column-major `Cᵀ = Bᵀ·Aᵀ`: B's buffer is cuBLAS's first operand.
+    let params = [
+        lhs.device.index as u64,
+        dtype_code,
+        b.transpose as u64,
+        a.transpose as u64,
+        n as u64,
+        m as u64,
+        k as u64,
+        b.ld as u64,
+        b.batch_stride as u64,
+        a.ld as u64,
+        a.batch_stride as u64,
+        batch as u64,
+    ];
+    let buffers = vec![
+        rhs.handle.clone().binding(),
+        lhs.handle.clone().binding(),
+        out.handle.clone().binding(),
+    ];
+    lhs.client.launch(
+        Box::new(host_call::HostCall),
+        CubeCount::Static(1, 1, 1),
+        host_call::arguments(gemm_call(), &params, buffers),
+    );
+    out
+}
+
+/// The id of [`run_gemm`] among cubecl-cuda's host calls.
+fn gemm_call() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| host_call::register(run_gemm))
+}
+
+/// Runs one `cublasGemmStridedBatchedEx` on cubecl's device thread, on the stream
+/// cubecl would launch its next kernel on. `params` are [`gemm`]'s, `pointers`
+/// the first operand, the second and the output.
+fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> Result<(), String> {
+    let &[device, dtype, trans_a, trans_b, m, n, k, lda, stride_a, ldb, stride_b, batch] = params
+    else {
+        return Err(format!("a cuBLAS product takes 12 parameters, not {}", params.len()));
     };
-    let (l, r, o) = (resource(&lhs), resource(&rhs), resource(&out));
-    let op = |transpose: bool| {
-        if transpose {
+    let &[a, b, c] = pointers else {
+        return Err(format!("a cuBLAS product takes 3 buffers, not {}", pointers.len()));
+    };
+    let compute = cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F;
+    let kind = match dtype {
+        0 => cublas::cudaDataType::CUDA_R_32F,
+        1 => cublas::cudaDataType::CUDA_R_16BF,
+        _ => cublas::cudaDataType::CUDA_R_16F,
+    };
+    let op = |transpose: u64| {
+        if transpose == 1 {
             cublas::cublasOperation_t::CUBLAS_OP_T
         } else {
             cublas::cublasOperation_t::CUBLAS_OP_N
         }
     };
     let (alpha, beta) = (1.0f32, 0.0f32);
-    let handle = handle(lhs.device.index);
+    let handle = handle(device as usize);
+    let status = |status: cublas::cublasStatus_t, what: &str| {
+        if status == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!("{what} failed: {status:?}"))
+        }
+    };
     unsafe {
-        check(
-            cublas::cublasSetStream_v2(handle, o.resource().stream as cublas::cudaStream_t),
+        status(
+            cublas::cublasSetStream_v2(handle, stream as cublas::cudaStream_t),
             "cublasSetStream",
-        );
-        check(
+        )?;
+        status(
             cublas::cublasGemmStridedBatchedEx(
                 handle,
-                op(b.transpose),
-                op(a.transpose),
-                n as i32,
+                op(trans_a),
+                op(trans_b),
                 m as i32,
+                n as i32,
                 k as i32,
                 (&alpha as *const f32).cast(),
-                r.resource().ptr as *const std::ffi::c_void,
+                a as *const std::ffi::c_void,
                 kind,
-                b.ld as i32,
-                b.batch_stride,
-                l.resource().ptr as *const std::ffi::c_void,
+                lda as i32,
+                stride_a as i64,
+                b as *const std::ffi::c_void,
                 kind,
-                a.ld as i32,
-                a.batch_stride,
+                ldb as i32,
+                stride_b as i64,
                 (&beta as *const f32).cast(),
-                o.resource().ptr as *mut std::ffi::c_void,
+                c as *mut std::ffi::c_void,
                 kind,
-                n as i32,
+                m as i32,
                 (m * n) as i64,
                 batch as i32,
                 compute,
                 cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             ),
             "cublasGemmStridedBatchedEx",
-        );
+        )
     }
-    out
 }

@@ -57,11 +57,19 @@ pub struct Output<B: Backend> {
 }
 
 /// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
+/// On CUDA each token's loss is one autodiff operation
+/// ([`crate::backend::cross_entropy`]); every other backend runs the same tensor
+/// operations as always.
 pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
+    #[cfg(feature = "cuda")]
+    if crate::backend::cross_entropy::handles::<B>() {
+        let total = mask.clone().sum().clamp_min(1.0);
+        return (crate::backend::cross_entropy::token_nll(logits, targets) * mask).sum() / total;
+    }
     let picked = log_softmax(logits, 2)
         .gather(2, targets.unsqueeze_dim::<3>(2))
         .squeeze_dim::<2>(2);

@@ -8,6 +8,8 @@ mod runtime;
 
 pub use device::*;
 pub use runtime::*;
+/// wmx patch: library calls launched in order with kernels.
+pub use compute::host_call;
 
 #[cfg(feature = "ptx-wmma")]
 pub(crate) type WmmaCompiler = cubecl_cpp::cuda::mma::PtxWmmaCompiler;

@@ -629,6 +629,34 @@ impl CudaServer {
         errors
     }
 
+    /// wmx patch: runs a [`super::host_call::HostCall`] in stream order.
+    fn launch_host_call(
+        &mut self,
+        bindings: KernelArguments,
+        stream_id: StreamId,
+    ) -> Result<(), ServerError> {
+        let mut command = self.command(
+            stream_id,
+            bindings.buffers.iter(),
+            StreamErrorMode {
+                ignore: true,
+                flush: false,
+            },
+        )?;
+        let mut pointers = Vec::with_capacity(bindings.buffers.len());
+        for binding in bindings.buffers {
+            pointers.push(command.resource(binding)?.ptr);
+        }
+        let stream = command.streams.current().sys;
+        super::host_call::call(&bindings.info.data, &pointers, stream.cast()).map_err(|reason| {
+            LaunchError::Unknown {
+                reason,
+                backtrace: BackTrace::capture(),
+            }
+            .into()
+        })
+    }
+
     fn launch_checked(
         &mut self,
         kernel: Box<dyn CubeTask<CudaCompiler>>,
@@ -637,6 +665,9 @@ impl CudaServer {
         mode: ExecutionMode,
         stream_id: StreamId,
     ) -> Result<(), ServerError> {
+        if super::host_call::is_host_call(kernel.as_ref()) {
+            return self.launch_host_call(bindings, stream_id);
+        }
         let mut kernel_id = kernel.id();
         let logger = self.streams.logger.clone();
         kernel_id.mode(mode);
