@@ -3,7 +3,8 @@
 # (its time barely grows with the batch). Starts `wmx bench train` on the 0.6B
 # shape with many repetitions, lets it warm up, then samples every thread's stack
 # SAMPLES times with (cuda-)gdb and prints the functions most often on the stack of
-# each busy thread (scripts/host_profile.py). There is no perf on the GPU machine;
+# each busy thread (scripts/host_profile.py), after a table of each thread's CPU
+# use. There is no perf on the GPU machine;
 # gdb is enough for a poor man's sampling profiler. Needs a binary with symbols:
 #
 #   CUDARC_CUDA_VERSION=13000 cargo rustc --release --features cuda --bin wmx -- -C strip=none
@@ -25,6 +26,9 @@ GDB=$(command -v gdb || command -v cuda-gdb || echo /usr/local/cuda/bin/cuda-gdb
     --warmup 3 --repeats 100000 --json > /dev/null 2> "$DIR/host-profile.err" &
 pid=$!
 sleep "${WARMUP_S:-40}"
+# CPU time of each thread over CPU_WINDOW_S seconds (from /proc, without stopping
+# anything): a thread near 100 % is the stage the step waits on.
+python3 scripts/host_profile.py --cpu "$pid" --window "${CPU_WINDOW_S:-5}" | tee "$DIR/host-cpu.md"
 : > "$DIR/host-stacks.txt"
 for i in $(seq "${SAMPLES:-40}"); do
     kill -0 "$pid" 2>/dev/null || { echo "wmx exited early:"; tail -5 "$DIR/host-profile.err"; break; }

@@ -6,11 +6,14 @@ samples each function is on the stack (inclusive) and innermost (self). Generic
 arguments are elided, so a function's instantiations count together.
 
     python3 scripts/host_profile.py bench/out/host-stacks.txt [--top 30]
+    python3 scripts/host_profile.py --cpu PID [--window 5]   # each thread's CPU use
 """
 
 import argparse
 import collections
+import os
 import re
+import time
 
 FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?)\s\(")
 THREAD = re.compile(r'^Thread \d+ \(.*?LWP (\d+)\)(?: "([^"]*)")?')
@@ -53,11 +56,44 @@ def parse(path):
     return threads
 
 
+def thread_times(pid):
+    """{(tid, name): user + system clock ticks} for each thread of `pid`."""
+    times = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        times[(tid, name)] = int(fields[11]) + int(fields[12])
+    return times
+
+
+def cpu_table(pid, window):
+    before = thread_times(pid)
+    time.sleep(window)
+    after = thread_times(pid)
+    ticks = os.sysconf("SC_CLK_TCK") * window
+    print(f"| thread | CPU over {window} s |")
+    print("|---|---|")
+    for key, t in sorted(after.items(), key=lambda kv: before.get(kv[0], 0) - kv[1]):
+        used = (t - before.get(key, 0)) / ticks
+        if used >= 0.01:
+            print(f"| {key[1]} {key[0]} | {used:.0%} |")
+    print()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stacks")
+    parser.add_argument("stacks", nargs="?")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--cpu", type=int, metavar="PID", help="print each thread's CPU use instead")
+    parser.add_argument("--window", type=float, default=5.0)
     args = parser.parse_args()
+    if args.cpu:
+        cpu_table(args.cpu, args.window)
+        return
     threads = parse(args.stacks)
     for thread, stacks in sorted(threads.items(), key=lambda kv: -len(kv[1])):
         busy = [s for s in stacks if s and not any(w in s[0] for w in WAITS)]

@@ -262,6 +262,18 @@ pub struct Measured {
     pub median_s: f64,
     /// Tokens per second at the median (training only).
     pub tokens_per_s: Option<f64>,
+    /// Each phase of a training step timed apart (`wmx bench train --phases`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases_s: Option<Phases>,
+}
+
+/// Median seconds of each phase of a training step, the device synchronised
+/// after each.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Phases {
+    pub forward: f64,
+    pub backward: f64,
+    pub optimizer: f64,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -279,6 +291,8 @@ pub struct TrainBench<'a> {
     pub seq: usize,
     pub warmup: usize,
     pub repeats: usize,
+    /// Also time the step's phases apart ([`Phases`]).
+    pub phases: bool,
     pub backend: &'static str,
 }
 
@@ -307,22 +321,51 @@ impl crate::backend::BackendTask for TrainBench<'_> {
             .init::<A<B>, crate::model::qwen3::Qwen3ForCausalLM<A<B>>>();
         let (batch, seq) = (self.batch, self.seq);
         let mask = Tensor::<A<B>, 2>::ones([batch, seq], &device);
+        let sync = || B::sync(&device).map_err(|e| format!("{e:?}"));
         let mut seconds = Vec::new();
         for i in 0..self.warmup + self.repeats {
             let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, i, &device);
             let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, i + 1, &device);
-            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            sync()?;
             let t = Instant::now();
             let logits = model.forward(ids, None);
             let loss = masked_cross_entropy(logits, targets, mask.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(e.train.learning_rate, model, grads);
-            B::sync(&device).map_err(|e| format!("{e:?}"))?;
+            sync()?;
             if i >= self.warmup {
                 seconds.push(t.elapsed().as_secs_f64());
             }
         }
         let median_s = median(&seconds);
+        let mut phases_s = None;
+        if self.phases {
+            let mut each: [Vec<f64>; 3] = Default::default();
+            for i in 0..self.repeats {
+                let salt = self.warmup + self.repeats + i;
+                let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, salt, &device);
+                let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, salt + 1, &device);
+                sync()?;
+                let t = Instant::now();
+                let loss = masked_cross_entropy(model.forward(ids, None), targets, mask.clone());
+                sync()?;
+                let forward = t.elapsed().as_secs_f64();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                sync()?;
+                let backward = t.elapsed().as_secs_f64();
+                model = optim.step(e.train.learning_rate, model, grads);
+                sync()?;
+                let step = t.elapsed().as_secs_f64();
+                for (v, s) in each.iter_mut().zip([forward, backward - forward, step - backward]) {
+                    v.push(s);
+                }
+            }
+            phases_s = Some(Phases {
+                forward: median(&each[0]),
+                backward: median(&each[1]),
+                optimizer: median(&each[2]),
+            });
+        }
         Ok(Measured {
             what: "train".into(),
             backend: self.backend.into(),
@@ -333,6 +376,7 @@ impl crate::backend::BackendTask for TrainBench<'_> {
             tokens_per_s: Some((batch * seq) as f64 / median_s),
             seconds,
             median_s,
+            phases_s,
         })
     }
 }
@@ -384,6 +428,7 @@ impl crate::backend::BackendTask for GenerateBench<'_> {
             median_s: median(&seconds),
             seconds,
             tokens_per_s: None,
+            phases_s: None,
         })
     }
 }

@@ -235,6 +235,11 @@ enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value_t = 10)]
         repeats: usize,
+        /// Also time the forward pass with the loss, the backward pass and the
+        /// optimizer step apart, the device synchronised after each (which adds
+        /// idle time: the step's own time is measured without it).
+        #[arg(long)]
+        phases: bool,
         #[command(flatten)]
         common: MeasureArgs,
     },
@@ -615,7 +620,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, common },
+            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, phases, common },
         } => {
             let loaded = config::load(&experiment, &common.set)?;
             let backend = common.backend.unwrap_or(loaded.experiment.backend);
@@ -625,6 +630,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seq,
                 warmup,
                 repeats: repeats.max(1),
+                phases,
                 backend: backend.name(),
             };
             measure(backend, task, common.json)
@@ -708,6 +714,12 @@ fn print_measured(m: &wmx::bench::Measured, json: bool) -> Result<()> {
     }];
     if let Some(t) = m.tokens_per_s {
         rows.push(wmx::bench::Row { name: "training throughput".into(), value: format!("{t:.0} tok/s"), note: String::new() });
+    }
+    if let Some(p) = &m.phases_s {
+        let note = "median; the device synchronised after each phase".to_string();
+        for (name, s) in [("forward + loss", p.forward), ("backward", p.backward), ("optimizer step", p.optimizer)] {
+            rows.push(wmx::bench::Row { name: name.into(), value: format!("{:.2} ms", s * 1e3), note: note.clone() });
+        }
     }
     print!("{}", wmx::bench::table(&rows));
     Ok(())

@@ -387,3 +387,21 @@ fn a_missing_checkpoint_stops_before_anything_is_written() {
     assert!(err.contains("model.checkpoint") && err.contains("Qwen3-0.6B") && err.contains("init = \"random\""), "{err}");
     assert!(!dir.path().join("runs").exists(), "a run directory was created");
 }
+
+#[test]
+fn bench_train_times_a_step_and_with_phases_each_phase() {
+    let args = ["bench", "train", "experiments/base.toml", "--batch", "1", "--seq", "16", "--warmup", "0", "--repeats", "2"];
+    let plain = wmx(&repo(), &[&args[..], &["--json"]].concat());
+    assert!(plain.status.success(), "{}", text(&plain));
+    let row: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&plain.stdout).trim()).unwrap();
+    assert_eq!(row["seconds"].as_array().unwrap().len(), 2, "{row}");
+    assert!(row.get("phases_s").is_none(), "phases only when asked: {row}");
+
+    let out = wmx(&repo(), &[&args[..], &["--phases", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let row: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let phases = &row["phases_s"];
+    for phase in ["forward", "backward", "optimizer"] {
+        assert!(phases[phase].as_f64().is_some_and(|s| s > 0.0), "{phase}: {row}");
+    }
+}
