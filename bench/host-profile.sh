@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Where a CUDA training step's *host* time goes, for when the step is host-bound
 # (its time barely grows with the batch). Starts `wmx bench train` on the 0.6B
-# shape with many repetitions, lets it warm up, then samples every thread's stack
-# SAMPLES times with (cuda-)gdb and prints the functions most often on the stack of
-# each busy thread (scripts/host_profile.py), after a table of each thread's CPU
-# use. There is no perf on the GPU machine;
-# gdb is enough for a poor man's sampling profiler. Needs a binary with symbols:
+# shape with many repetitions, lets it warm up, prints each thread's CPU use over
+# a few seconds (from /proc, without stopping anything: a thread near 100 % is the
+# stage the step waits on), then, if SAMPLES > 0, samples every thread's stack
+# SAMPLES times with (cuda-)gdb and prints the functions most often on the stack
+# of each busy thread (scripts/host_profile.py). There is no perf or nsys on the
+# GPU machine. The stacks are only a hint: once cuda-gdb has attached, CUDA
+# launches run slower, so the samples over-count them. Stacks need a binary with
+# symbols:
 #
 #   CUDARC_CUDA_VERSION=13000 cargo rustc --release --features cuda --bin wmx -- -C strip=none
 #
 #   bench/host-profile.sh [path/to/wmx]   # from the repository root, on the GPU machine
 #
 # Environment: EXP (experiments/qwen3-0.6b.toml), BATCH (8), SEQ (512), WARMUP_S
-# (seconds before the first sample, 40), SAMPLES (40).
+# (seconds before measuring, 40), CPU_WINDOW_S (5), SAMPLES (0).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -30,7 +33,7 @@ sleep "${WARMUP_S:-40}"
 # anything): a thread near 100 % is the stage the step waits on.
 python3 scripts/host_profile.py --cpu "$pid" --window "${CPU_WINDOW_S:-5}" | tee "$DIR/host-cpu.md"
 : > "$DIR/host-stacks.txt"
-for i in $(seq "${SAMPLES:-40}"); do
+for i in $(seq "${SAMPLES:-0}"); do
     kill -0 "$pid" 2>/dev/null || { echo "wmx exited early:"; tail -5 "$DIR/host-profile.err"; break; }
     echo "=== sample $i" >> "$DIR/host-stacks.txt"
     timeout 60 "$GDB" -p "$pid" -batch -nx -ex "set pagination off" -ex "thread apply all bt 60" \
@@ -40,4 +43,6 @@ done
 kill "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 save_kernel_cache "$DIR"
-python3 scripts/host_profile.py "$DIR/host-stacks.txt" | tee "$DIR/host-profile.md"
+if [ "${SAMPLES:-0}" -gt 0 ]; then
+    python3 scripts/host_profile.py "$DIR/host-stacks.txt" | tee "$DIR/host-profile.md"
+fi

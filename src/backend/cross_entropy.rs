@@ -54,9 +54,11 @@ pub fn token_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -
 /// `[batch, seq, 1]` (f32).
 fn forward<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> (Tensor<B, 2>, Tensor<B, 3>) {
     let dtype = logits.dtype();
-    let wide = logits.clone().cast(FloatDType::F32);
-    let max = wide.clone().max_dim(2);
-    let lse = (wide - max.clone()).exp().sum_dim(2).log() + max;
+    // The maximum is exact in any dtype; taking it before the cast keeps the f32
+    // copy of the logits from being written out (on CUDA the cast fuses into the
+    // sum's read).
+    let max = logits.clone().max_dim(2).cast(FloatDType::F32);
+    let lse = (logits.clone().cast(FloatDType::F32) - max.clone()).exp().sum_dim(2).log() + max;
     let picked = logits.gather(2, targets.unsqueeze_dim(2)).cast(FloatDType::F32);
     let nll = (lse.clone() - picked).squeeze_dim::<2>(2).cast(FloatDType::from(dtype));
     (nll, lse)
