@@ -3,13 +3,11 @@
 //! burn-cuda 0.21 multiplies matrices with cubecl's own kernels, several times
 //! slower than cuBLAS on the shapes a transformer trains with (bench/RESULTS.md).
 //! [`matmul`] sends a product of two CUDA tensors with the same batch dimensions
-//! to `cublasGemmStridedBatchedEx` instead, in order with cubecl's kernels on
-//! cubecl's own stream (the vendored cubecl-cuda names the stream of each GPU
-//! resource, vendor/cubecl-cuda/PATCH.md), so the GPU never waits on the host.
-//! The call itself is launched like a kernel: cubecl's device thread resolves
-//! the operands' memory and runs [`run_gemm`] in stream order (the vendored
-//! crate's `host_call`), so the host never waits on that thread either. It is on
-//! unless `WMX_CUBLAS=0`.
+//! to `cublasGemmStridedBatchedEx` instead. The call is launched like a kernel
+//! (the vendored cubecl-cuda's `host_call`, vendor/cubecl-cuda/PATCH.md):
+//! cubecl's device thread resolves the operands' memory and runs [`run_gemm`] on
+//! the stream it launches its own kernels on, in order with them, so neither the
+//! GPU nor the host waits for the other. It is on unless `WMX_CUBLAS=0`.
 //!
 //! Three layers, one per backend wrapper:
 //! - [`gemm`] on cubecl tensors: reads both operands where they lie (a transposed
@@ -314,7 +312,8 @@ fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> 
     let kind = match dtype {
         0 => cublas::cudaDataType::CUDA_R_32F,
         1 => cublas::cudaDataType::CUDA_R_16BF,
-        _ => cublas::cudaDataType::CUDA_R_16F,
+        2 => cublas::cudaDataType::CUDA_R_16F,
+        other => return Err(format!("no cuBLAS data type has code {other}")),
     };
     let op = |transpose: u64| {
         if transpose == 1 {

@@ -32,25 +32,12 @@ pub struct GpuResource {
     pub binding: *mut std::ffi::c_void,
     /// The size of the resource.
     pub size: u64,
-    /// The stream the memory is used on (wmx patch: lets a library call such as
-    /// cuBLAS run in order with the kernels).
-    pub stream: cudarc::driver::sys::CUstream,
 }
 
 impl GpuResource {
     /// Creates a new [`GpuResource`].
-    pub fn new(
-        ptr: u64,
-        binding: *mut std::ffi::c_void,
-        size: u64,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> Self {
-        Self {
-            ptr,
-            binding,
-            size,
-            stream,
-        }
+    pub fn new(ptr: u64, binding: *mut std::ffi::c_void, size: u64) -> Self {
+        Self { ptr, binding, size }
     }
 }
 
@@ -172,7 +159,6 @@ impl ComputeStorage for GpuStorage {
             *ptr,
             ptr as *const cudarc::driver::sys::CUdeviceptr as *mut std::ffi::c_void,
             size,
-            self.stream,
         )
     }
 
