@@ -322,50 +322,45 @@ impl crate::backend::BackendTask for TrainBench<'_> {
         let (batch, seq) = (self.batch, self.seq);
         let mask = Tensor::<A<B>, 2>::ones([batch, seq], &device);
         let sync = || B::sync(&device).map_err(|e| format!("{e:?}"));
+        // Warm-up steps, timed steps, then (with `phases`) as many again with the
+        // device synchronised after each phase.
+        let timed = self.warmup + self.repeats;
+        let steps = timed + if self.phases { self.repeats } else { 0 };
         let mut seconds = Vec::new();
-        for i in 0..self.warmup + self.repeats {
+        let mut each: [Vec<f64>; 3] = Default::default();
+        for i in 0..steps {
+            let split = i >= timed;
             let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, i, &device);
             let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, i + 1, &device);
             sync()?;
             let t = Instant::now();
-            let logits = model.forward(ids, None);
-            let loss = masked_cross_entropy(logits, targets, mask.clone());
+            let loss = masked_cross_entropy(model.forward(ids, None), targets, mask.clone());
+            if split {
+                sync()?;
+            }
+            let forward = t.elapsed().as_secs_f64();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
+            if split {
+                sync()?;
+            }
+            let backward = t.elapsed().as_secs_f64();
             model = optim.step(e.train.learning_rate, model, grads);
             sync()?;
-            if i >= self.warmup {
-                seconds.push(t.elapsed().as_secs_f64());
-            }
-        }
-        let median_s = median(&seconds);
-        let mut phases_s = None;
-        if self.phases {
-            let mut each: [Vec<f64>; 3] = Default::default();
-            for i in 0..self.repeats {
-                let salt = self.warmup + self.repeats + i;
-                let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, salt, &device);
-                let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, salt + 1, &device);
-                sync()?;
-                let t = Instant::now();
-                let loss = masked_cross_entropy(model.forward(ids, None), targets, mask.clone());
-                sync()?;
-                let forward = t.elapsed().as_secs_f64();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                sync()?;
-                let backward = t.elapsed().as_secs_f64();
-                model = optim.step(e.train.learning_rate, model, grads);
-                sync()?;
-                let step = t.elapsed().as_secs_f64();
+            let step = t.elapsed().as_secs_f64();
+            if split {
                 for (v, s) in each.iter_mut().zip([forward, backward - forward, step - backward]) {
                     v.push(s);
                 }
+            } else if i >= self.warmup {
+                seconds.push(step);
             }
-            phases_s = Some(Phases {
-                forward: median(&each[0]),
-                backward: median(&each[1]),
-                optimizer: median(&each[2]),
-            });
         }
+        let median_s = median(&seconds);
+        let phases_s = self.phases.then(|| Phases {
+            forward: median(&each[0]),
+            backward: median(&each[1]),
+            optimizer: median(&each[2]),
+        });
         Ok(Measured {
             what: "train".into(),
             backend: self.backend.into(),

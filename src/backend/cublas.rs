@@ -199,25 +199,32 @@ thread_local! {
 
 /// This thread's cuBLAS handle, created in the device's primary context (the one
 /// cubecl runs in) on first use.
-fn handle(device: usize) -> cublas::cublasHandle_t {
+fn handle(device: usize) -> Result<cublas::cublasHandle_t, String> {
     HANDLE.with(|h| {
-        *h.borrow_mut().get_or_insert_with(|| unsafe {
-            let dev = cudarc::driver::result::device::get(device as i32).expect("a CUDA device");
-            let ctx =
-                cudarc::driver::result::primary_ctx::retain(dev).expect("its primary context");
-            cudarc::driver::result::ctx::set_current(ctx).expect("a current context");
+        let mut h = h.borrow_mut();
+        if let Some(handle) = *h {
+            return Ok(handle);
+        }
+        let driver = |e: cudarc::driver::DriverError| format!("CUDA device {device}: {e}");
+        let handle = unsafe {
+            let dev = cudarc::driver::result::device::get(device as i32).map_err(driver)?;
+            let ctx = cudarc::driver::result::primary_ctx::retain(dev).map_err(driver)?;
+            cudarc::driver::result::ctx::set_current(ctx).map_err(driver)?;
             let mut handle = std::ptr::null_mut();
-            check(cublas::cublasCreate_v2(&mut handle), "cublasCreate");
+            check(cublas::cublasCreate_v2(&mut handle), "cublasCreate")?;
             handle
-        })
+        };
+        *h = Some(handle);
+        Ok(handle)
     })
 }
 
-fn check(status: cublas::cublasStatus_t, what: &str) {
-    assert!(
-        status == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
-        "{what} failed: {status:?}"
-    );
+fn check(status: cublas::cublasStatus_t, what: &str) -> Result<(), String> {
+    if status == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("{what} failed: {status:?}"))
+    }
 }
 
 /// `lhs · rhs` for cubecl tensors `[.., m, k]` and `[.., k, n]` with the same batch
@@ -323,20 +330,13 @@ fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> 
         }
     };
     let (alpha, beta) = (1.0f32, 0.0f32);
-    let handle = handle(device as usize);
-    let status = |status: cublas::cublasStatus_t, what: &str| {
-        if status == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            Ok(())
-        } else {
-            Err(format!("{what} failed: {status:?}"))
-        }
-    };
+    let handle = handle(device as usize)?;
     unsafe {
-        status(
+        check(
             cublas::cublasSetStream_v2(handle, stream as cublas::cudaStream_t),
             "cublasSetStream",
         )?;
-        status(
+        check(
             cublas::cublasGemmStridedBatchedEx(
                 handle,
                 op(trans_a),

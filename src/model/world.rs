@@ -65,15 +65,14 @@ pub fn masked_cross_entropy<B: Backend>(
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
+    let total = mask.clone().sum().clamp_min(1.0);
     #[cfg(feature = "cuda")]
     if crate::backend::cross_entropy::handles::<B>() {
-        let total = mask.clone().sum().clamp_min(1.0);
         return (crate::backend::cross_entropy::token_nll(logits, targets) * mask).sum() / total;
     }
     let picked = log_softmax(logits, 2)
         .gather(2, targets.unsqueeze_dim::<3>(2))
         .squeeze_dim::<2>(2);
-    let total = mask.clone().sum().clamp_min(1.0);
     (picked * mask).sum().neg() / total
 }
 
