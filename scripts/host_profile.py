@@ -1,12 +1,14 @@
-"""Aggregates gdb stack samples (bench/host-profile.sh) into where each thread's time goes.
+"""Where a process's host time goes: each thread's CPU use, and a summary of the
+folded stacks that `wmx bench train --host-profile FILE` writes (src/profile.rs;
+bench/host-profile.sh runs both on the GPU machine).
 
-For every thread that was busy in at least one sample (its innermost frame is not
-a wait: futex, poll, sleep, condition variable, yield), prints the share of its
-samples each function is on the stack (inclusive) and innermost (self). Generic
-arguments are elided, so a function's instantiations count together.
+    python3 scripts/host_profile.py FILE [--top 30] [--thread NAME]   # folded stacks
+    python3 scripts/host_profile.py --cpu PID [--window 5]            # each thread's CPU use
 
-    python3 scripts/host_profile.py bench/out/host-stacks.txt [--top 30]
-    python3 scripts/host_profile.py --cpu PID [--window 5]   # each thread's CPU use
+For each thread, the summary prints its share of the samples (1 ms of CPU each),
+the crates its time is spent in (each sample's innermost frame outside core, alloc
+and std), and the functions most often on the stack (inclusive) and innermost
+(self). Generic arguments are elided, so a function's instantiations count together.
 """
 
 import argparse
@@ -14,11 +16,6 @@ import collections
 import os
 import re
 import time
-
-FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?)\s\(")
-THREAD = re.compile(r'^Thread \d+ \(.*?LWP (\d+)\)(?: "([^"]*)")?')
-WAITS = ("futex", "poll", "nanosleep", "clock_nanosleep", "pthread_cond", "sched_yield", "epoll", "__GI___poll", "syscall", "park")
-
 
 def simplify(name):
     name = re.sub(r"::h[0-9a-f]{16}$", "", name)
@@ -36,24 +33,42 @@ def simplify(name):
     return "".join(out)
 
 
-def parse(path):
-    """{thread: [stack, ...]}, each stack innermost first."""
+def crate_of(name):
+    m = re.match(r"^(?:<…>::)?([A-Za-z_][A-Za-z0-9_]*)::", name)
+    return m.group(1) if m else "?"
+
+
+def summarise(path, top, only):
     threads = collections.defaultdict(list)
-    current = None
-    for line in open(path, errors="replace"):
-        line = line.rstrip("\n")
-        if line.startswith("=== sample"):
-            current = None
+    for line in open(path):
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        frames = stack.split(";")
+        threads[frames[0]].append(([simplify(f) for f in frames[1:]], int(count)))
+    total = sum(c for stacks in threads.values() for _, c in stacks)
+    print(f"{total} samples (1 ms of CPU each)\n")
+    for thread, stacks in sorted(threads.items(), key=lambda kv: -sum(c for _, c in kv[1])):
+        n = sum(c for _, c in stacks)
+        if only and only not in thread:
             continue
-        m = THREAD.match(line)
-        if m:
-            current = (m.group(2) or "?") + " " + m.group(1)
-            threads[current].append([])
-            continue
-        m = FRAME.match(line)
-        if m and current is not None:
-            threads[current][-1].append(simplify(m.group(1)))
-    return threads
+        print(f"## thread {thread}: {n} samples, {n / total:.1%}\n")
+        inclusive, own, crates = collections.Counter(), collections.Counter(), collections.Counter()
+        for frames, c in stacks:
+            for f in set(frames):
+                inclusive[f] += c
+            if frames:
+                own[frames[-1]] += c
+            named = [crate_of(f) for f in frames if crate_of(f) not in ("?", "core", "alloc", "std")]
+            crates[named[-1] if named else "?"] += c
+        print("crates: " + ", ".join(f"{k} {v / n:.0%}" for k, v in crates.most_common(12)) + "\n")
+        print("| on stack | innermost | function |")
+        print("|---|---|---|")
+        # Frames on every stack of the thread (its entry point) say nothing.
+        for name, c in [kv for kv in inclusive.most_common() if kv[1] < n][:top]:
+            print(f"| {c / n:.1%} | {own.get(name, 0) / n:.1%} | `{name[:150]}` |")
+        print("\nmost often innermost:\n")
+        for name, c in own.most_common(top // 2):
+            print(f"| {inclusive[name] / n:.1%} | {c / n:.1%} | `{name[:150]}` |")
+        print()
 
 
 def thread_times(pid):
@@ -90,24 +105,12 @@ def main():
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--cpu", type=int, metavar="PID", help="print each thread's CPU use instead")
     parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--thread", help="only threads whose name contains this")
     args = parser.parse_args()
     if args.cpu:
         cpu_table(args.cpu, args.window)
         return
-    threads = parse(args.stacks)
-    for thread, stacks in sorted(threads.items(), key=lambda kv: -len(kv[1])):
-        busy = [s for s in stacks if s and not any(w in s[0] for w in WAITS)]
-        if not busy:
-            continue
-        print(f"## thread {thread}: busy in {len(busy)} of {len(stacks)} samples\n")
-        inclusive = collections.Counter(f for s in busy for f in set(s))
-        own = collections.Counter(s[0] for s in busy)
-        print("| on stack | innermost | function |")
-        print("|---|---|---|")
-        for name, n in inclusive.most_common(args.top):
-            print(f"| {n / len(busy):.0%} | {own.get(name, 0) / len(busy):.0%} | `{name[:150]}` |")
-        print()
-
+    summarise(args.stacks, args.top, args.thread)
 
 if __name__ == "__main__":
     main()

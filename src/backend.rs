@@ -137,6 +137,29 @@ fn use_kernel_cache() {
     });
 }
 
+/// How cubecl manages CUDA memory (through the vendored cubecl-cuda's
+/// `set_memory_configuration`; must run before the device starts):
+/// `WMX_CUDA_MEMORY=exclusive` gives each buffer a page of its own from a pool of
+/// its size class, `sliced` (cubecl's default) cuts buffers from shared pages.
+/// The sliced pools merge every page's free neighbours on each allocation, which
+/// took half of cubecl's device thread in a 0.6B training step (bench/RESULTS.md).
+#[cfg(feature = "cuda")]
+fn cuda_memory() {
+    use burn::cubecl::MemoryConfiguration;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let config = match std::env::var("WMX_CUDA_MEMORY").as_deref() {
+            Ok("sliced") => MemoryConfiguration::SubSlices,
+            Ok("exclusive") | Err(_) => MemoryConfiguration::ExclusivePages,
+            Ok(other) => {
+                eprintln!("warning: WMX_CUDA_MEMORY={other:?} is neither `exclusive` nor `sliced`; using `exclusive`");
+                MemoryConfiguration::ExclusivePages
+            }
+        };
+        burn::cubecl::cuda::set_memory_configuration(config);
+    });
+}
+
 /// Runs `task` on the named backend's default device.
 pub fn dispatch<T: BackendTask>(
     backend: BackendName,
@@ -147,6 +170,7 @@ pub fn dispatch<T: BackendTask>(
         #[cfg(feature = "cuda")]
         BackendName::Cuda => {
             use_kernel_cache();
+            cuda_memory();
             Ok(task.run::<Cuda>(Default::default()))
         }
         #[cfg(not(feature = "cuda"))]

@@ -293,6 +293,8 @@ pub struct TrainBench<'a> {
     pub repeats: usize,
     /// Also time the step's phases apart ([`Phases`]).
     pub phases: bool,
+    /// Sample the host's stacks over the timed steps into this file ([`crate::profile`]).
+    pub host_profile: Option<&'a std::path::Path>,
     pub backend: &'static str,
 }
 
@@ -328,8 +330,19 @@ impl crate::backend::BackendTask for TrainBench<'_> {
         let steps = timed + if self.phases { self.repeats } else { 0 };
         let mut seconds = Vec::new();
         let mut each: [Vec<f64>; 3] = Default::default();
+        let mut profile = None;
         for i in 0..steps {
             let split = i >= timed;
+            if i == self.warmup
+                && let Some(path) = self.host_profile
+            {
+                profile = Some(crate::profile::HostProfile::start(path)?);
+            }
+            if i == timed
+                && let Some(p) = profile.take()
+            {
+                p.finish()?;
+            }
             let ids = random_ids::<A<B>>(batch, seq, config.vocab_size, i, &device);
             let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, i + 1, &device);
             sync()?;
@@ -354,6 +367,9 @@ impl crate::backend::BackendTask for TrainBench<'_> {
             } else if i >= self.warmup {
                 seconds.push(step);
             }
+        }
+        if let Some(p) = profile.take() {
+            p.finish()?;
         }
         let median_s = median(&seconds);
         let phases_s = self.phases.then(|| Phases {
@@ -451,6 +467,34 @@ impl crate::backend::BackendTask for ParityBench<'_> {
                     _ => p.logits_bf16.is_some_and(|d| d.max_scaled <= 1e-2),
                 };
                 Ok((p, ok))
+            })
+            .collect()
+    }
+}
+
+/// `wmx bench parity --trace`: each fixture's decoder run step by step on the
+/// backend and on the CPU in `dtype` ([`crate::model::parity::trace`]), to find
+/// where a backend's rounding departs from the CPU's.
+pub struct ParityTrace<'a> {
+    pub fixtures: &'a [std::path::PathBuf],
+    pub dtype: crate::config::DType,
+}
+
+impl crate::backend::BackendTask for ParityTrace<'_> {
+    type Output = anyhow::Result<Vec<(String, Vec<crate::model::parity::Step>)>>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        use crate::backend::Cpu;
+        let cpu = Default::default();
+        crate::backend::set_float_dtype::<Cpu>(&cpu, self.dtype).map_err(anyhow::Error::msg)?;
+        if std::any::TypeId::of::<B>() != std::any::TypeId::of::<Cpu>() {
+            crate::backend::set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
+        }
+        self.fixtures
+            .iter()
+            .map(|dir| {
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok((name, crate::model::parity::trace::<Cpu, B>(dir, &cpu, &device)?))
             })
             .collect()
     }

@@ -10,6 +10,7 @@ pub mod curriculum;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod profile;
 pub mod report;
 pub mod run;
 pub mod sandbox;

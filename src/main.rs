@@ -240,6 +240,10 @@ enum BenchCommand {
         /// idle time: the step's own time is measured without it).
         #[arg(long)]
         phases: bool,
+        /// Sample the host's stacks over the timed steps and write them folded to
+        /// this file (needs a build with `--features profile`; see src/profile.rs).
+        #[arg(long, value_name = "FILE")]
+        host_profile: Option<PathBuf>,
         #[command(flatten)]
         common: MeasureArgs,
     },
@@ -269,6 +273,10 @@ enum BenchCommand {
         dtype: config::DType,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: config::Backend,
+        /// Instead, run each fixture's decoder step by step on the backend and on
+        /// the CPU from the same inputs, and print how far each step differs.
+        #[arg(long)]
+        trace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -620,8 +628,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, phases, common },
+            what: BenchCommand::Train { experiment, batch, seq, warmup, repeats, phases, host_profile, common },
         } => {
+            if let Some(path) = &host_profile
+                && !wmx::profile::AVAILABLE
+            {
+                anyhow::bail!(wmx::profile::unavailable(path));
+            }
             let loaded = config::load(&experiment, &common.set)?;
             let backend = common.backend.unwrap_or(loaded.experiment.backend);
             let task = wmx::bench::TrainBench {
@@ -631,6 +644,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 repeats: repeats.max(1),
                 phases,
+                host_profile: host_profile.as_deref(),
                 backend: backend.name(),
             };
             measure(backend, task, common.json)
@@ -651,13 +665,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             measure(backend, task, common.json)
         }
         Command::Bench {
-            what: BenchCommand::Parity { fixtures, dtype, backend, json },
+            what: BenchCommand::Parity { fixtures, dtype, backend, trace, json },
         } => {
             let fixtures = if fixtures.is_empty() {
                 ["tiny-tied", "tiny-untied"].map(|f| Path::new("tests/fixtures/qwen3").join(f)).to_vec()
             } else {
                 fixtures
             };
+            if trace {
+                let task = wmx::bench::ParityTrace { fixtures: &fixtures, dtype };
+                for (fixture, steps) in wmx::backend::dispatch(backend, task)?? {
+                    if json {
+                        println!("{}", serde_json::json!({ "fixture": fixture, "backend": backend.name(), "dtype": dtype, "steps": steps }));
+                        continue;
+                    }
+                    println!("{fixture}: {} against cpu, {dtype:?}, each step from the cpu's input", backend.name());
+                    for s in &steps {
+                        println!(
+                            "  {:<36} scaled {:.2e}  max |Δ| {:.2e}  differing {:5.1}%",
+                            s.name,
+                            s.distance.max_scaled,
+                            s.distance.max_abs,
+                            100.0 * s.differing
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let task = wmx::bench::ParityBench { fixtures: &fixtures, dtype };
             let checked = wmx::backend::dispatch(backend, task)??;
             let mut pass = true;

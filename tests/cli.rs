@@ -404,4 +404,44 @@ fn bench_train_times_a_step_and_with_phases_each_phase() {
     for phase in ["forward", "backward", "optimizer"] {
         assert!(phases[phase].as_f64().is_some_and(|s| s > 0.0), "{phase}: {row}");
     }
+
+    // The host profile: folded stacks from a build with the `profile` feature,
+    // otherwise a refusal that names the feature, before any step runs.
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("host.folded");
+    let out = wmx(&repo(), &[&args[..], &["--host-profile", folded.to_str().unwrap()]].concat());
+    if cfg!(feature = "profile") {
+        assert!(out.status.success(), "{}", text(&out));
+        let stacks = std::fs::read_to_string(&folded).unwrap();
+        assert!(stacks.lines().all(|l| l.rsplit_once(' ').is_some_and(|(_, n)| n.parse::<u64>().is_ok())), "{stacks}");
+    } else {
+        assert!(!out.status.success());
+        assert!(text(&out).contains("`profile` feature"), "{}", text(&out));
+        assert!(!folded.exists());
+    }
+}
+
+#[test]
+fn bench_parity_trace_steps_through_every_layer_of_each_fixture() {
+    let out = wmx(&repo(), &["bench", "parity", "--trace", "--dtype", "bf16", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per fixture: {rows:?}");
+    for row in &rows {
+        let steps = row["steps"].as_array().unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        // Each fixture has two layers of ten steps, between the embedding and the head.
+        assert_eq!(names.len(), 1 + 2 * 10 + 3, "{names:?}");
+        assert_eq!(names[0], "embed");
+        assert!(names.contains(&"layer.1.mlp down_proj"), "{names:?}");
+        assert_eq!(names.last(), Some(&"logits (whole forward)"));
+        // The CPU traced against itself: every step agrees exactly.
+        for s in steps {
+            assert_eq!(s["differing"].as_f64(), Some(0.0), "{s}");
+            assert_eq!(s["distance"]["max_abs"].as_f64(), Some(0.0), "{s}");
+        }
+    }
 }

@@ -119,3 +119,72 @@ pub fn check<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Parit
         greedy_equal: prompt == e.prompt_ids && generated == e.generated_ids,
     })
 }
+
+/// One step of the decoder computed on two backends from the same input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    /// `embed`, `layer.N.<part>`, `norm`, `head`.
+    pub name: String,
+    /// The traced backend against the reference, on the reference's scale.
+    pub distance: Distance,
+    /// Share of elements whose values differ at all.
+    pub differing: f64,
+}
+
+/// The decoder of a fixture run step by step on `B` and on the reference backend
+/// `R` in their current dtypes: each step takes the reference's own input (moved
+/// over), so a step's distance is what that step alone adds, not what it inherits.
+/// Where a backend rounds differently from another shows up as the first steps
+/// that differ. The last step (`logits`) compares the two whole forward passes.
+pub fn trace<R: Backend, B: Backend>(dir: &Path, reference: &R::Device, device: &B::Device) -> anyhow::Result<Vec<Step>> {
+    use super::qwen3::causal_mask;
+    fn moved<R: Backend, B: Backend, const D: usize>(t: &Tensor<R, D>, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(t.to_data(), device)
+    }
+    fn step<R: Backend, B: Backend, const D: usize>(name: String, want: &Tensor<R, D>, got: Tensor<B, D>) -> Step {
+        let floats = |d: TensorData| d.convert::<f32>().to_vec::<f32>().expect("f32 values");
+        let (want, got) = (floats(want.to_data()), floats(got.into_data()));
+        let differing = want.iter().zip(&got).filter(|(w, g)| w != g).count() as f64 / want.len().max(1) as f64;
+        Step { name, distance: distance(&got, &want), differing }
+    }
+    let (rm, _) = Qwen3ForCausalLM::<R>::from_hf_dir(dir, reference)?;
+    let (bm, _) = Qwen3ForCausalLM::<B>::from_hf_dir(dir, device)?;
+    let e = Expected::read(dir)?;
+    let ids = TensorData::new(e.input_ids.iter().map(|&v| v as i32).collect::<Vec<_>>(), [e.input_shape[0], e.input_shape[1]]);
+    let ids_r = Tensor::<R, 2, Int>::from_data(ids.clone(), reference);
+    let ids_b = Tensor::<B, 2, Int>::from_data(ids, device);
+    let mut steps = Vec::new();
+    let mut x = rm.embed(ids_r.clone());
+    steps.push(step("embed".into(), &x, bm.embed(ids_b.clone())));
+    let seq = e.input_shape[1];
+    let (mask_r, mask_b) = (causal_mask::<R>(seq, 0, reference), causal_mask::<B>(seq, 0, device));
+    for (i, (lr, lb)) in rm.model.layers.iter().zip(&bm.model.layers).enumerate() {
+        let name = |part: &str| format!("layer.{i}.{part}");
+        let normed = lr.input_layernorm.forward(x.clone());
+        steps.push(step(name("input_layernorm"), &normed, lb.input_layernorm.forward(moved(&x, device))));
+        let (q, k, v) = lr.self_attn.qkv(normed.clone(), &rm.rotary, 0);
+        let (qb, kb, vb) = lb.self_attn.qkv(moved(&normed, device), &bm.rotary, 0);
+        steps.push(step(name("q (proj, norm, rotary)"), &q, qb));
+        steps.push(step(name("k (proj, norm, rotary)"), &k, kb));
+        steps.push(step(name("v (proj)"), &v, vb));
+        let (qb, kb, vb) = (moved(&q, device), moved(&k, device), moved(&v, device));
+        let heads = lr.self_attn.attend(q, k, v, Some(&mask_r));
+        steps.push(step(name("attention"), &heads, lb.self_attn.attend(qb, kb, vb, Some(&mask_b))));
+        let o = crate::backend::linear(&lr.self_attn.o_proj, heads.clone());
+        steps.push(step(name("o_proj"), &o, crate::backend::linear(&lb.self_attn.o_proj, moved(&heads, device))));
+        let h = x.clone() + o.clone();
+        steps.push(step(name("residual"), &h, moved::<R, B, 3>(&x, device) + moved(&o, device)));
+        let normed = lr.post_attention_layernorm.forward(h.clone());
+        steps.push(step(name("post_attention_layernorm"), &normed, lb.post_attention_layernorm.forward(moved(&h, device))));
+        let gated = lr.mlp.gated(normed.clone());
+        steps.push(step(name("mlp silu(gate)·up"), &gated, lb.mlp.gated(moved(&normed, device))));
+        let m = crate::backend::linear(&lr.mlp.down_proj, gated.clone());
+        steps.push(step(name("mlp down_proj"), &m, crate::backend::linear(&lb.mlp.down_proj, moved(&gated, device))));
+        x = h + m;
+    }
+    let normed = rm.model.norm.forward(x.clone());
+    steps.push(step("norm".into(), &normed, bm.model.norm.forward(moved(&x, device))));
+    steps.push(step("head".into(), &rm.head(x.clone()), bm.head(moved(&x, device))));
+    steps.push(step("logits (whole forward)".into(), &rm.forward(ids_r, None), bm.forward(ids_b, None)));
+    Ok(steps)
+}

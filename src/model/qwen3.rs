@@ -348,6 +348,22 @@ impl<B: Backend> Attention<B> {
         mask: Option<&Tensor<B, 2, Bool>>,
         cache: Option<&mut KvSlot<B>>,
     ) -> Tensor<B, 3> {
+        let (q, mut k, mut v) = self.qkv(x, rotary, start);
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        crate::backend::linear(&self.o_proj, self.attend(q, k, v, mask))
+    }
+
+    /// Normed, rotated queries and keys, and values, heads first.
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`, positions `start..start + seq`
+    /// - → q `[batch, heads, seq, head_dim]`; k, v `[batch, kv_heads, seq, head_dim]`
+    pub fn qkv(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
@@ -358,31 +374,36 @@ impl<B: Backend> Attention<B> {
             .k_norm
             .forward(heads(crate::backend::linear(&self.k_proj, x.clone()), nkv));
         let q = rotary.apply(q, start).swap_dims(1, 2);
-        let mut k = rotary.apply(k, start).swap_dims(1, 2);
-        let mut v = heads(crate::backend::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
-        if let Some(slot) = cache {
-            if let Some((past_k, past_v)) = slot.take() {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let total = k.dims()[2];
-        let repeat = |t: Tensor<B, 4>| {
-            t.unsqueeze_dim::<5>(2)
-                .repeat_dim(2, nh / nkv)
-                .reshape([b, nh, total, hd])
-        };
-        let (k, v) = (repeat(k), repeat(v));
+        let k = rotary.apply(k, start).swap_dims(1, 2);
+        let v = heads(crate::backend::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
+        (q, k, v)
+    }
+
+    /// Scaled dot-product attention (softmax in f32), heads merged again.
+    /// # Shapes
+    /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
+    /// - mask: `[seq, past + seq]`, true where attention is forbidden
+    /// - → `[batch, seq, heads · head_dim]`
+    pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
+        let [b, nh, s, hd] = q.dims();
+        let [_, nkv, total, _] = k.dims();
+        let g = nh / nkv;
+        // Query heads kv·g .. kv·g + g share key/value head kv (transformers'
+        // `repeat_kv`): as g·s rows of one product per kv head they need no copies
+        // of k and v, nor the sums over those copies in the backward pass.
+        let q = q.reshape([b, nkv, g * s, hd]);
         let mut scores = crate::backend::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
         if let Some(mask) = mask {
-            scores = scores.mask_fill(
-                mask.clone().unsqueeze::<4>().expand([b, nh, s, total]),
-                f32::NEG_INFINITY,
-            );
+            scores = scores
+                .reshape([b, nkv, g, s, total])
+                .mask_fill(
+                    mask.clone().unsqueeze::<5>().expand([b, nkv, g, s, total]),
+                    f32::NEG_INFINITY,
+                )
+                .reshape([b, nkv, g * s, total]);
         }
         let out = crate::backend::matmul(in_f32(scores, |s| softmax(s, 3)), v);
-        crate::backend::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+        out.reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 }
 
@@ -397,9 +418,15 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        crate::backend::linear(&self.down_proj, self.gated(x))
+    }
+
+    /// `silu(gate_proj(x)) · up_proj(x)`, what `down_proj` takes.
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → `[batch, seq, intermediate]`
+    pub fn gated(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         use crate::backend::linear;
-        let gated = silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x);
-        linear(&self.down_proj, gated)
+        silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x)
     }
 }
 

@@ -44,9 +44,28 @@ pub struct RuntimeOptions {
 #[derive(Debug, Clone)]
 pub struct CudaRuntime;
 
+/// The memory management of CUDA devices initialised after [`set_memory_configuration`]
+/// (wmx's patch; the release always uses the default).
+static MEMORY_CONFIGURATION: std::sync::Mutex<Option<MemoryConfiguration>> =
+    std::sync::Mutex::new(None);
+
+/// Sets the memory management that CUDA devices initialised from now on use
+/// (wmx's patch: the release always uses `MemoryConfiguration::default()`).
+pub fn set_memory_configuration(config: MemoryConfiguration) {
+    *MEMORY_CONFIGURATION
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner()) = Some(config);
+}
+
 impl DeviceService for CudaServer {
     fn init(device_id: cubecl_common::device::DeviceId) -> Self {
-        let options = RuntimeOptions::default();
+        let options = RuntimeOptions {
+            memory_config: MEMORY_CONFIGURATION
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clone()
+                .unwrap_or_default(),
+        };
         let device = CudaDevice::from_id(device_id);
 
         // To get the supported WMMA features, and memory properties, we have to initialize the server immediately.
