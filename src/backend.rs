@@ -16,6 +16,7 @@ pub type Cuda = burn::backend::Cuda<f32>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
+pub mod adamw;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]

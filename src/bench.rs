@@ -310,7 +310,7 @@ impl crate::backend::BackendTask for TrainBench<'_> {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Measured, String> {
         use burn::module::Module;
-        use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+        use burn::optim::{GradientsParams, Optimizer};
         type A<B> = Autodiff<B>;
         let e = self.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype)?;
@@ -318,9 +318,8 @@ impl crate::backend::BackendTask for TrainBench<'_> {
         let config = Qwen3Config::from_experiment(&e.model);
         let mut model = config.init::<A<B>>(&device);
         let parameters = model.num_params() as u64;
-        let mut optim = AdamWConfig::new()
-            .with_weight_decay(e.train.weight_decay as f32)
-            .init::<A<B>, crate::model::qwen3::Qwen3ForCausalLM<A<B>>>();
+        let mut optim = crate::backend::adamw::AdamW::new(e.train.weight_decay as f32)
+            .init::<A<B>, crate::model::qwen3::Qwen3ForCausalLM<A<B>>>(None);
         let (batch, seq) = (self.batch, self.seq);
         let mask = Tensor::<A<B>, 2>::ones([batch, seq], &device);
         let sync = || B::sync(&device).map_err(|e| format!("{e:?}"));

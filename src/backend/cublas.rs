@@ -46,7 +46,7 @@ use cudarc::cublas::sys as cublas;
 use super::layout::layout;
 
 /// The cubecl backend under burn's `Cuda` (fusion on top of it).
-type Cube = CubeBackend<CudaRuntime, f32, i32, u8>;
+pub(super) type Cube = CubeBackend<CudaRuntime, f32, i32, u8>;
 /// burn's `Cuda<f32>`: what wmx runs on with `--backend cuda`.
 pub(super) type Cuda = Fusion<Cube>;
 /// Training on CUDA.

@@ -15,11 +15,12 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::backend::adamw::AdamW;
 use crate::config::{Experiment, Init, Loaded, Trainable};
 use crate::curriculum::{Curriculum, Dataset, Split};
 use crate::infer::Answerer;
@@ -368,16 +369,13 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         });
     }
     let model = build_model::<B>(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
-    let mut optim_config = AdamWConfig::new().with_weight_decay(e.train.weight_decay as f32);
-    if e.train.grad_clip > 0.0 {
-        optim_config = optim_config
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(e.train.grad_clip as f32)));
-    }
+    let clipping = (e.train.grad_clip > 0.0).then(|| GradientClippingConfig::Norm(e.train.grad_clip as f32));
+    let optim_config = AdamW::new(e.train.weight_decay as f32);
     let checkpoints = Checkpoints {
         dir: t.dir.path.join("checkpoints"),
         keep_last: e.train.checkpoint.keep_last,
     };
-    let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.init(), &device)?;
+    let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.clone().init(clipping.as_ref()), &device)?;
     for s in &skipped {
         t.dir.log(&format!("skipping a checkpoint: {s}"));
     }
@@ -390,7 +388,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
             ));
             (m, o, c)
         }
-        None => (model, optim_config.init(), Cursor::default()),
+        None => (model, optim_config.init(clipping.as_ref()), Cursor::default()),
     };
     match e.train.parameters {
         Trainable::All => {}

@@ -1,0 +1,402 @@
+//! AdamW: burn's optimizer, its defaults and its checkpoint format, with one
+//! operation per parameter tensor on CUDA where burn registers about twelve.
+//!
+//! The host's cost per burn operation bounds a 0.6B training step on a GPU
+//! (bench/RESULTS.md), and burn's AdamW spends ~12 element-wise operations on each
+//! of the model's ~300 parameter tensors. On CUDA, [`AdamW`] instead launches one
+//! kernel per tensor through the vendored cubecl-cuda's `host_call` (as the cuBLAS
+//! products do): it reads the parameter, its gradient and both moments once,
+//! computes in f32, and writes the three results in their own dtypes. Every other
+//! backend runs burn's `AdamW` itself, bit for bit. The state is burn's
+//! `AdamWState`, so checkpoints of either load in the other.
+
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, AdamWState, SimpleOptimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+/// burn's `AdamWConfig` defaults, which the fused update must share.
+const BETA_1: f32 = 0.9;
+const BETA_2: f32 = 0.999;
+const EPSILON: f32 = 1e-5;
+
+/// AdamW with burn's defaults (β = 0.9, 0.999; ε = 1e-5) and this weight decay.
+#[derive(Clone)]
+pub struct AdamW {
+    burn: burn::optim::AdamW,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    weight_decay: f32,
+}
+
+impl AdamW {
+    pub fn new(weight_decay: f32) -> AdamW {
+        AdamW {
+            burn: AdamWConfig::new().with_weight_decay(weight_decay).build(),
+            weight_decay,
+        }
+    }
+
+    /// The optimizer of a module, clipping gradients first when `clipping` is given.
+    pub fn init<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
+        self,
+        clipping: Option<&GradientClippingConfig>,
+    ) -> OptimizerAdaptor<AdamW, M, B> {
+        let optim = OptimizerAdaptor::from(self);
+        match clipping {
+            Some(config) => optim.with_grad_clipping(config.init()),
+            None => optim,
+        }
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for AdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        #[cfg(feature = "cuda")]
+        if fused::handles::<B>() {
+            return fused::step(lr, tensor, grad, state, self.weight_decay);
+        }
+        self.burn.step(lr, tensor, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <burn::optim::AdamW as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
+/// The scalars of one update: `p ← p·decay − lr·(m/c1) / (√(v/c2) + ε)` after
+/// `m ← β1·m + (1−β1)·g` and `v ← β2·v + (1−β2)·g²`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scalars {
+    pub lr: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    /// `1 − lr·weight_decay`.
+    pub decay: f32,
+    /// Bias corrections `1 − β1^t` and `1 − β2^t` at step `t` (from 1).
+    pub correction_1: f32,
+    pub correction_2: f32,
+}
+
+impl Scalars {
+    pub fn at(lr: f64, weight_decay: f32, time: usize) -> Scalars {
+        let t = time as i32;
+        Scalars {
+            lr: lr as f32,
+            beta_1: BETA_1,
+            beta_2: BETA_2,
+            epsilon: EPSILON,
+            decay: 1.0 - (lr * weight_decay as f64) as f32,
+            correction_1: 1.0 - BETA_1.powi(t),
+            correction_2: 1.0 - BETA_2.powi(t),
+        }
+    }
+
+    /// One element's update, as the CUDA kernel computes it: `(p, m, v)`.
+    pub fn update(&self, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let m = self.beta_1 * m + (1.0 - self.beta_1) * g;
+        let v = self.beta_2 * v + (1.0 - self.beta_2) * g * g;
+        let step = (m / self.correction_1) / ((v / self.correction_2).sqrt() + self.epsilon);
+        (p * self.decay - self.lr * step, m, v)
+    }
+}
+
+/// The CUDA kernel of [`Scalars::update`], element-wise over a tensor; each of the
+/// four inputs f32 (code 0) or bf16 (code 1), each output in its input's dtype.
+/// bf16 is converted by hand (round to nearest even), so no header is needed.
+pub const KERNEL: &str = r#"
+__device__ float wmx_load(const void* p, int code, long long i) {
+    if (code == 1) return __uint_as_float(((unsigned int)((const unsigned short*)p)[i]) << 16);
+    return ((const float*)p)[i];
+}
+__device__ void wmx_store(void* p, int code, long long i, float x) {
+    if (code == 1) {
+        unsigned int u = __float_as_uint(x);
+        unsigned short h = (x != x) ? (unsigned short)0x7fc0 : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        ((unsigned short*)p)[i] = h;
+    } else {
+        ((float*)p)[i] = x;
+    }
+}
+extern "C" __global__ void wmx_adamw(
+    const void* p, const void* g, const void* m, const void* v,
+    void* p_out, void* m_out, void* v_out,
+    int cp, int cg, int cm, int cv, long long n,
+    float lr, float beta_1, float beta_2, float epsilon, float decay,
+    float correction_1, float correction_2)
+{
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float gi = wmx_load(g, cg, i);
+        float mi = beta_1 * wmx_load(m, cm, i) + (1.0f - beta_1) * gi;
+        float vi = beta_2 * wmx_load(v, cv, i) + (1.0f - beta_2) * gi * gi;
+        float step = (mi / correction_1) / (sqrtf(vi / correction_2) + epsilon);
+        wmx_store(p_out, cp, i, wmx_load(p, cp, i) * decay - lr * step);
+        wmx_store(m_out, cm, i, mi);
+        wmx_store(v_out, cv, i, vi);
+    }
+}
+"#;
+
+#[cfg(feature = "cuda")]
+mod fused {
+    use std::cell::RefCell;
+
+    use burn::cubecl::CubeCount;
+    use burn::cubecl::cuda::{CudaRuntime, host_call};
+    use burn::optim::{AdamWState, AdaptiveMomentumState};
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{DType, Float, Shape, Tensor, TensorPrimitive};
+    use burn_cubecl::tensor::CubeTensor;
+    use burn_fusion::stream::{Operation, OperationStreams};
+    use burn_fusion::{FusionBackend, FusionRuntime};
+    use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+    use super::super::cublas::{Cube, Cuda, cast, is};
+    use super::Scalars;
+
+    /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
+    /// `WMX_FUSED_ADAMW=0`, which keeps burn's own operations (to compare the two).
+    pub(super) fn handles<B: Backend>() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        is::<B, Cuda>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_ADAMW").map_or(true, |v| v != "0"))
+    }
+
+    pub(super) fn step<B: Backend, const D: usize>(
+        lr: f64,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<AdamWState<B, D>>,
+        weight_decay: f32,
+    ) -> (Tensor<B, D>, Option<AdamWState<B, D>>) {
+        debug_assert!(is::<B, Cuda>(), "the fused AdamW runs on burn's Cuda");
+        let (m, v, time) = match state {
+            Some(s) => (s.momentum.moment_1, s.momentum.moment_2, s.momentum.time),
+            None => (grad.zeros_like(), grad.zeros_like(), 0),
+        };
+        let time = time + 1;
+        let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D, Float>(t).into_primitive().tensor();
+        let back = |t: FloatTensor<Cuda>| cast::<Cuda, B, D, Float>(Tensor::from_primitive(TensorPrimitive::Float(t)));
+        let [p, m, v] = register(
+            [primitive(tensor), primitive(grad), primitive(m), primitive(v)],
+            Scalars::at(lr, weight_decay, time),
+        );
+        let state = AdamWState::new(AdaptiveMomentumState::new(time, back(m), back(v)));
+        (back(p), Some(state))
+    }
+
+    /// The update as one operation of burn's fusion stream, run by [`launch`].
+    fn register(inputs: [FloatTensor<Cuda>; 4], scalars: Scalars) -> [FloatTensor<Cuda>; 3] {
+        #[derive(Debug)]
+        struct Update {
+            desc: CustomOpIr,
+            scalars: Scalars,
+        }
+
+        impl Operation<<Cube as FusionBackend>::FusionRuntime> for Update {
+            fn execute(
+                &self,
+                handles: &mut HandleContainer<
+                    <<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle,
+                >,
+            ) {
+                let ([p, g, m, v], [p_out, m_out, v_out]) = self.desc.as_fixed();
+                let mut get = |t| handles.get_float_tensor::<Cube>(t);
+                let outs = launch([get(p), get(g), get(m), get(v)], self.scalars);
+                for (ir, out) in [p_out, m_out, v_out].into_iter().zip(outs) {
+                    handles.register_float_tensor::<Cube>(&ir.id, out);
+                }
+            }
+        }
+
+        let client = inputs[0].client.clone();
+        let streams = OperationStreams::with_inputs(&inputs);
+        let out = |t: &FloatTensor<Cuda>| TensorIr::uninit(client.create_empty_handle(), t.shape.clone(), t.dtype);
+        let outs = [out(&inputs[0]), out(&inputs[2]), out(&inputs[3])];
+        let [p, g, m, v] = inputs;
+        let desc = CustomOpIr::new("wmx_adamw", &[p.into_ir(), g.into_ir(), m.into_ir(), v.into_ir()], &outs);
+        let mut results = client.register(streams, OperationIr::Custom(desc.clone()), Update { desc, scalars });
+        let v = results.pop().expect("three outputs");
+        let m = results.pop().expect("three outputs");
+        let p = results.pop().expect("three outputs");
+        [p, m, v]
+    }
+
+    /// Launches the kernel over contiguous copies of the inputs, into new tensors.
+    fn launch(inputs: [CubeTensor<CudaRuntime>; 4], scalars: Scalars) -> [CubeTensor<CudaRuntime>; 3] {
+        let [p, g, m, v] = inputs.map(burn_cubecl::kernel::into_contiguous);
+        let empty = |like: &CubeTensor<CudaRuntime>| {
+            burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+                like.client.clone(),
+                like.device.clone(),
+                Shape::from(like.meta.shape().as_slice().to_vec()),
+                like.dtype,
+            )
+        };
+        let outs = [empty(&p), empty(&m), empty(&v)];
+        let n = p.meta.shape().as_slice().iter().product::<usize>() as u64;
+        if n == 0 {
+            return outs;
+        }
+        let code = |t: &CubeTensor<CudaRuntime>| match t.dtype {
+            DType::F32 => 0,
+            DType::BF16 => 1,
+            other => panic!("the fused AdamW takes f32 or bf16 tensors, not {other:?}"),
+        };
+        let bits = |x: f32| x.to_bits() as u64;
+        let params = [
+            p.device.index as u64,
+            code(&p),
+            code(&g),
+            code(&m),
+            code(&v),
+            n,
+            bits(scalars.lr),
+            bits(scalars.beta_1),
+            bits(scalars.beta_2),
+            bits(scalars.epsilon),
+            bits(scalars.decay),
+            bits(scalars.correction_1),
+            bits(scalars.correction_2),
+        ];
+        let buffers = [&p, &g, &m, &v, &outs[0], &outs[1], &outs[2]]
+            .map(|t| t.handle.clone().binding())
+            .to_vec();
+        p.client.launch(
+            Box::new(host_call::HostCall),
+            CubeCount::Static(1, 1, 1),
+            host_call::arguments(call(), &params, buffers),
+        );
+        outs
+    }
+
+    /// The id of [`run`] among cubecl-cuda's host calls.
+    fn call() -> u64 {
+        static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *ID.get_or_init(|| host_call::register(run))
+    }
+
+    thread_local! {
+        /// The compiled kernel, loaded in the context of the thread that runs it
+        /// (cubecl's device thread).
+        static KERNEL: RefCell<Option<cudarc::driver::sys::CUfunction>> = const { RefCell::new(None) };
+    }
+
+    fn kernel() -> Result<cudarc::driver::sys::CUfunction, String> {
+        KERNEL.with(|k| {
+            let mut k = k.borrow_mut();
+            if let Some(f) = *k {
+                return Ok(f);
+            }
+            let options = cudarc::nvrtc::CompileOptions {
+                // PTX for a virtual architecture: the driver compiles it for the card.
+                arch: Some("compute_80"),
+                fmad: Some(false),
+                ..Default::default()
+            };
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(super::KERNEL, options)
+                .map_err(|e| format!("compiling the AdamW kernel: {e:?}"))?;
+            let source = std::ffi::CString::new(ptx.to_src()).map_err(|e| e.to_string())?;
+            let f = unsafe {
+                let module = cudarc::driver::result::module::load_data(source.as_ptr().cast())
+                    .map_err(|e| format!("loading the AdamW kernel: {e}"))?;
+                cudarc::driver::result::module::get_function(module, c"wmx_adamw".to_owned())
+                    .map_err(|e| format!("finding the AdamW kernel: {e}"))?
+            };
+            *k = Some(f);
+            Ok(f)
+        })
+    }
+
+    /// Launches the kernel on cubecl's device thread, on the stream cubecl would
+    /// launch its next kernel on. `params` are [`launch`]'s; `pointers` p, g, m, v
+    /// and the three outputs.
+    fn run(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> Result<(), String> {
+        let &[_device, cp, cg, cm, cv, n, lr, b1, b2, eps, decay, c1, c2] = params else {
+            return Err(format!("the AdamW update takes 13 parameters, not {}", params.len()));
+        };
+        let &[p, g, m, v, p_out, m_out, v_out] = pointers else {
+            return Err(format!("the AdamW update takes 7 buffers, not {}", pointers.len()));
+        };
+        let f = kernel()?;
+        let mut pointers = [p, g, m, v, p_out, m_out, v_out];
+        let mut codes = [cp, cg, cm, cv].map(|c| c as i32);
+        let mut n = n as i64;
+        let mut floats = [lr, b1, b2, eps, decay, c1, c2].map(|b| f32::from_bits(b as u32));
+        let mut args: Vec<*mut std::ffi::c_void> = Vec::with_capacity(19);
+        args.extend(pointers.iter_mut().map(|p| (p as *mut u64).cast()));
+        args.extend(codes.iter_mut().map(|c| (c as *mut i32).cast()));
+        args.push((&mut n as *mut i64).cast());
+        args.extend(floats.iter_mut().map(|x| (x as *mut f32).cast()));
+        const THREADS: u64 = 256;
+        let blocks = n.unsigned_abs().div_ceil(THREADS).min(65_535) as u32;
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                f,
+                (blocks, 1, 1),
+                (THREADS as u32, 1, 1),
+                0,
+                stream as cudarc::driver::sys::CUstream,
+                &mut args,
+            )
+        }
+        .map_err(|e| format!("launching the AdamW kernel: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    /// The fused update's arithmetic ([`Scalars::update`], which the CUDA kernel
+    /// spells out) against burn's AdamW over three steps in f32.
+    #[test]
+    fn the_fused_update_is_burns_adamw() {
+        let device = Default::default();
+        let optim = AdamW::new(0.1);
+        let mut p = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+        let mut state = None;
+        let mut mine: Vec<f32> = p.to_data().to_vec().unwrap();
+        let (mut m, mut v) = (vec![0f32; 64], vec![0f32; 64]);
+        for t in 1..=3 {
+            let g = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+            let grads: Vec<f32> = g.to_data().to_vec().unwrap();
+            let s = Scalars::at(1e-2, 0.1, t);
+            for i in 0..64 {
+                (mine[i], m[i], v[i]) = s.update(mine[i], grads[i], m[i], v[i]);
+            }
+            (p, state) = optim.step(1e-2, p, g, state);
+        }
+        let state = state.unwrap();
+        assert_eq!(state.momentum.time, 3);
+        p.into_data().assert_approx_eq::<f32>(&TensorData::new(mine, [64]), Tolerance::absolute(1e-6));
+        state.momentum.moment_1.into_data().assert_approx_eq::<f32>(&TensorData::new(m, [64]), Tolerance::absolute(1e-6));
+        state.momentum.moment_2.into_data().assert_approx_eq::<f32>(&TensorData::new(v, [64]), Tolerance::absolute(1e-6));
+    }
+
+    /// The kernel's source names every scalar in [`Scalars::update`]'s order.
+    #[test]
+    fn the_kernel_takes_the_scalars_in_order() {
+        let signature = KERNEL.split("wmx_adamw(").nth(1).unwrap().split(')').next().unwrap();
+        let names: Vec<&str> = signature
+            .split(',')
+            .map(|a| a.split_whitespace().last().unwrap().trim_start_matches('*'))
+            .collect();
+        assert_eq!(
+            names,
+            ["p", "g", "m", "v", "p_out", "m_out", "v_out", "cp", "cg", "cm", "cv", "n", "lr", "beta_1", "beta_2", "epsilon", "decay", "correction_1", "correction_2"]
+        );
+    }
+}
