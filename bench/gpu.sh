@@ -7,7 +7,9 @@
 #   bench/gpu.sh [path/to/wmx]            # from the repository root, on the GPU machine
 #
 # Environment: EXP (experiment, default experiments/qwen3-0.6b.toml), BATCH (8),
-# SEQ (512), REPEATS (10), LIMIT (seconds any one step may take, 240), PARTS
+# SEQ (512), REPEATS (10), ROUNDS (3: wmx and PyTorch take turns this many times,
+# and the table shows each side's median round, since either one's speed moves
+# from run to run on a shared host), LIMIT (seconds any one step may take, 240), PARTS
 # (which of "train generate parity base" to run, the first three by default;
 # "base" trains and evaluates experiments/base.toml on CUDA, one shard, within
 # BASE_LIMIT seconds (480); "cubecl" trains again with cubecl's own matmul kernels
@@ -29,6 +31,7 @@ SEQ=${SEQ:-512}
 REPEATS=${REPEATS:-10}
 LIMIT=${LIMIT:-240}
 PARTS=${PARTS:-train generate parity}
+ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -60,15 +63,19 @@ sampled() {
 
 RANDOM_SHAPE=(--set model.init=random --backend cuda)
 if has train; then
-    sampled wmx-train "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+    for round in $(seq "$ROUNDS"); do
+        sampled "wmx-train.$round" "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+        sampled "torch-train.$round" python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+    done
     if has cubecl; then
         WMX_CUBLAS=0 sampled wmx-train-cubecl "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
     fi
-    sampled torch-train python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
 fi
 if has generate; then
-    sampled wmx-gen "$WMX" bench generate "$EXP" "${RANDOM_SHAPE[@]}" --json
-    sampled torch-gen python3 scripts/bench_torch_gpu.py generate "$EXP" --json
+    for round in $(seq "$ROUNDS"); do
+        sampled "wmx-gen.$round" "$WMX" bench generate "$EXP" "${RANDOM_SHAPE[@]}" --json
+        sampled "torch-gen.$round" python3 scripts/bench_torch_gpu.py generate "$EXP" --json
+    done
 fi
 if has parity; then
     # cubecl's matmuls, then cuBLAS's (src/backend/cublas.rs).
@@ -99,4 +106,4 @@ save_kernel_cache "$DIR"
 echo "kernel cache: $(du -sh "$KERNELS" | cut -f1), $(find "$KERNELS" -type f | wc -l) files, $(du -h "$DIR/kernels.tar.xz" | cut -f1) compressed"
 echo
 python3 scripts/bench_torch_gpu.py report "$DIR" --experiment "$EXP" --card "$CARD" \
-    --command "bench/gpu.sh (EXP=$EXP BATCH=$BATCH SEQ=$SEQ REPEATS=$REPEATS)"
+    --command "bench/gpu.sh (EXP=$EXP BATCH=$BATCH SEQ=$SEQ REPEATS=$REPEATS ROUNDS=$ROUNDS)"

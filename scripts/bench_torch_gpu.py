@@ -138,16 +138,29 @@ def generate(args):
 def report(args):
     out = Path(args.outdir)
 
-    def load(tag):
-        path = out / f"{tag}.json"
+    def load_one(path):
         try:
             lines = [l for l in path.read_text().splitlines() if l.startswith("{")]
             data = json.loads(lines[-1])
         except (OSError, IndexError, json.JSONDecodeError):
             return None
-        mem = out / f"{tag}.mem"
+        mem = path.with_suffix(".mem")
         data["peak_mem_gib"] = int(mem.read_text().split()[0]) / 1024 if mem.exists() else None
         return data
+
+    def load(tag):
+        """`tag.json`, or the median round of `tag.1.json`, `tag.2.json`, … (ROUNDS in
+        bench/gpu.sh), with every round's value in "rounds" and the largest peak memory."""
+        rows = [r for r in (load_one(p) for p in [out / f"{tag}.json", *sorted(out.glob(f"{tag}.[0-9]*.json"))]) if r]
+        if not rows:
+            return None
+        key = "tokens_per_s" if rows[0].get("tokens_per_s") else "median_s"
+        rows.sort(key=lambda r: r[key])
+        row = dict(rows[(len(rows) - 1) // 2])
+        row["rounds"] = [r[key] for r in rows]
+        mems = [r["peak_mem_gib"] for r in rows if r["peak_mem_gib"] is not None]
+        row["peak_mem_gib"] = max(mems) if mems else None
+        return row
 
     wt, tt, wg, tg = load("wmx-train"), load("torch-train"), load("wmx-gen"), load("torch-gen")
     wc = load("wmx-train-cubecl")
@@ -168,8 +181,15 @@ def report(args):
         return "-" if v is None else format(v, spec)
 
     g = lambda row, key: row.get(key) if row else None  # noqa: E731
+    def spread(label, w, t, spec):
+        """`label`, and each side's rounds when there were several."""
+        if not ((w and len(w["rounds"]) > 1) or (t and len(t["rounds"]) > 1)):
+            return label
+        each = lambda row: "/".join(format(v, spec) for v in row["rounds"]) if row else "-"  # noqa: E731
+        return f"{label}; median of rounds, wmx {each(w)}, PyTorch {each(t)}"
+
     rows = [
-        ("training tokens/s (fwd+bwd+AdamW)", g(wt, "tokens_per_s"), g(tt, "tokens_per_s"), ",.0f", "higher is better"),
+        ("training tokens/s (fwd+bwd+AdamW)", g(wt, "tokens_per_s"), g(tt, "tokens_per_s"), ",.0f", spread("higher is better", wt, tt, ",.0f")),
         *(
             [("training tokens/s, cubecl's matmuls (WMX_CUBLAS=0)", g(wc, "tokens_per_s"), g(tt, "tokens_per_s"), ",.0f", "wmx's own kernels, for comparison")]
             if wc
@@ -177,7 +197,7 @@ def report(args):
         ),
         ("MFU", mfu(wt), mfu(tt), ".1%", f"bf16 dense peak {peak / 1e12:.0f} TFLOP/s" if peak else "unknown card"),
         ("peak GPU memory, training (GiB)", g(wt, "peak_mem_gib"), g(tt, "peak_mem_gib"), ".2f", "nvidia-smi, per process"),
-        (f"generation {args.prompt}+{args.new} tokens (s)", g(wg, "median_s"), g(tg, "median_s"), ".3f", "lower is better"),
+        (f"generation {args.prompt}+{args.new} tokens (s)", g(wg, "median_s"), g(tg, "median_s"), ".3f", spread("lower is better", wg, tg, ".3f")),
         ("peak GPU memory, generation (GiB)", g(wg, "peak_mem_gib"), g(tg, "peak_mem_gib"), ".2f", "nvidia-smi, per process"),
     ]
     shape = f"{m['num_hidden_layers']} layers × {m['hidden_size']}, vocab {m['vocab_size']}"
@@ -200,6 +220,10 @@ def report(args):
         "peak_mem_gib_torch": g(tt, "peak_mem_gib"),
         "mfu_wmx": mfu(wt),
         "mfu_torch": mfu(tt),
+        "train_tok_s_rounds_wmx": g(wt, "rounds"),
+        "train_tok_s_rounds_torch": g(tt, "rounds"),
+        "gen_s_rounds_wmx": g(wg, "rounds"),
+        "gen_s_rounds_torch": g(tg, "rounds"),
     }
     (out / "gpu-latest.json").write_text(json.dumps(latest, indent=2) + "\n")
     (out / "results.md").write_text(f"### {date} — {args.card}\n\nCommand: `{args.command}`\n\n{table}\n")
