@@ -16,6 +16,14 @@ fn wmx(dir: &Path, args: &[&str]) -> Output {
         .expect("run wmx")
 }
 
+/// Each line of stdout as JSON (`--json` prints one object per line).
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -360,10 +368,7 @@ fn bench_parity_passes_in_f32_and_bf16_on_the_cpu() {
     for dtype in ["f32", "bf16"] {
         let out = wmx(&repo(), &["bench", "parity", "--dtype", dtype, "--json"]);
         assert!(out.status.success(), "{dtype}: {}", text(&out));
-        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let rows = json_lines(&out);
         assert_eq!(rows.len(), 2, "two fixtures");
         for row in rows {
             assert_eq!(row["pass"], true, "{row}");
@@ -425,10 +430,7 @@ fn bench_train_times_a_step_and_with_phases_each_phase() {
 fn bench_parity_trace_steps_through_every_layer_of_each_fixture() {
     let out = wmx(&repo(), &["bench", "parity", "--trace", "--dtype", "bf16", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = json_lines(&out);
     assert_eq!(rows.len(), 2, "one row per fixture: {rows:?}");
     for row in &rows {
         let steps = row["steps"].as_array().unwrap();

@@ -151,8 +151,7 @@ extern "C" __global__ void wmx_adamw(
 mod fused {
     use std::cell::RefCell;
 
-    use burn::cubecl::CubeCount;
-    use burn::cubecl::cuda::{CudaRuntime, host_call};
+    use burn::cubecl::cuda::CudaRuntime;
     use burn::optim::{AdamWState, AdaptiveMomentumState};
     use burn::tensor::backend::Backend;
     use burn::tensor::ops::FloatTensor;
@@ -162,7 +161,7 @@ mod fused {
     use burn_fusion::{FusionBackend, FusionRuntime};
     use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-    use super::super::cublas::{Cube, Cuda, cast, is};
+    use super::super::cublas::{Cube, Cuda, HostFunction, cast, is};
     use super::Scalars;
 
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
@@ -272,18 +271,9 @@ mod fused {
         let buffers = [&p, &g, &m, &v, &outs[0], &outs[1], &outs[2]]
             .map(|t| t.handle.clone().binding())
             .to_vec();
-        p.client.launch(
-            Box::new(host_call::HostCall),
-            CubeCount::Static(1, 1, 1),
-            host_call::arguments(call(), &params, buffers),
-        );
+        static UPDATE: HostFunction = HostFunction::new(run);
+        UPDATE.launch(&p, &params, buffers);
         outs
-    }
-
-    /// The id of [`run`] among cubecl-cuda's host calls.
-    fn call() -> u64 {
-        static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        *ID.get_or_init(|| host_call::register(run))
     }
 
     thread_local! {

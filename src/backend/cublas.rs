@@ -32,6 +32,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
 use burn::cubecl::CubeCount;
+use burn::cubecl::server::Binding;
 use burn::cubecl::cuda::{CudaRuntime, host_call};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -290,18 +291,33 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>) -> CubeT
         lhs.handle.clone().binding(),
         out.handle.clone().binding(),
     ];
-    lhs.client.launch(
-        Box::new(host_call::HostCall),
-        CubeCount::Static(1, 1, 1),
-        host_call::arguments(gemm_call(), &params, buffers),
-    );
+    static GEMM: HostFunction = HostFunction::new(run_gemm);
+    GEMM.launch(&lhs, &params, buffers);
     out
 }
 
-/// The id of [`run_gemm`] among cubecl-cuda's host calls.
-fn gemm_call() -> u64 {
-    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *ID.get_or_init(|| host_call::register(run_gemm))
+/// A function that cubecl's device thread runs in stream order with its kernels
+/// (the vendored cubecl-cuda's `host_call`), registered on its first launch.
+pub(super) struct HostFunction {
+    function: host_call::HostFn,
+    id: std::sync::OnceLock<u64>,
+}
+
+impl HostFunction {
+    pub(super) const fn new(function: host_call::HostFn) -> HostFunction {
+        HostFunction { function, id: std::sync::OnceLock::new() }
+    }
+
+    /// Queues a call with `params` and `buffers` (the function gets their device
+    /// pointers) after everything launched before it on `on`'s device.
+    pub(super) fn launch(&self, on: &CubeTensor<CudaRuntime>, params: &[u64], buffers: Vec<Binding>) {
+        let id = *self.id.get_or_init(|| host_call::register(self.function));
+        on.client.launch(
+            Box::new(host_call::HostCall),
+            CubeCount::Static(1, 1, 1),
+            host_call::arguments(id, params, buffers),
+        );
+    }
 }
 
 /// Runs one `cublasGemmStridedBatchedEx` on cubecl's device thread, on the stream

@@ -369,7 +369,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         });
     }
     let model = build_model::<B>(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
-    let clipping = (e.train.grad_clip > 0.0).then(|| GradientClippingConfig::Norm(e.train.grad_clip as f32));
+    let clipping = (e.train.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(e.train.grad_clip as f32));
     let optim_config = AdamW::new(e.train.weight_decay as f32);
     let checkpoints = Checkpoints {
         dir: t.dir.path.join("checkpoints"),
