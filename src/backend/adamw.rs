@@ -61,7 +61,7 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         #[cfg(feature = "cuda")]
-        if fused::handles::<B>() {
+        if fused::handles::<B>() && fused::takes(&tensor, &grad, state.as_ref()) {
             return fused::step(lr, tensor, grad, state, self.weight_decay);
         }
         self.burn.step(lr, tensor, grad, state)
@@ -169,6 +169,17 @@ mod fused {
     pub(super) fn handles<B: Backend>() -> bool {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         is::<B, Cuda>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_ADAMW").map_or(true, |v| v != "0"))
+    }
+
+    /// Whether the kernel reads these tensors' dtypes (f32 and bf16; burn's own
+    /// operations update the rest, f16 models among them).
+    pub(super) fn takes<B: Backend, const D: usize>(
+        tensor: &Tensor<B, D>,
+        grad: &Tensor<B, D>,
+        state: Option<&AdamWState<B, D>>,
+    ) -> bool {
+        let ok = |t: &Tensor<B, D>| matches!(t.dtype(), DType::F32 | DType::BF16);
+        ok(tensor) && ok(grad) && state.is_none_or(|s| ok(&s.momentum.moment_1) && ok(&s.momentum.moment_2))
     }
 
     pub(super) fn step<B: Backend, const D: usize>(
