@@ -19,6 +19,8 @@ pub type Rocm = burn::backend::Rocm<f32>;
 pub mod adamw;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod cross_entropy;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod rms_norm;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]

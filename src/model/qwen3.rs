@@ -215,11 +215,12 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let normed = in_f32(x, |x| {
-            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-            x / rms
-        });
-        normed * self.weight.val().unsqueeze()
+        // Training on CUDA: the same computation as one autodiff operation.
+        #[cfg(feature = "cuda")]
+        if crate::backend::rms_norm::handles::<B>() {
+            return crate::backend::rms_norm::tracked(x, self.weight.val(), self.eps);
+        }
+        crate::backend::rms_norm::norm(x, self.weight.val(), self.eps).0
     }
 }
 
