@@ -8,7 +8,8 @@
 //! so the logits do not change) as one node of the graph that keeps the input
 //! and each row's root mean square, and its backward pass is the closed form
 //! ([`grad_x`], [`grad_weight`]). Both are generic, so they are tested on the CPU
-//! against burn's autodiff of [`norm`].
+//! against burn's autodiff of [`norm`]. Opt-in for now (`WMX_FUSED_NORM=1`,
+//! [`handles`]): it saves memory, not time.
 
 #[cfg(feature = "cuda")]
 use burn::backend::autodiff::{
@@ -27,11 +28,14 @@ use burn::tensor::{Float, TensorPrimitive};
 use super::cublas::{Cuda, CudaTrain, cast, is};
 
 /// Whether [`tracked`] takes tensors of backend `B`: burn's Cuda with autodiff,
-/// unless `WMX_FUSED_NORM=0`, which keeps burn's differentiation of [`norm`].
+/// when `WMX_FUSED_NORM=1`. It is off by default: on an H200 it took the 0.6B
+/// step's peak memory from 26.2 to 23.8 GiB and its forward pass from ~55 to
+/// 35 ms, but its backward pass from ~65 to 82 ms, and the step was no faster
+/// (bench/RESULTS.md, session 9).
 #[cfg(feature = "cuda")]
 pub fn handles<B: Backend>() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    is::<B, CudaTrain>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_NORM").map_or(true, |v| v != "0"))
+    is::<B, CudaTrain>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_NORM").is_ok_and(|v| v == "1"))
 }
 
 /// `x / rms(x) · weight` over the last dimension, normalised in f32 whatever x's
