@@ -155,13 +155,13 @@ mod fused {
     use burn::optim::{AdamWState, AdaptiveMomentumState};
     use burn::tensor::backend::Backend;
     use burn::tensor::ops::FloatTensor;
-    use burn::tensor::{DType, Float, Shape, Tensor, TensorPrimitive};
+    use burn::tensor::{DType, Float, Shape, Tensor};
     use burn_cubecl::tensor::CubeTensor;
     use burn_fusion::stream::{Operation, OperationStreams};
     use burn_fusion::{FusionBackend, FusionRuntime};
     use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-    use super::super::cublas::{Cube, Cuda, HostFunction, cast, is};
+    use super::super::cublas::{Cube, Cuda, HostFunction, cast, float, is};
     use super::Scalars;
 
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
@@ -196,7 +196,7 @@ mod fused {
         };
         let time = time + 1;
         let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D, Float>(t).into_primitive().tensor();
-        let back = |t: FloatTensor<Cuda>| cast::<Cuda, B, D, Float>(Tensor::from_primitive(TensorPrimitive::Float(t)));
+        let back = |t: FloatTensor<Cuda>| cast::<Cuda, B, D, Float>(float(t));
         let [p, m, v] = register(
             [primitive(tensor), primitive(grad), primitive(m), primitive(v)],
             Scalars::at(lr, weight_decay, time),
@@ -265,7 +265,6 @@ mod fused {
         };
         let bits = |x: f32| x.to_bits() as u64;
         let params = [
-            p.device.index as u64,
             code(&p),
             code(&g),
             code(&m),
@@ -323,8 +322,8 @@ mod fused {
     /// launch its next kernel on. `params` are [`launch`]'s; `pointers` p, g, m, v
     /// and the three outputs.
     fn run(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> Result<(), String> {
-        let &[_device, cp, cg, cm, cv, n, lr, b1, b2, eps, decay, c1, c2] = params else {
-            return Err(format!("the AdamW update takes 13 parameters, not {}", params.len()));
+        let &[cp, cg, cm, cv, n, lr, b1, b2, eps, decay, c1, c2] = params else {
+            return Err(format!("the AdamW update takes 12 parameters, not {}", params.len()));
         };
         let &[p, g, m, v, p_out, m_out, v_out] = pointers else {
             return Err(format!("the AdamW update takes 7 buffers, not {}", pointers.len()));

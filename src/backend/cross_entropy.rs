@@ -25,7 +25,7 @@ use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor};
 use burn::tensor::{Float, TensorPrimitive};
 
 #[cfg(feature = "cuda")]
-use super::cublas::{Cuda, CudaTrain, cast, is};
+use super::cublas::{Cuda, CudaTrain, cast, float, is};
 
 /// Whether [`token_nll`] takes tensors of backend `B`.
 #[cfg(feature = "cuda")]
@@ -101,10 +101,6 @@ fn tracked(logits: FloatTensor<CudaTrain>, targets: IntTensor<Cuda>) -> FloatTen
                 .tensor()
             });
         }
-    }
-
-    fn float<const D: usize>(t: FloatTensor<Cuda>) -> Tensor<Cuda, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
     let (nll, lse) = forward(float(logits.primitive.clone()), Tensor::from_primitive(targets.clone()));

@@ -95,6 +95,12 @@ pub(super) fn is<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()
 }
 
+/// A float primitive of burn's Cuda as a tensor, for the custom autodiff
+/// operations' generic math.
+pub(super) fn float<const D: usize>(t: FloatTensor<Cuda>) -> Tensor<Cuda, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
 /// `tensor` as a tensor of backend `To`, which [`is`] `From`.
 pub(super) fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, D, K>) -> Tensor<To, D, K>
 where

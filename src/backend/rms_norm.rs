@@ -7,7 +7,7 @@
 //! [`tracked`] computes the same forward pass ([`norm`], which every backend runs,
 //! so the logits do not change) as one node of the graph that keeps the input
 //! and each row's root mean square, and its backward pass is the closed form
-//! ([`grad_x`], [`grad_weight`]). Both are generic, so they are tested on the CPU
+//! ([`grad_x`], [`grad_weight`], from the normalised input computed once). Both are generic, so they are tested on the CPU
 //! against burn's autodiff of [`norm`]. Opt-in for now (`WMX_FUSED_NORM=1`,
 //! [`handles`]): it saves memory, not time.
 
@@ -21,11 +21,13 @@ use burn::tensor::backend::Backend;
 #[cfg(feature = "cuda")]
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::model::qwen3::in_f32;
 #[cfg(feature = "cuda")]
 use burn::tensor::{Float, TensorPrimitive};
 
 #[cfg(feature = "cuda")]
-use super::cublas::{Cuda, CudaTrain, cast, is};
+use super::cublas::{Cuda, CudaTrain, cast, float, is};
 
 /// Whether [`tracked`] takes tensors of backend `B`: burn's Cuda with autodiff,
 /// when `WMX_FUSED_NORM=1`. It is off by default: on an H200 it took the 0.6B
@@ -42,35 +44,32 @@ pub fn handles<B: Backend>() -> bool {
 /// dtype and scaled in x's dtype (as transformers does); also each row's
 /// `rms = √(mean(x²) + eps)`, f32, `[.., 1]`.
 pub fn norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, eps: f64) -> (Tensor<B, D>, Tensor<B, D>) {
-    let dtype = x.dtype();
-    let x = match dtype {
-        DType::F32 => x,
-        _ => x.cast(FloatDType::F32),
-    };
-    let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
-    let normed = x / rms.clone();
-    let normed = match dtype {
-        DType::F32 => normed,
-        other => normed.cast(FloatDType::from(other)),
-    };
-    (normed * weight.unsqueeze(), rms)
+    let mut rms = None;
+    let normed = in_f32(x, |x| {
+        let r = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
+        rms = Some(r.clone());
+        x / r
+    });
+    (normed * weight.unsqueeze(), rms.expect("in_f32 runs its function"))
 }
 
-/// `d loss / d x` for the output's gradient `grad`: `(g·w − n · mean(g·w·n)) / rms`
-/// with `n = x / rms`, in f32, cast to x's dtype.
-fn grad_x<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, rms: Tensor<B, D>, grad: Tensor<B, D>) -> Tensor<B, D> {
-    let dtype = FloatDType::from(x.dtype());
-    let n = x.cast(FloatDType::F32) / rms.clone();
+/// The normalised input `n = x / rms`, in f32: what both gradients read.
+fn normalised<B: Backend, const D: usize>(x: Tensor<B, D>, rms: Tensor<B, D>) -> Tensor<B, D> {
+    x.cast(FloatDType::F32) / rms
+}
+
+/// `d loss / d x` for the output's gradient `grad`: `(g·w − n · mean(g·w·n)) / rms`,
+/// in f32, cast to `dtype` (x's).
+fn grad_x<B: Backend, const D: usize>(n: Tensor<B, D>, weight: Tensor<B, 1>, rms: Tensor<B, D>, grad: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
     let gw = grad.cast(FloatDType::F32) * weight.cast(FloatDType::F32).unsqueeze();
     let mean = (gw.clone() * n.clone()).mean_dim(D - 1);
-    ((gw - n * mean) / rms).cast(dtype)
+    ((gw - n * mean) / rms).cast(FloatDType::from(dtype))
 }
 
 /// `d loss / d weight`: `Σ g · n` over every row, cast to the weight's dtype.
-fn grad_weight<B: Backend, const D: usize>(x: Tensor<B, D>, weight_dtype: DType, rms: Tensor<B, D>, grad: Tensor<B, D>) -> Tensor<B, 1> {
-    let d = x.dims()[D - 1];
-    let rows = x.shape().num_elements() / d.max(1);
-    let n = x.cast(FloatDType::F32) / rms;
+fn grad_weight<B: Backend, const D: usize>(n: Tensor<B, D>, weight_dtype: DType, grad: Tensor<B, D>) -> Tensor<B, 1> {
+    let d = n.dims()[D - 1];
+    let rows = n.shape().num_elements() / d.max(1);
     (grad.cast(FloatDType::F32) * n)
         .reshape([rows, d])
         .sum_dim(0)
@@ -91,20 +90,18 @@ pub fn tracked<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (x, weight, rms) = ops.state;
-            let weight_dtype = weight.dtype;
-            let (x2, rms2) = (x.clone(), rms.clone());
+            let (x_dtype, weight_dtype) = (x.dtype, weight.dtype);
+            // Read by both gradients, so computed once.
+            let n = normalised::<Cuda, D>(float(x), float(rms.clone()));
+            let n2 = n.clone();
             binary::<Cuda, _, _>(
                 ops.parents,
                 ops.node,
                 grads,
-                |grad| grad_x::<Cuda, D>(float(x), float(weight), float(rms), float(grad)).into_primitive().tensor(),
-                |grad| grad_weight::<Cuda, D>(float(x2), weight_dtype, float(rms2), float(grad)).into_primitive().tensor(),
+                |grad| grad_x::<Cuda, D>(n, float(weight), float(rms), float(grad), x_dtype).into_primitive().tensor(),
+                |grad| grad_weight::<Cuda, D>(n2, weight_dtype, float(grad)).into_primitive().tensor(),
             );
         }
-    }
-
-    fn float<const D: usize>(t: FloatTensor<Cuda>) -> Tensor<Cuda, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
     let x = cast::<B, CudaTrain, D, Float>(x).into_primitive().tensor();
@@ -124,7 +121,7 @@ pub fn tracked<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>
 
 #[cfg(test)]
 mod tests {
-    use super::{grad_weight, grad_x, norm};
+    use super::{grad_weight, grad_x, norm, normalised};
     use crate::backend::{Cpu, CpuTrain};
     use burn::tensor::{Distribution, Tensor, Tolerance};
 
@@ -144,9 +141,10 @@ mod tests {
         let want_w = tw.grad(&grads).unwrap();
 
         let (_, rms) = norm(x.clone(), weight.clone(), 1e-6);
-        let dtype = weight.dtype();
-        let got_x = grad_x(x.clone(), weight, rms.clone(), upstream.clone());
-        let got_w = grad_weight(x, dtype, rms, upstream);
+        let (x_dtype, weight_dtype) = (x.dtype(), weight.dtype());
+        let n = normalised(x, rms.clone());
+        let got_x = grad_x(n.clone(), weight, rms, upstream.clone(), x_dtype);
+        let got_w = grad_weight(n, weight_dtype, upstream);
         got_x.into_data().assert_approx_eq::<f32>(&want_x.into_data(), Tolerance::absolute(1e-5));
         got_w.into_data().assert_approx_eq::<f32>(&want_w.into_data(), Tolerance::absolute(1e-5));
     }
