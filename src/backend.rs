@@ -23,6 +23,8 @@ pub mod cross_entropy;
 pub mod rms_norm;
 #[cfg(feature = "cuda")]
 pub mod cublas;
+#[cfg(feature = "cuda")]
+pub mod kernel;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod layout;
 

@@ -498,3 +498,78 @@ impl crate::backend::BackendTask for ParityTrace<'_> {
             .collect()
     }
 }
+
+/// One fused operation checked by `wmx bench kernels`: its output and gradients
+/// against burn's autodiff of the same computation written with burn's
+/// operations, on the same backend, from the same inputs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelCheck {
+    pub op: &'static str,
+    pub shape: Vec<usize>,
+    /// Scaled distances (max |Δ| / max |want|) of the output and of each input's gradient.
+    pub output: f32,
+    pub grads: Vec<(&'static str, f32)>,
+    /// The largest scaled distance that passes in this dtype.
+    pub bound: f32,
+    pub pass: bool,
+}
+
+/// `wmx bench kernels`: wmx's fused training operations (on CUDA, its own
+/// kernels) against burn's autodiff of the operations they replace, in `dtype`.
+/// f32 passes within 1e-5 of each tensor's scale; bf16 within 2e-2, since the
+/// fused gradients round once where burn's round after every operation.
+pub struct KernelsBench {
+    pub dtype: crate::config::DType,
+}
+
+impl crate::backend::BackendTask for KernelsBench {
+    type Output = anyhow::Result<Vec<KernelCheck>>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        use burn::backend::Autodiff;
+        use burn::tensor::Distribution;
+        crate::backend::set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
+        let bound = match self.dtype {
+            crate::config::DType::F32 => 1e-5,
+            _ => 2e-2,
+        };
+        let values = |t: Tensor<B, 4>| -> anyhow::Result<Vec<f32>> {
+            t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        let mut checks = Vec::new();
+        // A hidden-state norm and a per-head (q/k) norm of the 0.6B model's widths.
+        for shape in [[2, 64, 1, 1024], [2, 64, 16, 128]] {
+            let d = shape[3];
+            let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.3, 2.0), &device);
+            let weight = Tensor::<B, 1>::random([d], Distribution::Normal(1.0, 0.5), &device);
+            let upstream = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let tx = Tensor::<Autodiff<B>, 4>::from_inner(x.clone()).require_grad();
+                let tw = Tensor::<Autodiff<B>, 1>::from_inner(weight.clone()).require_grad();
+                let y = match fused {
+                    true => crate::backend::rms_norm::tracked::<B, 4>(tx.clone(), tw.clone(), 1e-6),
+                    false => crate::backend::rms_norm::norm(tx.clone(), tw.clone(), 1e-6).0,
+                };
+                let grads = (y.clone() * Tensor::from_inner(upstream.clone())).sum().backward();
+                let dw = tw.grad(&grads).expect("the weight's gradient").reshape([1, 1, 1, d]);
+                (y.inner(), tx.grad(&grads).expect("the input's gradient"), dw)
+            };
+            let (want, got) = (run(false), run(true));
+            let dist = |g: Tensor<B, 4>, w: Tensor<B, 4>| -> anyhow::Result<f32> {
+                Ok(crate::model::parity::distance(&values(g)?, &values(w)?).max_scaled)
+            };
+            let output = dist(got.0, want.0)?;
+            let grads = vec![("x", dist(got.1, want.1)?), ("weight", dist(got.2, want.2)?)];
+            let pass = output <= bound && grads.iter().all(|(_, g)| *g <= bound);
+            checks.push(KernelCheck {
+                op: "rms_norm",
+                shape: shape.to_vec(),
+                output,
+                grads,
+                bound,
+                pass,
+            });
+        }
+        Ok(checks)
+    }
+}

@@ -280,6 +280,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// wmx's fused training operations (on CUDA, its own kernels) against burn's
+    /// autodiff of the operations they replace: outputs and gradients.
+    Kernels {
+        /// Compute in this dtype: f32 (within 1e-5 of each tensor's scale) or bf16 (within 2e-2).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: config::DType,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: config::Backend,
+        #[arg(long)]
+        json: bool,
+    },
     /// Executions per second of a cached program and first-compile time.
     Sandbox {
         /// Seconds to measure throughput for.
@@ -713,6 +724,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         if *ok { "pass" } else { "FAIL" }
                     );
                 }
+            }
+            Ok(if pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Bench {
+            what: BenchCommand::Kernels { dtype, backend, json },
+        } => {
+            let checks = wmx::backend::dispatch(backend, wmx::bench::KernelsBench { dtype })??;
+            let mut pass = true;
+            for c in &checks {
+                pass &= c.pass;
+                if json {
+                    println!("{}", serde_json::json!({ "backend": backend.name(), "dtype": dtype, "check": c }));
+                    continue;
+                }
+                let grads: Vec<String> = c.grads.iter().map(|(n, d)| format!("d{n} {d:.2e}")).collect();
+                println!(
+                    "{:<10} {:<18} {} {:?}: output {:.2e}, {} (bound {:.0e}) {}",
+                    c.op,
+                    format!("{:?}", c.shape),
+                    backend.name(),
+                    dtype,
+                    c.output,
+                    grads.join(", "),
+                    c.bound,
+                    if c.pass { "pass" } else { "FAIL" }
+                );
             }
             Ok(if pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

@@ -447,3 +447,26 @@ fn bench_parity_trace_steps_through_every_layer_of_each_fixture() {
         }
     }
 }
+
+#[test]
+fn bench_kernels_checks_each_fused_operation_in_f32_and_bf16() {
+    for dtype in ["f32", "bf16"] {
+        let out = wmx(&repo(), &["bench", "kernels", "--dtype", dtype, "--json"]);
+        assert!(out.status.success(), "{dtype}: {}", text(&out));
+        let rows = json_lines(&out);
+        let ops: Vec<&str> = rows.iter().map(|r| r["check"]["op"].as_str().unwrap()).collect();
+        assert_eq!(ops, ["rms_norm", "rms_norm"], "a hidden-state norm and a per-head norm");
+        for row in &rows {
+            let check = &row["check"];
+            assert_eq!(check["pass"], true, "{row}");
+            let bound = check["bound"].as_f64().unwrap();
+            let want: f32 = if dtype == "f32" { 1e-5 } else { 2e-2 };
+            assert_eq!(bound, want as f64, "{row}");
+            let grads = check["grads"].as_array().unwrap();
+            assert_eq!(grads.len(), 2, "x and weight: {row}");
+            for g in grads {
+                assert!(g[1].as_f64().unwrap() <= bound, "{row}");
+            }
+        }
+    }
+}

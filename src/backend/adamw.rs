@@ -111,36 +111,24 @@ impl Scalars {
 }
 
 /// The CUDA kernel of [`Scalars::update`], element-wise over a tensor; each of the
-/// four inputs f32 (code 0) or bf16 (code 1), each output in its input's dtype.
-/// bf16 is converted by hand (round to nearest even), so no header is needed.
+/// four inputs f32 or bf16 ([`super::kernel`]'s conventions), each output in its
+/// input's dtype. The scalars come as doubles and are computed with in f32.
 pub const KERNEL: &str = r#"
-__device__ float wmx_load(const void* p, int code, long long i) {
-    if (code == 1) return __uint_as_float(((unsigned int)((const unsigned short*)p)[i]) << 16);
-    return ((const float*)p)[i];
-}
-__device__ void wmx_store(void* p, int code, long long i, float x) {
-    if (code == 1) {
-        unsigned int u = __float_as_uint(x);
-        unsigned short h = (x != x) ? (unsigned short)0x7fc0 : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        ((unsigned short*)p)[i] = h;
-    } else {
-        ((float*)p)[i] = x;
-    }
-}
 extern "C" __global__ void wmx_adamw(
     const void* p, const void* g, const void* m, const void* v,
     void* p_out, void* m_out, void* v_out,
-    int cp, int cg, int cm, int cv, long long n,
-    float lr, float beta_1, float beta_2, float epsilon, float decay,
-    float correction_1, float correction_2)
+    long long cp, long long cg, long long cm, long long cv, long long n,
+    double lr, double beta_1, double beta_2, double epsilon, double decay,
+    double correction_1, double correction_2)
 {
+    const float b1 = (float)beta_1, b2 = (float)beta_2;
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float gi = wmx_load(g, cg, i);
-        float mi = beta_1 * wmx_load(m, cm, i) + (1.0f - beta_1) * gi;
-        float vi = beta_2 * wmx_load(v, cv, i) + (1.0f - beta_2) * gi * gi;
-        float step = (mi / correction_1) / (sqrtf(vi / correction_2) + epsilon);
-        wmx_store(p_out, cp, i, wmx_load(p, cp, i) * decay - lr * step);
+        float mi = b1 * wmx_load(m, cm, i) + (1.0f - b1) * gi;
+        float vi = b2 * wmx_load(v, cv, i) + (1.0f - b2) * gi * gi;
+        float step = (mi / (float)correction_1) / (sqrtf(vi / (float)correction_2) + (float)epsilon);
+        wmx_store(p_out, cp, i, wmx_load(p, cp, i) * (float)decay - (float)lr * step);
         wmx_store(m_out, cm, i, mi);
         wmx_store(v_out, cv, i, vi);
     }
@@ -149,19 +137,13 @@ extern "C" __global__ void wmx_adamw(
 
 #[cfg(feature = "cuda")]
 mod fused {
-    use std::cell::RefCell;
-
-    use burn::cubecl::cuda::CudaRuntime;
     use burn::optim::{AdamWState, AdaptiveMomentumState};
     use burn::tensor::backend::Backend;
     use burn::tensor::ops::FloatTensor;
-    use burn::tensor::{DType, Float, Shape, Tensor};
-    use burn_cubecl::tensor::CubeTensor;
-    use burn_fusion::stream::{Operation, OperationStreams};
-    use burn_fusion::{FusionBackend, FusionRuntime};
-    use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+    use burn::tensor::{Float, Tensor};
 
-    use super::super::cublas::{Cube, Cuda, HostFunction, cast, float, is};
+    use super::super::cublas::{Cuda, cast, float, is};
+    use super::super::kernel::{self, Kernel, blocks, code, custom, empty, int, real};
     use super::Scalars;
 
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
@@ -178,7 +160,7 @@ mod fused {
         grad: &Tensor<B, D>,
         state: Option<&AdamWState<B, D>>,
     ) -> bool {
-        let ok = |t: &Tensor<B, D>| matches!(t.dtype(), DType::F32 | DType::BF16);
+        let ok = |t: &Tensor<B, D>| kernel::takes(t.dtype());
         ok(tensor) && ok(grad) && state.is_none_or(|s| ok(&s.momentum.moment_1) && ok(&s.momentum.moment_2))
     }
 
@@ -197,7 +179,7 @@ mod fused {
         let time = time + 1;
         let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D, Float>(t).into_primitive().tensor();
         let back = |t: FloatTensor<Cuda>| cast::<Cuda, B, D, Float>(float(t));
-        let [p, m, v] = register(
+        let [p, m, v] = update(
             [primitive(tensor), primitive(grad), primitive(m), primitive(v)],
             Scalars::at(lr, weight_decay, time),
         );
@@ -205,152 +187,33 @@ mod fused {
         (back(p), Some(state))
     }
 
-    /// The update as one operation of burn's fusion stream, run by [`launch`].
-    fn register(inputs: [FloatTensor<Cuda>; 4], scalars: Scalars) -> [FloatTensor<Cuda>; 3] {
-        #[derive(Debug)]
-        struct Update {
-            desc: CustomOpIr,
-            scalars: Scalars,
-        }
-
-        impl Operation<<Cube as FusionBackend>::FusionRuntime> for Update {
-            fn execute(
-                &self,
-                handles: &mut HandleContainer<
-                    <<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle,
-                >,
-            ) {
-                let ([p, g, m, v], [p_out, m_out, v_out]) = self.desc.as_fixed();
-                let mut get = |t| handles.get_float_tensor::<Cube>(t);
-                let outs = launch([get(p), get(g), get(m), get(v)], self.scalars);
-                for (ir, out) in [p_out, m_out, v_out].into_iter().zip(outs) {
-                    handles.register_float_tensor::<Cube>(&ir.id, out);
-                }
-            }
-        }
-
-        let client = inputs[0].client.clone();
-        let streams = OperationStreams::with_inputs(&inputs);
-        let out = |t: &FloatTensor<Cuda>| TensorIr::uninit(client.create_empty_handle(), t.shape.clone(), t.dtype);
-        let outs = [out(&inputs[0]), out(&inputs[2]), out(&inputs[3])];
-        let [p, g, m, v] = inputs;
-        let desc = CustomOpIr::new("wmx_adamw", &[p.into_ir(), g.into_ir(), m.into_ir(), v.into_ir()], &outs);
-        let mut results = client.register(streams, OperationIr::Custom(desc.clone()), Update { desc, scalars });
-        let v = results.pop().expect("three outputs");
-        let m = results.pop().expect("three outputs");
-        let p = results.pop().expect("three outputs");
-        [p, m, v]
-    }
-
-    /// Launches the kernel over contiguous copies of the inputs, into new tensors.
-    fn launch(inputs: [CubeTensor<CudaRuntime>; 4], scalars: Scalars) -> [CubeTensor<CudaRuntime>; 3] {
-        let [p, g, m, v] = inputs.map(burn_cubecl::kernel::into_contiguous);
-        let empty = |like: &CubeTensor<CudaRuntime>| {
-            burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-                like.client.clone(),
-                like.device.clone(),
-                Shape::from(like.meta.shape().as_slice().to_vec()),
-                like.dtype,
-            )
-        };
-        let outs = [empty(&p), empty(&m), empty(&v)];
-        let n = p.meta.shape().as_slice().iter().product::<usize>() as u64;
-        if n == 0 {
-            return outs;
-        }
-        let code = |t: &CubeTensor<CudaRuntime>| match t.dtype {
-            DType::F32 => 0,
-            DType::BF16 => 1,
-            other => panic!("the fused AdamW takes f32 or bf16 tensors, not {other:?}"),
-        };
-        let bits = |x: f32| x.to_bits() as u64;
-        let params = [
-            code(&p),
-            code(&g),
-            code(&m),
-            code(&v),
-            n,
-            bits(scalars.lr),
-            bits(scalars.beta_1),
-            bits(scalars.beta_2),
-            bits(scalars.epsilon),
-            bits(scalars.decay),
-            bits(scalars.correction_1),
-            bits(scalars.correction_2),
-        ];
-        let buffers = [&p, &g, &m, &v, &outs[0], &outs[1], &outs[2]]
-            .map(|t| t.handle.clone().binding())
-            .to_vec();
-        static UPDATE: HostFunction = HostFunction::new(run);
-        UPDATE.launch(&p, &params, buffers);
-        outs
-    }
-
-    thread_local! {
-        /// The compiled kernel, loaded in the context of the thread that runs it
-        /// (cubecl's device thread).
-        static KERNEL: RefCell<Option<cudarc::driver::sys::CUfunction>> = const { RefCell::new(None) };
-    }
-
-    fn kernel() -> Result<cudarc::driver::sys::CUfunction, String> {
-        KERNEL.with(|k| {
-            let mut k = k.borrow_mut();
-            if let Some(f) = *k {
-                return Ok(f);
-            }
-            let options = cudarc::nvrtc::CompileOptions {
-                // PTX for a virtual architecture: the driver compiles it for the card.
-                arch: Some("compute_80"),
-                fmad: Some(false),
-                ..Default::default()
-            };
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(super::KERNEL, options)
-                .map_err(|e| format!("compiling the AdamW kernel: {e:?}"))?;
-            let source = std::ffi::CString::new(ptx.to_src()).map_err(|e| e.to_string())?;
-            let f = unsafe {
-                let module = cudarc::driver::result::module::load_data(source.as_ptr().cast())
-                    .map_err(|e| format!("loading the AdamW kernel: {e}"))?;
-                cudarc::driver::result::module::get_function(module, c"wmx_adamw".to_owned())
-                    .map_err(|e| format!("finding the AdamW kernel: {e}"))?
-            };
-            *k = Some(f);
-            Ok(f)
+    /// The update as one operation of burn's fusion stream: new p, m and v.
+    fn update(inputs: [FloatTensor<Cuda>; 4], s: Scalars) -> [FloatTensor<Cuda>; 3] {
+        static UPDATE: Kernel = Kernel::new(super::KERNEL, "wmx_adamw");
+        let out = |t: &FloatTensor<Cuda>| (t.shape.clone(), t.dtype);
+        let outputs = [out(&inputs[0]), out(&inputs[2]), out(&inputs[3])];
+        custom("wmx_adamw", inputs, outputs, move |[p, g, m, v]| {
+            let like = |t: &burn_cubecl::tensor::CubeTensor<_>| empty(t, t.meta.shape().as_slice(), t.dtype);
+            let outs = [like(&p), like(&m), like(&v)];
+            let n = p.meta.shape().as_slice().iter().product::<usize>();
+            let scalars = [
+                code(p.dtype),
+                code(g.dtype),
+                code(m.dtype),
+                code(v.dtype),
+                int(n),
+                real(s.lr as f64),
+                real(s.beta_1 as f64),
+                real(s.beta_2 as f64),
+                real(s.epsilon as f64),
+                real(s.decay as f64),
+                real(s.correction_1 as f64),
+                real(s.correction_2 as f64),
+            ];
+            let [po, mo, vo] = &outs;
+            UPDATE.launch(&p, blocks(n, 256, 65_535), 256, &[&p, &g, &m, &v, po, mo, vo], &scalars);
+            outs
         })
-    }
-
-    /// Launches the kernel on cubecl's device thread, on the stream cubecl would
-    /// launch its next kernel on. `params` are [`launch`]'s; `pointers` p, g, m, v
-    /// and the three outputs.
-    fn run(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> Result<(), String> {
-        let &[cp, cg, cm, cv, n, lr, b1, b2, eps, decay, c1, c2] = params else {
-            return Err(format!("the AdamW update takes 12 parameters, not {}", params.len()));
-        };
-        let &[p, g, m, v, p_out, m_out, v_out] = pointers else {
-            return Err(format!("the AdamW update takes 7 buffers, not {}", pointers.len()));
-        };
-        let f = kernel()?;
-        let mut pointers = [p, g, m, v, p_out, m_out, v_out];
-        let mut codes = [cp, cg, cm, cv].map(|c| c as i32);
-        let mut n = n as i64;
-        let mut floats = [lr, b1, b2, eps, decay, c1, c2].map(|b| f32::from_bits(b as u32));
-        let mut args: Vec<*mut std::ffi::c_void> = Vec::with_capacity(19);
-        args.extend(pointers.iter_mut().map(|p| (p as *mut u64).cast()));
-        args.extend(codes.iter_mut().map(|c| (c as *mut i32).cast()));
-        args.push((&mut n as *mut i64).cast());
-        args.extend(floats.iter_mut().map(|x| (x as *mut f32).cast()));
-        const THREADS: u64 = 256;
-        let blocks = n.unsigned_abs().div_ceil(THREADS).min(65_535) as u32;
-        unsafe {
-            cudarc::driver::result::launch_kernel(
-                f,
-                (blocks, 1, 1),
-                (THREADS as u32, 1, 1),
-                0,
-                stream as cudarc::driver::sys::CUstream,
-                &mut args,
-            )
-        }
-        .map_err(|e| format!("launching the AdamW kernel: {e}"))
     }
 }
 

@@ -101,6 +101,14 @@ pub(super) fn float<const D: usize>(t: FloatTensor<Cuda>) -> Tensor<Cuda, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
+/// A float primitive of backend `From` as one of backend `To`, which [`is`] `From`.
+pub(super) fn cast_primitive<From: Backend, To: Backend>(tensor: FloatTensor<From>) -> FloatTensor<To> {
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    *boxed
+        .downcast::<FloatTensor<To>>()
+        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
 /// `tensor` as a tensor of backend `To`, which [`is`] `From`.
 pub(super) fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, D, K>) -> Tensor<To, D, K>
 where

@@ -1,43 +1,59 @@
-//! RMSNorm for training on CUDA as one autodiff operation.
+//! RMSNorm for training as one autodiff operation, with CUDA kernels of its own.
 //!
 //! The host's cost per burn operation bounds a 0.6B training step on a GPU
-//! (bench/RESULTS.md). Written with burn's tensor operations, an RMSNorm is nine
-//! tracked operations, and burn's autodiff differentiates them one by one: about
-//! twenty more in the backward pass, and an f32 copy of the input kept for it.
-//! [`tracked`] computes the same forward pass ([`norm`], which every backend runs,
-//! so the logits do not change) as one node of the graph that keeps the input
-//! and each row's root mean square, and its backward pass is the closed form
-//! ([`grad_x`], [`grad_weight`], from the normalised input computed once). Both are generic, so they are tested on the CPU
-//! against burn's autodiff of [`norm`]. Opt-in for now (`WMX_FUSED_NORM=1`,
-//! [`handles`]): it saves memory, not time.
+//! (bench/RESULTS.md). Written with burn's tensor operations ([`norm`]), an
+//! RMSNorm is nine tracked operations, and burn's autodiff differentiates them one
+//! by one: about twenty more in the backward pass, and an f32 copy of the input
+//! kept for it. [`tracked`] is the same norm as one node of the graph, which keeps
+//! the input and each row's root mean square. Its backward pass is the closed form
+//! `dx = (g·w − n·mean(g·w·n)) / rms`, `dw = Σ g·n` with `n = x / rms`.
+//!
+//! On burn's Cuda both passes are kernels of wmx's own ([`kernels`]): one warp per
+//! row, the forward pass rounding as [`norm`] does (normalised in f32, rounded to
+//! x's dtype, then scaled by the weight in x's dtype), the weight's gradient
+//! summed over rows in a fixed order, so a step is deterministic. On every other
+//! backend both passes are burn operations ([`grad_x`], [`grad_weight`]), which a
+//! CPU test checks against burn's autodiff of [`norm`]; `wmx bench kernels`
+//! checks the CUDA kernels the same way on the GPU. The model uses it when
+//! training on CUDA ([`handles`]) unless `WMX_FUSED_NORM=0`; inference, and every
+//! other backend, runs [`norm`].
 
-#[cfg(feature = "cuda")]
+use burn::backend::Autodiff;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind, binary},
+    ops::{Backward, Ops, OpsKind},
 };
 use burn::tensor::backend::Backend;
-#[cfg(feature = "cuda")]
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
 use crate::model::qwen3::in_f32;
-#[cfg(feature = "cuda")]
-use burn::tensor::{Float, TensorPrimitive};
 
-#[cfg(feature = "cuda")]
-use super::cublas::{Cuda, CudaTrain, cast, float, is};
-
-/// Whether [`tracked`] takes tensors of backend `B`: burn's Cuda with autodiff,
-/// when `WMX_FUSED_NORM=1`. It is off by default: on an H200 it took the 0.6B
-/// step's peak memory from 26.2 to 23.8 GiB and its forward pass from ~55 to
-/// 35 ms, but its backward pass from ~65 to 82 ms, and the step was no faster
-/// (bench/RESULTS.md, session 9).
-#[cfg(feature = "cuda")]
+/// Whether the model's norms of backend `B` go through [`tracked`]: training on
+/// burn's Cuda, unless `WMX_FUSED_NORM=0` (burn's autodiff of [`norm`], to
+/// compare the two).
 pub fn handles<B: Backend>() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    is::<B, CudaTrain>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_NORM").is_ok_and(|v| v == "1"))
+    #[cfg(feature = "cuda")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        super::cublas::is::<B, super::cublas::CudaTrain>()
+            && *ON.get_or_init(|| std::env::var("WMX_FUSED_NORM").map_or(true, |v| v != "0"))
+    }
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
+/// The model's RMSNorm on backend `B`: [`tracked`] where it [`handles`] `B` and
+/// the dtypes, [`norm`] otherwise.
+pub fn forward<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    if handles::<B>() && x.dtype() == weight.dtype() && super::kernel::takes(x.dtype()) {
+        use super::cublas::{Cuda, CudaTrain, cast};
+        let y = tracked::<Cuda, D>(cast::<B, CudaTrain, D, burn::tensor::Float>(x), cast::<B, CudaTrain, 1, burn::tensor::Float>(weight), eps);
+        return cast(y);
+    }
+    norm(x, weight, eps).0
 }
 
 /// `x / rms(x) · weight` over the last dimension, normalised in f32 whatever x's
@@ -77,51 +93,239 @@ fn grad_weight<B: Backend, const D: usize>(n: Tensor<B, D>, weight_dtype: DType,
         .cast(FloatDType::from(weight_dtype))
 }
 
-/// [`norm`] as one node of the autodiff graph, differentiated by [`grad_x`] and
-/// [`grad_weight`]. `B` must be one that [`handles`] says.
-#[cfg(feature = "cuda")]
-pub fn tracked<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+/// `d loss / d x` and `d loss / d weight` for the output's gradient `grad`, on
+/// any backend: [`kernels::grads`] on burn's Cuda, [`grad_x`] and [`grad_weight`]
+/// otherwise.
+fn grads<B: Backend, const D: usize>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    rms: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    #[cfg(feature = "cuda")]
+    if super::cublas::is::<B, super::cublas::Cuda>() {
+        return kernels::grads::<B>(x, weight, rms, grad);
+    }
+    let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
+    let (x, weight) = (float(x), Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight)));
+    let (x_dtype, weight_dtype) = (x.dtype(), weight.dtype());
+    let rms = float(rms);
+    let n = normalised(x, rms.clone());
+    let dw = grad_weight(n.clone(), weight_dtype, float(grad.clone()));
+    let dx = grad_x(n, weight, rms, float(grad), x_dtype);
+    (dx.into_primitive().tensor(), dw.into_primitive().tensor())
+}
+
+/// [`norm`] as one node of the autodiff graph over backend `B`: computed by
+/// [`kernels::forward`] on burn's Cuda and by [`norm`] elsewhere, differentiated
+/// by [`grads`].
+pub fn tracked<B: Backend, const D: usize>(
+    x: Tensor<Autodiff<B>, D>,
+    weight: Tensor<Autodiff<B>, 1>,
+    eps: f64,
+) -> Tensor<Autodiff<B>, D> {
     #[derive(Debug)]
     struct Norm<const D: usize>;
 
-    impl<const D: usize> Backward<Cuda, 2> for Norm<D> {
+    impl<B: Backend, const D: usize> Backward<B, 2> for Norm<D> {
         /// The input, the weight and each row's root mean square.
-        type State = (FloatTensor<Cuda>, FloatTensor<Cuda>, FloatTensor<Cuda>);
+        type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (x, weight, rms) = ops.state;
-            let (x_dtype, weight_dtype) = (x.dtype, weight.dtype);
-            // Read by both gradients, so computed once.
-            let n = normalised::<Cuda, D>(float(x), float(rms.clone()));
-            let n2 = n.clone();
-            binary::<Cuda, _, _>(
-                ops.parents,
-                ops.node,
-                grads,
-                |grad| grad_x::<Cuda, D>(n, float(weight), float(rms), float(grad), x_dtype).into_primitive().tensor(),
-                |grad| grad_weight::<Cuda, D>(n2, weight_dtype, float(grad)).into_primitive().tensor(),
-            );
+            let grad = grads.consume::<B>(&ops.node);
+            let (dx, dw) = self::grads::<B, D>(x, weight, rms, grad);
+            let [x_node, weight_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<B>(node.id, dx);
+            }
+            if let Some(node) = weight_node {
+                grads.register::<B>(node.id, dw);
+            }
         }
     }
 
-    let x = cast::<B, CudaTrain, D, Float>(x).into_primitive().tensor();
-    let weight = cast::<B, CudaTrain, 1, Float>(weight).into_primitive().tensor();
-    let (y, rms) = norm::<Cuda, D>(float(x.primitive.clone()), float(weight.primitive.clone()), eps);
-    let y = y.into_primitive().tensor();
+    let x = x.into_primitive().tensor();
+    let weight = weight.into_primitive().tensor();
+    let (y, rms) = forward_pass::<B, D>(x.primitive.clone(), weight.primitive.clone(), eps);
     let out = match Norm::<D>
         .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, rms.into_primitive().tensor()), y),
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, rms), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    cast(Tensor::<CudaTrain, D>::from_primitive(TensorPrimitive::Float(out)))
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The norm and each row's root mean square, on any backend.
+fn forward_pass<B: Backend, const D: usize>(x: FloatTensor<B>, weight: FloatTensor<B>, eps: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+    #[cfg(feature = "cuda")]
+    if super::cublas::is::<B, super::cublas::Cuda>() {
+        return kernels::forward::<B>(x, weight, eps);
+    }
+    let (y, rms) = norm::<B, D>(
+        Tensor::from_primitive(TensorPrimitive::Float(x)),
+        Tensor::from_primitive(TensorPrimitive::Float(weight)),
+        eps,
+    );
+    (y.into_primitive().tensor(), rms.into_primitive().tensor())
+}
+
+#[cfg(feature = "cuda")]
+mod kernels {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{DType, Shape};
+
+    use super::super::cublas::{Cuda, cast_primitive};
+    use super::super::kernel::{Kernel, blocks, code, custom, empty, int, real, rows};
+
+    /// One warp per row; [`super::super::kernel::PRELUDE`] before it.
+    const SOURCE: &str = r#"
+extern "C" __global__ void wmx_rms_norm(const void* x, const void* w, void* y, float* rms,
+    long long cx, long long cw, long long rows, long long d, double eps)
+{
+    const int lane = threadIdx.x & 31;
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+        const long long base = r * d;
+        float s = 0.0f;
+        for (long long j = lane; j < d; j += 32) {
+            float v = wmx_load(x, cx, base + j);
+            s += v * v;
+        }
+        const float rr = sqrtf(wmx_warp_sum(s) / (float)d + (float)eps);
+        if (lane == 0) rms[r] = rr;
+        for (long long j = lane; j < d; j += 32) {
+            float n = wmx_round(wmx_load(x, cx, base + j) / rr, cx);
+            wmx_store(y, cx, base + j, n * wmx_load(w, cw, j));
+        }
+    }
+}
+
+extern "C" __global__ void wmx_rms_norm_grad(const void* g, const void* x, const void* w, const float* rms,
+    void* dx, long long cg, long long cx, long long cw, long long rows, long long d)
+{
+    const int lane = threadIdx.x & 31;
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+        const long long base = r * d;
+        const float rr = rms[r];
+        float s = 0.0f;
+        for (long long j = lane; j < d; j += 32) {
+            float gw = wmx_load(g, cg, base + j) * wmx_load(w, cw, j);
+            s += gw * (wmx_load(x, cx, base + j) / rr);
+        }
+        const float mean = wmx_warp_sum(s) / (float)d;
+        for (long long j = lane; j < d; j += 32) {
+            float gw = wmx_load(g, cg, base + j) * wmx_load(w, cw, j);
+            float n = wmx_load(x, cx, base + j) / rr;
+            wmx_store(dx, cx, base + j, (gw - n * mean) / rr);
+        }
+    }
+}
+
+/* Sums of g·n over chunks of `chunk` rows: 256 threads, 32 columns × 8 rows at a
+   time; block b takes columns tile b % tiles of row chunk b / tiles. */
+extern "C" __global__ void wmx_rms_norm_grad_weight(const void* g, const void* x, const float* rms,
+    float* partial, long long cg, long long cx, long long rows, long long d, long long chunk)
+{
+    __shared__ float acc[8][32];
+    const long long tiles = (d + 31) / 32;
+    const long long tile = blockIdx.x % tiles, c = blockIdx.x / tiles;
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    const long long j = tile * 32 + tx;
+    const long long r0 = c * chunk;
+    const long long r1 = (r0 + chunk < rows) ? r0 + chunk : rows;
+    float a = 0.0f;
+    if (j < d) {
+        for (long long r = r0 + ty; r < r1; r += 8) {
+            a += wmx_load(g, cg, r * d + j) * wmx_round(wmx_load(x, cx, r * d + j) / rms[r], cx);
+        }
+    }
+    acc[ty][tx] = a;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        float s = 0.0f;
+        for (int k = 0; k < 8; ++k) s += acc[k][tx];
+        partial[c * d + j] = s;
+    }
+}
+
+/* out[j] = Σ_c partial[c·d + j], in chunk order. */
+extern "C" __global__ void wmx_sum_chunks(const float* partial, void* out, long long cout, long long chunks, long long d)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < d; j += stride) {
+        float s = 0.0f;
+        for (long long c = 0; c < chunks; ++c) s += partial[c * d + j];
+        wmx_store(out, cout, j, s);
+    }
+}
+"#;
+
+    static NORM: Kernel = Kernel::new(SOURCE, "wmx_rms_norm");
+    static GRAD_X: Kernel = Kernel::new(SOURCE, "wmx_rms_norm_grad");
+    static GRAD_WEIGHT: Kernel = Kernel::new(SOURCE, "wmx_rms_norm_grad_weight");
+    static SUM_CHUNKS: Kernel = Kernel::new(SOURCE, "wmx_sum_chunks");
+
+    /// Rows per block of 256 threads (8 warps), and the blocks of a launch at most.
+    const WARPS: usize = 8;
+    const MAX_BLOCKS: usize = 65_535;
+
+    /// The norm of `x` (any shape, normalised over its last dimension) and each
+    /// row's root mean square, f32 `[rows]`.
+    pub(super) fn forward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, eps: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (x, weight) = (cast_primitive::<B, Cuda>(x), cast_primitive::<B, Cuda>(weight));
+        let (n, _) = rows(x.shape.as_slice());
+        let outputs = [(x.shape.clone(), x.dtype), (Shape::from(vec![n]), DType::F32)];
+        let [y, rms] = custom("wmx_rms_norm", [x, weight], outputs, move |[x, w]| {
+            let (n, d) = rows(x.meta.shape().as_slice());
+            let y = empty(&x, x.meta.shape().as_slice(), x.dtype);
+            let rms = empty(&x, &[n], DType::F32);
+            let scalars = [code(x.dtype), code(w.dtype), int(n), int(d), real(eps)];
+            NORM.launch(&x, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&x, &w, &y, &rms], &scalars);
+            [y, rms]
+        });
+        (cast_primitive::<Cuda, B>(y), cast_primitive::<Cuda, B>(rms))
+    }
+
+    /// The gradients of x and of the weight, in their dtypes.
+    pub(super) fn grads<B: Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        rms: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let [x, weight, rms, grad] = [x, weight, rms, grad].map(cast_primitive::<B, Cuda>);
+        let outputs = [(x.shape.clone(), x.dtype), (weight.shape.clone(), weight.dtype)];
+        let [dx, dw] = custom("wmx_rms_norm_grad", [grad, x, weight, rms], outputs, |[g, x, w, rms]| {
+            let (n, d) = rows(x.meta.shape().as_slice());
+            let dx = empty(&x, x.meta.shape().as_slice(), x.dtype);
+            let dw = empty(&w, &[d], w.dtype);
+            let scalars = [code(g.dtype), code(x.dtype), code(w.dtype), int(n), int(d)];
+            GRAD_X.launch(&x, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&g, &x, &w, &rms, &dx], &scalars);
+            // About 1024 blocks over the rows, each summing `chunk` of them.
+            let tiles = d.div_ceil(32);
+            let chunks = (1024 / tiles).clamp(1, n.div_ceil(8).max(1));
+            let chunk = n.div_ceil(chunks).max(1);
+            let chunks = n.div_ceil(chunk).max(1);
+            let partial = empty(&x, &[chunks, d], DType::F32);
+            let scalars = [code(g.dtype), code(x.dtype), int(n), int(d), int(chunk)];
+            GRAD_WEIGHT.launch(&x, tiles * chunks, 256, &[&g, &x, &rms, &partial], &scalars);
+            let scalars = [code(w.dtype), int(chunks), int(d)];
+            SUM_CHUNKS.launch(&x, blocks(d, 256, MAX_BLOCKS), 256, &[&partial, &dw], &scalars);
+            [dx, dw]
+        });
+        (cast_primitive::<Cuda, B>(dx), cast_primitive::<Cuda, B>(dw))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{grad_weight, grad_x, norm, normalised};
+    use super::{grad_weight, grad_x, norm, normalised, tracked};
     use crate::backend::{Cpu, CpuTrain};
     use burn::tensor::{Distribution, Tensor, Tolerance};
 
@@ -145,6 +349,33 @@ mod tests {
         let n = normalised(x, rms.clone());
         let got_x = grad_x(n.clone(), weight, rms, upstream.clone(), x_dtype);
         let got_w = grad_weight(n, weight_dtype, upstream);
+        got_x.into_data().assert_approx_eq::<f32>(&want_x.into_data(), Tolerance::absolute(1e-5));
+        got_w.into_data().assert_approx_eq::<f32>(&want_w.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    /// The operation, wired into burn's autodiff on the CPU, gives the gradients
+    /// and output of burn's autodiff of [`norm`], through a graph that uses the
+    /// output twice.
+    #[test]
+    fn the_tracked_norm_is_burns_autodiff_of_the_norm() {
+        let device = Default::default();
+        let x = Tensor::<Cpu, 3>::random([3, 5, 16], Distribution::Normal(0.5, 2.0), &device);
+        let weight = Tensor::<Cpu, 1>::random([16], Distribution::Normal(1.0, 0.5), &device);
+        let upstream = Tensor::<CpuTrain, 3>::random([3, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let tx = Tensor::<CpuTrain, 3>::from_data(x.to_data(), &device).require_grad();
+            let tw = Tensor::<CpuTrain, 1>::from_data(weight.to_data(), &device).require_grad();
+            let y = match fused {
+                true => tracked::<Cpu, 3>(tx.clone(), tw.clone(), 1e-6),
+                false => norm(tx.clone(), tw.clone(), 1e-6).0,
+            };
+            let loss = (y.clone() * upstream.clone()).sum() + (y.clone() * y.clone()).mean();
+            let grads = loss.backward();
+            (y.inner(), tx.grad(&grads).unwrap(), tw.grad(&grads).unwrap())
+        };
+        let (want_y, want_x, want_w) = run(false);
+        let (got_y, got_x, got_w) = run(true);
+        got_y.into_data().assert_approx_eq::<f32>(&want_y.into_data(), Tolerance::absolute(1e-6));
         got_x.into_data().assert_approx_eq::<f32>(&want_x.into_data(), Tolerance::absolute(1e-5));
         got_w.into_data().assert_approx_eq::<f32>(&want_w.into_data(), Tolerance::absolute(1e-5));
     }

@@ -215,13 +215,8 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // Training on CUDA with WMX_FUSED_NORM=1: the same computation as one
-        // autodiff operation.
-        #[cfg(feature = "cuda")]
-        if crate::backend::rms_norm::handles::<B>() {
-            return crate::backend::rms_norm::tracked(x, self.weight.val(), self.eps);
-        }
-        crate::backend::rms_norm::norm(x, self.weight.val(), self.eps).0
+        // Training on CUDA: the same computation as one autodiff operation.
+        crate::backend::rms_norm::forward(x, self.weight.val(), self.eps)
     }
 }
 
