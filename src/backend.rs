@@ -21,6 +21,12 @@ pub mod adamw;
 pub mod cross_entropy;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod rms_norm;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod rotary;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod softmax;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod swiglu;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 #[cfg(feature = "cuda")]

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
@@ -274,20 +273,8 @@ impl<B: Backend> Rotary<B> {
     /// # Shapes
     /// - x: `[batch, seq, heads, head_dim]`, positions `start..start + seq`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [b, seq, heads, hd] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, start, seq)
-            .reshape([1, seq, 1, hd]);
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, start, seq)
-            .reshape([1, seq, 1, hd]);
-        let rows = x.clone().reshape([b * seq * heads, hd]);
-        let rotated = crate::backend::matmul(rows, self.rotate.clone()).reshape([b, seq, heads, hd]);
-        x * cos + rotated * sin
+        // Training on CUDA: the same computation as one autodiff operation.
+        crate::backend::rotary::apply(x, self.cos.clone(), self.sin.clone(), self.rotate.clone(), start)
     }
 }
 
@@ -342,7 +329,7 @@ impl<B: Backend> Attention<B> {
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         start: usize,
-        mask: Option<&Tensor<B, 2, Bool>>,
+        mask: Option<&Causal<B>>,
         cache: Option<&mut KvSlot<B>>,
     ) -> Tensor<B, 3> {
         let (q, mut k, mut v) = self.qkv(x, rotary, start);
@@ -381,25 +368,17 @@ impl<B: Backend> Attention<B> {
     /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
     /// - mask: `[seq, past + seq]`, true where attention is forbidden
     /// - → `[batch, seq, heads · head_dim]`
-    pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
+    pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<&Causal<B>>) -> Tensor<B, 3> {
         let [b, nh, s, hd] = q.dims();
-        let [_, nkv, total, _] = k.dims();
+        let nkv = k.dims()[1];
         let g = nh / nkv;
         // Query heads kv·g .. kv·g + g share key/value head kv (transformers'
         // `repeat_kv`): as g·s rows of one product per kv head they need no copies
         // of k and v, nor the sums over those copies in the backward pass.
         let q = q.reshape([b, nkv, g * s, hd]);
-        let mut scores = crate::backend::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape([b, nkv, g, s, total])
-                .mask_fill(
-                    mask.clone().unsqueeze::<5>().expand([b, nkv, g, s, total]),
-                    f32::NEG_INFINITY,
-                )
-                .reshape([b, nkv, g * s, total]);
-        }
-        let out = crate::backend::matmul(in_f32(scores, |s| softmax(s, 3)), v);
+        let scores = crate::backend::matmul(q, k.swap_dims(2, 3));
+        let p = crate::backend::softmax::apply(scores, (hd as f64).sqrt(), mask.map(|m| (m.mask(), m.past())));
+        let out = crate::backend::matmul(p, v);
         out.reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 }
@@ -423,7 +402,8 @@ impl<B: Backend> Mlp<B> {
     /// - x: `[batch, seq, hidden]` → `[batch, seq, intermediate]`
     pub fn gated(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         use crate::backend::linear;
-        silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x)
+        // Training on CUDA: `silu(gate) · up` as one autodiff operation.
+        crate::backend::swiglu::apply(linear(&self.gate_proj, x.clone()), linear(&self.up_proj, x))
     }
 }
 
@@ -443,7 +423,7 @@ impl<B: Backend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         start: usize,
-        mask: Option<&Tensor<B, 2, Bool>>,
+        mask: Option<&Causal<B>>,
         cache: Option<&mut KvSlot<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
@@ -470,10 +450,32 @@ pub struct Qwen3ForCausalLM<B: Backend> {
     pub rotary: Rotary<B>,
 }
 
-/// `[seq, past + seq]`, true above the causal diagonal.
-pub fn causal_mask<B: Backend>(seq: usize, past: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+/// A causal self-attention mask: query i, at position `past + i`, sees keys
+/// `0..=past + i`. Built only by [`causal_mask`], so fused attention kernels can
+/// compute it from `past` instead of reading it.
+#[derive(Debug, Clone)]
+pub struct Causal<B: Backend> {
+    mask: Tensor<B, 2, Bool>,
+    past: usize,
+}
+
+impl<B: Backend> Causal<B> {
+    /// `[seq, past + seq]`, true above the causal diagonal (where attention is forbidden).
+    pub fn mask(&self) -> &Tensor<B, 2, Bool> {
+        &self.mask
+    }
+
+    /// Keys before the first query.
+    pub fn past(&self) -> usize {
+        self.past
+    }
+}
+
+/// The causal mask of `seq` queries after `past` cached keys.
+pub fn causal_mask<B: Backend>(seq: usize, past: usize, device: &B::Device) -> Causal<B> {
     // tril_mask is true outside the lower triangle: key j > query i + past.
-    Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, device)
+    let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, device);
+    Causal { mask, past }
 }
 
 impl<B: Backend> Qwen3ForCausalLM<B> {

@@ -149,7 +149,7 @@ impl<B: Backend> Segment<B> {
         text_ignore: &Tensor<B, 2, Bool>,
         rotary: &Rotary<B>,
         start: usize,
-        mask: Option<&Tensor<B, 2, Bool>>,
+        mask: Option<&super::qwen3::Causal<B>>,
         mut caches: Option<&mut [KvSlot<B>]>,
     ) -> Tensor<B, 3> {
         for (i, block) in self.blocks.iter().enumerate() {
