@@ -46,6 +46,31 @@ pub fn matmul<B: Backend, const D: usize>(
     lhs.matmul(rhs)
 }
 
+/// `x · w` over x's last dimension: on CUDA one operation each way through cuBLAS
+/// ([`cublas::rows_product`]), burn's reshapes around `matmul` elsewhere.
+pub fn rows_product<B: Backend, const D: usize>(
+    x: burn::tensor::Tensor<B, D>,
+    w: burn::tensor::Tensor<B, 2>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    return cublas::rows_product(x, w);
+    #[cfg(not(feature = "cuda"))]
+    rows_composed(x, w)
+}
+
+/// [`rows_product`] with burn's operations: the rows of x reshaped into one
+/// matrix, multiplied by [`matmul`], reshaped back.
+pub fn rows_composed<B: Backend, const D: usize>(
+    x: burn::tensor::Tensor<B, D>,
+    w: burn::tensor::Tensor<B, 2>,
+) -> burn::tensor::Tensor<B, D> {
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let n = dims[..D - 1].iter().product::<usize>();
+    dims[D - 1] = w.dims()[1];
+    matmul(x.reshape([n, k]), w).reshape(dims)
+}
+
 /// `layer.forward(x)`. On CUDA the rows of `x` become one matrix multiplied by the
 /// weight through cuBLAS; every other backend runs burn's `Linear` as it is, so CPU
 /// results stay bit for bit what they were.
@@ -55,17 +80,11 @@ pub fn linear<B: Backend, const D: usize>(
 ) -> burn::tensor::Tensor<B, D> {
     #[cfg(feature = "cuda")]
     if cublas::handles::<B>() {
-        let mut dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let weight = layer.weight.val();
-        dims[D - 1] = weight.dims()[1];
-        let y = cublas::matmul(x.reshape([rows, d_in]), weight);
-        let y = match &layer.bias {
-            Some(bias) => y + bias.val().unsqueeze::<2>(),
+        let y = cublas::rows_product(x, layer.weight.val());
+        return match &layer.bias {
+            Some(bias) => y + bias.val().unsqueeze::<D>(),
             None => y,
         };
-        return y.reshape(dims);
     }
     layer.forward(x)
 }

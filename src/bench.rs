@@ -617,6 +617,23 @@ impl crate::backend::BackendTask for KernelsBench {
             vec![y.inner(), tg.grad(&grads).expect("the gate's gradient"), tu.grad(&grads).expect("up's gradient")]
         };
         check("swiglu", shape, run(true), run(false), &["gate", "up"])?;
+        // A projection of the 0.6B model (up_proj): rows of x times a weight.
+        let shape = [2, 64, 1, 1024];
+        let x = input(shape);
+        let weight = Tensor::<B, 2>::random([1024, 3072], Distribution::Normal(0.0, 0.05), &device);
+        let dy = upstream([2, 64, 1, 3072]);
+        let run = |fused: bool| {
+            let tx = Tensor::<Autodiff<B>, 4>::from_inner(x.clone()).require_grad();
+            let tw = Tensor::<Autodiff<B>, 2>::from_inner(weight.clone()).require_grad();
+            let y = match fused {
+                true => crate::backend::rows_product(tx.clone(), tw.clone()),
+                false => crate::backend::rows_composed(tx.clone(), tw.clone()),
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            let dw = tw.grad(&grads).expect("the weight's gradient").reshape([1, 1, 1024, 3072]);
+            vec![y.inner(), tx.grad(&grads).expect("the input's gradient"), dw]
+        };
+        check("linear", shape, run(true), run(false), &["x", "weight"])?;
         Ok(checks)
     }
 }

@@ -136,6 +136,14 @@ fn environment_and_set_override_the_file_last_wins() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("fusion.layers"), "{}", text(&out));
+    // The backend's switches are not experiment keys.
+    let mut validate = Command::new(env!("CARGO_BIN_EXE_wmx"));
+    validate.args(["validate", "experiments/base.toml"]).current_dir(repo());
+    for switch in ["CUBLAS", "CUDA_MEMORY", "FUSED_ADAMW", "FUSED_NORM", "FUSED_ROTARY", "FUSED_SOFTMAX", "FUSED_SWIGLU"] {
+        validate.env(format!("WMX_{switch}"), "0");
+    }
+    let out = validate.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
@@ -455,7 +463,7 @@ fn bench_kernels_checks_each_fused_operation_in_f32_and_bf16() {
         assert!(out.status.success(), "{dtype}: {}", text(&out));
         let rows = json_lines(&out);
         let ops: Vec<&str> = rows.iter().map(|r| r["check"]["op"].as_str().unwrap()).collect();
-        assert_eq!(ops, ["rms_norm", "rms_norm", "rotary", "softmax causal", "softmax", "swiglu"], "{rows:?}");
+        assert_eq!(ops, ["rms_norm", "rms_norm", "rotary", "softmax causal", "softmax", "swiglu", "linear"], "{rows:?}");
         for row in &rows {
             let check = &row["check"];
             assert_eq!(check["pass"], true, "{row}");
@@ -463,7 +471,7 @@ fn bench_kernels_checks_each_fused_operation_in_f32_and_bf16() {
             let want: f32 = if dtype == "f32" { 1e-5 } else { 2e-2 };
             assert_eq!(bound, want as f64, "{row}");
             let grads = check["grads"].as_array().unwrap();
-            assert_eq!(grads.len(), if matches!(check["op"].as_str(), Some("rms_norm" | "swiglu")) { 2 } else { 1 }, "{row}");
+            assert_eq!(grads.len(), if matches!(check["op"].as_str(), Some("rms_norm" | "swiglu" | "linear")) { 2 } else { 1 }, "{row}");
             for g in grads {
                 assert!(g[1].as_f64().unwrap() <= bound, "{row}");
             }

@@ -166,6 +166,90 @@ fn tracked(lhs: FloatTensor<CudaTrain>, rhs: FloatTensor<CudaTrain>) -> FloatTen
     }
 }
 
+/// `x · w` over x's last dimension (burn's `Linear` without its bias): x
+/// `[.., k]`, w `[k, n]` → `[.., n]`. On CUDA with cuBLAS [`enabled`] it is one
+/// operation each way, the rows of x one matrix inside it; elsewhere burn's
+/// reshapes around [`matmul`].
+pub fn rows_product<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    let float = |dtype: DType| matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
+    if x.dtype() == w.dtype() && float(x.dtype()) && enabled() {
+        if is::<B, CudaTrain>() {
+            let x = cast::<B, CudaTrain, D, Float>(x).into_primitive().tensor();
+            let w = cast::<B, CudaTrain, 2, Float>(w).into_primitive().tensor();
+            return cast(Tensor::<CudaTrain, D>::from_primitive(TensorPrimitive::Float(tracked_rows(x, w))));
+        }
+        if is::<B, Cuda>() {
+            let x = cast::<B, Cuda, D, Float>(x).into_primitive().tensor();
+            let w = cast::<B, Cuda, 2, Float>(w).into_primitive().tensor();
+            return cast(Tensor::<Cuda, D>::from_primitive(TensorPrimitive::Float(rows(x, w))));
+        }
+    }
+    super::rows_composed(x, w)
+}
+
+/// [`rows`] on the autodiff backend: `dx = dy · wᵀ` through [`rows`] again, and
+/// `dw = xᵀ · dy` through [`gram`].
+fn tracked_rows(x: FloatTensor<CudaTrain>, w: FloatTensor<CudaTrain>) -> FloatTensor<CudaTrain> {
+    #[derive(Debug)]
+    struct Rows;
+
+    impl Backward<Cuda, 2> for Rows {
+        /// x, if w needs its gradient; w, if x does.
+        type State = (Option<FloatTensor<Cuda>>, Option<FloatTensor<Cuda>>);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, w) = ops.state;
+            binary::<Cuda, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |grad| rows(grad, transposed(w.expect("w was kept"))),
+                |grad| gram(x.expect("x was kept"), grad),
+            );
+        }
+    }
+
+    let (keep_x, keep_w) = (w.is_tracked(), x.is_tracked());
+    let y = rows(x.primitive.clone(), w.primitive.clone());
+    match Rows.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((keep_x.then_some(x.primitive), keep_w.then_some(w.primitive)), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// The rows of `t` `[.., d]` as one matrix `[rows, d]`: a view when t is
+/// contiguous, a copy otherwise.
+fn as_matrix(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    let shape = t.meta.shape().as_slice().to_vec();
+    let d = shape.last().copied().unwrap_or(1);
+    let n = shape.iter().product::<usize>() / d.max(1);
+    burn_cubecl::ops::reshape(t, Shape::from(vec![n, d]))
+}
+
+/// `x · w` as one operation of burn's fusion stream: x `[.., k]`, w `[k, n]`
+/// (or a transposed view) → `[.., n]`.
+fn rows(x: FloatTensor<Cuda>, w: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    let mut dims = x.shape.as_slice().to_vec();
+    *dims.last_mut().expect("x has a last dimension") = w.shape[1];
+    let out = [(Shape::from(dims.clone()), x.dtype)];
+    let [y] = super::kernel::custom_views("wmx_cublas_rows", [x, w], out, move |[x, w]| {
+        let y = gemm(as_matrix(x), w);
+        [burn_cubecl::ops::reshape(y, Shape::from(dims.clone()))]
+    });
+    y
+}
+
+/// `xᵀ · dy` over all rows as one operation of burn's fusion stream: x `[.., k]`,
+/// dy `[.., n]` → `[k, n]`, the gradient of [`rows`]' w.
+fn gram(x: FloatTensor<Cuda>, dy: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    let (k, n) = (x.shape[x.shape.num_dims() - 1], dy.shape[dy.shape.num_dims() - 1]);
+    let out = [(Shape::from(vec![k, n]), x.dtype)];
+    let [dw] = super::kernel::custom_views("wmx_cublas_gram", [x, dy], out, |[x, dy]| {
+        [gemm(burn_cubecl::ops::permute(as_matrix(x), &[1, 0]), as_matrix(dy))]
+    });
+    dw
+}
+
 /// The last two dimensions swapped: a view, no copy.
 fn transposed(tensor: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
     <Cuda as burn::tensor::ops::FloatTensorOps<Cuda>>::float_transpose(tensor)

@@ -216,9 +216,20 @@ type Run<const I: usize, const O: usize> =
     Box<dyn Fn([CubeTensor<CudaRuntime>; I]) -> [CubeTensor<CudaRuntime>; O] + Send + Sync>;
 
 /// An operation of burn's fusion stream with `I` inputs and `O` outputs of the
-/// given shapes and dtypes, computed by `run` when the stream executes it (from
-/// contiguous copies of its inputs).
+/// given shapes and dtypes, computed by `run` when the stream executes it, from
+/// contiguous copies of its inputs (the inputs themselves where they are).
 pub fn custom<const I: usize, const O: usize>(
+    name: &'static str,
+    inputs: [FloatTensor<Cuda>; I],
+    outputs: [(Shape, DType); O],
+    run: impl Fn([CubeTensor<CudaRuntime>; I]) -> [CubeTensor<CudaRuntime>; O] + Send + Sync + 'static,
+) -> [FloatTensor<Cuda>; O] {
+    custom_views(name, inputs, outputs, move |inputs| run(inputs.map(burn_cubecl::kernel::into_contiguous)))
+}
+
+/// [`custom`] with `run` given its inputs as they lie, views included (a
+/// transposed matrix stays a transposed view).
+pub fn custom_views<const I: usize, const O: usize>(
     name: &'static str,
     inputs: [FloatTensor<Cuda>; I],
     outputs: [(Shape, DType); O],
@@ -241,9 +252,7 @@ pub fn custom<const I: usize, const O: usize>(
             handles: &mut HandleContainer<<<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>,
         ) {
             let (inputs, outputs) = self.desc.as_fixed::<I, O>();
-            let inputs = inputs
-                .each_ref()
-                .map(|t| burn_cubecl::kernel::into_contiguous(handles.get_float_tensor::<Cube>(t)));
+            let inputs = inputs.each_ref().map(|t| handles.get_float_tensor::<Cube>(t));
             for (ir, out) in outputs.iter().zip((self.run)(inputs)) {
                 handles.register_float_tensor::<Cube>(&ir.id, out);
             }

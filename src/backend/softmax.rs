@@ -155,7 +155,7 @@ extern "C" __global__ void wmx_softmax(const void* x, void* p, long long cx, lon
     for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
         const long long base = r * keys;
         const long long seen = causal ? past + (r % queries) + 1 : keys;
-        float m = -INFINITY;
+        float m = __int_as_float(0xff800000); /* -inf */
         for (long long j = lane; j < seen && j < keys; j += 32) m = fmaxf(m, wmx_round(wmx_load(x, cx, base + j) / div, cx));
         for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
         float s = 0.0f;

@@ -494,9 +494,21 @@ impl Loaded {
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
     // WMX_KERNEL_CACHE (see `backend::kernel_cache_dir`) and the tests' WMX_CHROMIUM
     // name paths, and WMX_CUBLAS (`backend::cublas`), WMX_CUDA_MEMORY
-    // (`backend::cuda_memory`), WMX_FUSED_ADAMW (`backend::adamw`) and
-    // WMX_FUSED_NORM (`backend::rms_norm`) are switches, not keys.
-    let env = Env::prefixed("WMX_").ignore(&["kernel_cache", "chromium", "cublas", "cuda_memory", "fused_adamw", "fused_norm"]).split("__");
+    // (`backend::cuda_memory`) and the WMX_FUSED_* of the fused training operations
+    // (`backend::adamw`, `rms_norm`, `rotary`, `softmax`, `swiglu`) are switches,
+    // not keys.
+    const SWITCHES: &[&str] = &[
+        "kernel_cache",
+        "chromium",
+        "cublas",
+        "cuda_memory",
+        "fused_adamw",
+        "fused_norm",
+        "fused_rotary",
+        "fused_softmax",
+        "fused_swiglu",
+    ];
+    let env = Env::prefixed("WMX_").ignore(SWITCHES).split("__");
     load_with_env(path, overrides, env)
 }
 

@@ -493,10 +493,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         match &self.lm_head {
             Some(head) => crate::backend::linear(head, h),
             None => {
-                let [b, s, d] = h.dims();
-                let w = self.model.embed_tokens.weight.val();
-                crate::backend::matmul(h.reshape([b * s, d]), w.clone().transpose())
-                    .reshape([b, s, w.dims()[0]])
+                crate::backend::rows_product(h, self.model.embed_tokens.weight.val().transpose())
             }
         }
     }
