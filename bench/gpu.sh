@@ -16,7 +16,9 @@
 # (WMX_CUBLAS=0) for comparison with cuBLAS's, wmx's default; "spread" prints how far
 # transformers' own bf16 logits move between devices and attention kernels
 # (scripts/bf16_spread.py); PARITY_DTYPES (f32 bf16) picks parity's dtypes, each run
-# with cubecl's matmuls and with cuBLAS's); cubecl tunes and
+# with cubecl's matmuls and with cuBLAS's (PARITY_CUBLAS, "0 1"; cubecl's matmuls
+# for the fixtures' shapes may take minutes to tune on a cold kernel cache, so
+# PARITY_CUBLAS=1 checks only wmx's default path); cubecl tunes and
 # compiles every kernel shape on first use, which took most of a 10-minute call
 # on an H100, so split the parts over calls where commands are time-limited).
 # CUBECL_AUTOTUNE_LEVEL defaults to minimal here for the same reason. Compiled kernels
@@ -79,7 +81,7 @@ if has generate; then
 fi
 if has parity; then
     # cubecl's matmuls, then cuBLAS's (src/backend/cublas.rs).
-    for cublas in 0 1; do
+    for cublas in ${PARITY_CUBLAS:-0 1}; do
         for dtype in ${PARITY_DTYPES:-f32 bf16}; do
             echo "== parity on cuda, $dtype, WMX_CUBLAS=$cublas"
             WMX_CUBLAS=$cublas timeout "$LIMIT" "$WMX" bench parity --backend cuda --dtype "$dtype" 2>&1 | grep -v "panicked\|backtrace\|CallError\|^note:" | tail -3 | tee "$DIR/parity-$dtype-cublas$cublas.txt"

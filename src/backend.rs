@@ -34,6 +34,33 @@ pub mod kernel;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod layout;
 
+/// A switch read once from the environment, on unless the variable is `0`: how
+/// wmx's CUDA paths (cuBLAS, the fused operations) can be turned back to burn's
+/// own, to compare the two.
+pub struct Switch {
+    var: &'static str,
+    on: std::sync::OnceLock<bool>,
+}
+
+impl Switch {
+    pub const fn new(var: &'static str) -> Switch {
+        Switch { var, on: std::sync::OnceLock::new() }
+    }
+
+    pub fn on(&self) -> bool {
+        *self.on.get_or_init(|| std::env::var(self.var).map_or(true, |v| v != "0"))
+    }
+}
+
+/// Whether `B` is burn's Cuda with autodiff: where wmx's fused training
+/// operations run their own kernels.
+pub fn training_on_cuda<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    return cublas::is::<B, cublas::CudaTrain>();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
 /// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cublas`]),
 /// burn's `matmul` on every other backend.
 pub fn matmul<B: Backend, const D: usize>(

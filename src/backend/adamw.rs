@@ -149,8 +149,8 @@ mod fused {
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
     /// `WMX_FUSED_ADAMW=0`, which keeps burn's own operations (to compare the two).
     pub(super) fn handles<B: Backend>() -> bool {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        is::<B, Cuda>() && *ON.get_or_init(|| std::env::var("WMX_FUSED_ADAMW").map_or(true, |v| v != "0"))
+        static FUSED: super::super::Switch = super::super::Switch::new("WMX_FUSED_ADAMW");
+        is::<B, Cuda>() && FUSED.on()
     }
 
     /// Whether the kernel reads these tensors' dtypes (f32 and bf16; burn's own

@@ -82,8 +82,8 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
 /// Whether products go through cuBLAS: unless `WMX_CUBLAS=0`, which keeps
 /// cubecl's own matmul kernels (to compare the two, as `bench/gpu.sh` does).
 fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("WMX_CUBLAS").map_or(true, |v| v != "0"))
+    static CUBLAS: super::Switch = super::Switch::new("WMX_CUBLAS");
+    CUBLAS.on()
 }
 
 /// Whether tensors of backend `B` go through cuBLAS.

@@ -34,14 +34,8 @@ use crate::model::qwen3::in_f32;
 /// burn's Cuda, unless `WMX_FUSED_NORM=0` (burn's autodiff of [`norm`], to
 /// compare the two).
 pub fn handles<B: Backend>() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        super::cublas::is::<B, super::cublas::CudaTrain>()
-            && *ON.get_or_init(|| std::env::var("WMX_FUSED_NORM").map_or(true, |v| v != "0"))
-    }
-    #[cfg(not(feature = "cuda"))]
-    false
+    static FUSED: super::Switch = super::Switch::new("WMX_FUSED_NORM");
+    super::training_on_cuda::<B>() && FUSED.on()
 }
 
 /// The model's RMSNorm on backend `B`: [`tracked`] where it [`handles`] `B` and

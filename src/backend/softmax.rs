@@ -34,14 +34,8 @@ use crate::model::qwen3::in_f32;
 /// Whether the model's attention probabilities of backend `B` go through
 /// [`tracked`]: training on burn's Cuda, unless `WMX_FUSED_SOFTMAX=0`.
 pub fn handles<B: Backend>() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        super::cublas::is::<B, super::cublas::CudaTrain>()
-            && *ON.get_or_init(|| std::env::var("WMX_FUSED_SOFTMAX").map_or(true, |v| v != "0"))
-    }
-    #[cfg(not(feature = "cuda"))]
-    false
+    static FUSED: super::Switch = super::Switch::new("WMX_FUSED_SOFTMAX");
+    super::training_on_cuda::<B>() && FUSED.on()
 }
 
 /// `softmax(scores / divisor)` over the last dimension in f32, cast to the scores'

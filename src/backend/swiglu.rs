@@ -28,14 +28,8 @@ use burn::tensor::{Tensor, TensorPrimitive};
 /// Whether the model's MLP gates of backend `B` go through [`tracked`]: training
 /// on burn's Cuda, unless `WMX_FUSED_SWIGLU=0`.
 pub fn handles<B: Backend>() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        super::cublas::is::<B, super::cublas::CudaTrain>()
-            && *ON.get_or_init(|| std::env::var("WMX_FUSED_SWIGLU").map_or(true, |v| v != "0"))
-    }
-    #[cfg(not(feature = "cuda"))]
-    false
+    static FUSED: super::Switch = super::Switch::new("WMX_FUSED_SWIGLU");
+    super::training_on_cuda::<B>() && FUSED.on()
 }
 
 /// `silu(gate) · up` with burn's operations.
