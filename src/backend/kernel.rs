@@ -14,6 +14,10 @@
 //! - a float tensor of dtype code 0 is f32, of code 1 bf16 ([`code`]); kernels
 //!   read and write both through [`PRELUDE`]'s `wmx_load` and `wmx_store`, which
 //!   round to nearest even as burn's casts do, so no CUDA header is needed.
+//!
+//! `scripts/check_kernels.py` (run by `tests/kernels.rs`) compiles every kernel
+//! source that a [`Kernel`] names, after [`PRELUDE`] and with these options, on
+//! a machine without a GPU.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
