@@ -143,7 +143,7 @@ mod fused {
     use burn::tensor::{Float, Tensor};
 
     use super::super::cublas::{Cuda, cast, float, is};
-    use super::super::kernel::{self, Kernel, blocks, code, custom, empty, int, real};
+    use super::super::kernel::{self, Kernel, code, custom, empty_like, int, real};
     use super::Scalars;
 
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
@@ -193,8 +193,7 @@ mod fused {
         let out = |t: &FloatTensor<Cuda>| (t.shape.clone(), t.dtype);
         let outputs = [out(&inputs[0]), out(&inputs[2]), out(&inputs[3])];
         custom("wmx_adamw", inputs, outputs, move |[p, g, m, v]| {
-            let like = |t: &burn_cubecl::tensor::CubeTensor<_>| empty(t, t.meta.shape().as_slice(), t.dtype);
-            let outs = [like(&p), like(&m), like(&v)];
+            let outs = [empty_like(&p), empty_like(&m), empty_like(&v)];
             let n = p.meta.shape().as_slice().iter().product::<usize>();
             let scalars = [
                 code(p.dtype),
@@ -211,7 +210,7 @@ mod fused {
                 real(s.correction_2 as f64),
             ];
             let [po, mo, vo] = &outs;
-            UPDATE.launch(&p, blocks(n, 256, 65_535), 256, &[&p, &g, &m, &v, po, mo, vo], &scalars);
+            UPDATE.per_item(&p, n, &[&p, &g, &m, &v, po, mo, vo], &scalars);
             outs
         })
     }

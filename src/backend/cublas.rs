@@ -58,8 +58,7 @@ pub(super) type CudaTrain = Autodiff<Cuda>;
 /// type, through burn's `matmul` otherwise.
 pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
     let same_batch = lhs.dims()[..D - 2] == rhs.dims()[..D - 2];
-    let float = |t: &Tensor<B, D>| matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16);
-    if !same_batch || !float(&lhs) || lhs.dtype() != rhs.dtype() || !enabled() {
+    if !same_batch || !takes(lhs.dtype()) || lhs.dtype() != rhs.dtype() || !enabled() {
         return lhs.matmul(rhs);
     }
     if is::<B, CudaTrain>() {
@@ -77,6 +76,11 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
     } else {
         lhs.matmul(rhs)
     }
+}
+
+/// Whether cuBLAS multiplies tensors of this dtype: f32, bf16 and f16.
+fn takes(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 
 /// Whether products go through cuBLAS: unless `WMX_CUBLAS=0`, which keeps
@@ -171,8 +175,7 @@ fn tracked(lhs: FloatTensor<CudaTrain>, rhs: FloatTensor<CudaTrain>) -> FloatTen
 /// operation each way, the rows of x one matrix inside it; elsewhere burn's
 /// reshapes around [`matmul`].
 pub fn rows_product<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
-    let float = |dtype: DType| matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
-    if x.dtype() == w.dtype() && float(x.dtype()) && enabled() {
+    if x.dtype() == w.dtype() && takes(x.dtype()) && enabled() {
         if is::<B, CudaTrain>() {
             let x = cast::<B, CudaTrain, D, Float>(x).into_primitive().tensor();
             let w = cast::<B, CudaTrain, 2, Float>(w).into_primitive().tensor();

@@ -113,6 +113,18 @@ impl Kernel {
         })
     }
 
+    /// [`launch`](Kernel::launch) with a thread per item, in blocks of
+    /// [`THREADS`] (the kernel loops over what one launch does not cover).
+    pub fn per_item(&self, on: &CubeTensor<CudaRuntime>, items: usize, buffers: &[&CubeTensor<CudaRuntime>], scalars: &[u64]) {
+        self.launch(on, items.div_ceil(THREADS).min(MAX_BLOCKS), THREADS, buffers, scalars);
+    }
+
+    /// [`launch`](Kernel::launch) with a warp per row, [`THREADS`] / 32 rows a
+    /// block (the kernel loops over what one launch does not cover).
+    pub fn per_row(&self, on: &CubeTensor<CudaRuntime>, rows: usize, buffers: &[&CubeTensor<CudaRuntime>], scalars: &[u64]) {
+        self.launch(on, rows.div_ceil(THREADS / 32).min(MAX_BLOCKS), THREADS, buffers, scalars);
+    }
+
     /// Queues the kernel on `on`'s device after everything launched before it:
     /// `blocks` × `threads`, with `buffers` as its first parameters and `scalars`
     /// ([`int`], [`real`]) after them.
@@ -194,11 +206,10 @@ fn run(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> Resul
     .map_err(|e| format!("launching a CUDA kernel: {e}"))
 }
 
-/// The blocks of `threads` that give each of `items` its own thread, at most
-/// `cap` (kernels here loop over what one launch does not cover).
-pub fn blocks(items: usize, threads: usize, cap: usize) -> usize {
-    items.div_ceil(threads).min(cap)
-}
+/// Threads of a block in [`Kernel::per_item`] and [`Kernel::per_row`] launches.
+pub const THREADS: usize = 256;
+/// Blocks of a launch at most.
+const MAX_BLOCKS: usize = 65_535;
 
 /// A new contiguous tensor of `shape` and `dtype` on `like`'s device.
 pub fn empty(like: &CubeTensor<CudaRuntime>, shape: &[usize], dtype: DType) -> CubeTensor<CudaRuntime> {
@@ -208,6 +219,11 @@ pub fn empty(like: &CubeTensor<CudaRuntime>, shape: &[usize], dtype: DType) -> C
         Shape::from(shape.to_vec()),
         dtype,
     )
+}
+
+/// A new contiguous tensor of `like`'s shape and dtype on its device.
+pub fn empty_like(like: &CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    empty(like, like.meta.shape().as_slice(), like.dtype)
 }
 
 /// The rows of a tensor and the length of its last dimension.

@@ -174,7 +174,7 @@ mod kernels {
     use burn::tensor::{DType, Shape};
 
     use super::super::cublas::{Cuda, cast_primitive};
-    use super::super::kernel::{Kernel, blocks, code, custom, empty, int, real, rows};
+    use super::super::kernel::{Kernel, THREADS, code, custom, empty, empty_like, int, real, rows};
 
     /// One warp per row; [`super::super::kernel::PRELUDE`] before it.
     const SOURCE: &str = r#"
@@ -265,10 +265,6 @@ extern "C" __global__ void wmx_sum_chunks(const float* partial, void* out, long 
     static GRAD_WEIGHT: Kernel = Kernel::new(SOURCE, "wmx_rms_norm_grad_weight");
     static SUM_CHUNKS: Kernel = Kernel::new(SOURCE, "wmx_sum_chunks");
 
-    /// Rows per block of 256 threads (8 warps), and the blocks of a launch at most.
-    const WARPS: usize = 8;
-    const MAX_BLOCKS: usize = 65_535;
-
     /// The norm of `x` (any shape, normalised over its last dimension) and each
     /// row's root mean square, f32 `[rows]`.
     pub(super) fn forward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, eps: f64) -> (FloatTensor<B>, FloatTensor<B>) {
@@ -277,10 +273,10 @@ extern "C" __global__ void wmx_sum_chunks(const float* partial, void* out, long 
         let outputs = [(x.shape.clone(), x.dtype), (Shape::from(vec![n]), DType::F32)];
         let [y, rms] = custom("wmx_rms_norm", [x, weight], outputs, move |[x, w]| {
             let (n, d) = rows(x.meta.shape().as_slice());
-            let y = empty(&x, x.meta.shape().as_slice(), x.dtype);
+            let y = empty_like(&x);
             let rms = empty(&x, &[n], DType::F32);
             let scalars = [code(x.dtype), code(w.dtype), int(n), int(d), real(eps)];
-            NORM.launch(&x, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&x, &w, &y, &rms], &scalars);
+            NORM.per_row(&x, n, &[&x, &w, &y, &rms], &scalars);
             [y, rms]
         });
         (cast_primitive::<Cuda, B>(y), cast_primitive::<Cuda, B>(rms))
@@ -297,10 +293,10 @@ extern "C" __global__ void wmx_sum_chunks(const float* partial, void* out, long 
         let outputs = [(x.shape.clone(), x.dtype), (weight.shape.clone(), weight.dtype)];
         let [dx, dw] = custom("wmx_rms_norm_grad", [grad, x, weight, rms], outputs, |[g, x, w, rms]| {
             let (n, d) = rows(x.meta.shape().as_slice());
-            let dx = empty(&x, x.meta.shape().as_slice(), x.dtype);
+            let dx = empty_like(&x);
             let dw = empty(&w, &[d], w.dtype);
             let scalars = [code(g.dtype), code(x.dtype), code(w.dtype), int(n), int(d)];
-            GRAD_X.launch(&x, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&g, &x, &w, &rms, &dx], &scalars);
+            GRAD_X.per_row(&x, n, &[&g, &x, &w, &rms, &dx], &scalars);
             // About 1024 blocks over the rows, each summing `chunk` of them.
             let tiles = d.div_ceil(32);
             let chunks = (1024 / tiles).clamp(1, n.div_ceil(8).max(1));
@@ -308,9 +304,9 @@ extern "C" __global__ void wmx_sum_chunks(const float* partial, void* out, long 
             let chunks = n.div_ceil(chunk).max(1);
             let partial = empty(&x, &[chunks, d], DType::F32);
             let scalars = [code(g.dtype), code(x.dtype), int(n), int(d), int(chunk)];
-            GRAD_WEIGHT.launch(&x, tiles * chunks, 256, &[&g, &x, &rms, &partial], &scalars);
+            GRAD_WEIGHT.launch(&x, tiles * chunks, THREADS, &[&g, &x, &rms, &partial], &scalars);
             let scalars = [code(w.dtype), int(chunks), int(d)];
-            SUM_CHUNKS.launch(&x, blocks(d, 256, MAX_BLOCKS), 256, &[&partial, &dw], &scalars);
+            SUM_CHUNKS.per_item(&x, d, &[&partial, &dw], &scalars);
             [dx, dw]
         });
         (cast_primitive::<Cuda, B>(dx), cast_primitive::<Cuda, B>(dw))

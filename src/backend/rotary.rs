@@ -132,7 +132,7 @@ mod kernels {
     use burn::tensor::ops::FloatTensor;
 
     use super::super::cublas::{Cuda, cast_primitive};
-    use super::super::kernel::{Kernel, blocks, code, custom, empty, int};
+    use super::super::kernel::{Kernel, code, custom, empty_like, int};
 
     /// `y_j = x_j·cos_j + sign·x_p·sin_q`, each product and the sum rounded to x's
     /// dtype; p is j's partner in the other half. Forward: sign −1 in the first
@@ -170,10 +170,10 @@ extern "C" __global__ void wmx_rotary(const void* x, const void* cos, const void
             let [_, seq, heads, hd] = shape[..] else {
                 panic!("rotary embeddings of a {}-dimensional tensor", shape.len())
             };
-            let y = empty(&x, &shape, x.dtype);
+            let y = empty_like(&x);
             let n: usize = shape.iter().product();
             let scalars = [code(x.dtype), code(cos.dtype), int(n), int(seq), int(heads), int(hd), int(start), int(backward as usize)];
-            ROTARY.launch(&x, blocks(n, 256, 65_535), 256, &[&x, &cos, &sin, &y], &scalars);
+            ROTARY.per_item(&x, n, &[&x, &cos, &sin, &y], &scalars);
             [y]
         });
         cast_primitive::<Cuda, B>(y)

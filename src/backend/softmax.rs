@@ -135,7 +135,7 @@ mod kernels {
     use burn::tensor::ops::FloatTensor;
 
     use super::super::cublas::{Cuda, cast_primitive};
-    use super::super::kernel::{Kernel, blocks, code, custom, empty, int, real, rows};
+    use super::super::kernel::{Kernel, code, custom, empty_like, int, real, rows};
 
     /// One warp per row of `keys` scores. Row r is query `r % queries` of its
     /// group; with `causal`, keys after `past + query` are masked.
@@ -184,18 +184,15 @@ extern "C" __global__ void wmx_softmax_grad(const void* p, const void* dp, void*
     static SOFTMAX: Kernel = Kernel::new(SOURCE, "wmx_softmax");
     static GRAD: Kernel = Kernel::new(SOURCE, "wmx_softmax_grad");
 
-    const WARPS: usize = 8;
-    const MAX_BLOCKS: usize = 65_535;
-
     pub(super) fn forward<B: Backend>(scores: FloatTensor<B>, divisor: f64, causal: Option<(usize, usize)>) -> FloatTensor<B> {
         let scores = cast_primitive::<B, Cuda>(scores);
         let outputs = [(scores.shape.clone(), scores.dtype)];
         let [p] = custom("wmx_softmax", [scores], outputs, move |[x]| {
             let (n, keys) = rows(x.meta.shape().as_slice());
-            let p = empty(&x, x.meta.shape().as_slice(), x.dtype);
+            let p = empty_like(&x);
             let (queries, past) = causal.unwrap_or((1, 0));
             let scalars = [code(x.dtype), int(n), int(keys), int(queries), int(past), int(causal.is_some() as usize), real(divisor)];
-            SOFTMAX.launch(&x, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&x, &p], &scalars);
+            SOFTMAX.per_row(&x, n, &[&x, &p], &scalars);
             [p]
         });
         cast_primitive::<Cuda, B>(p)
@@ -206,9 +203,9 @@ extern "C" __global__ void wmx_softmax_grad(const void* p, const void* dp, void*
         let outputs = [(p.shape.clone(), p.dtype)];
         let [dx] = custom("wmx_softmax_grad", [p, dp], outputs, move |[p, dp]| {
             let (n, keys) = rows(p.meta.shape().as_slice());
-            let dx = empty(&p, p.meta.shape().as_slice(), p.dtype);
+            let dx = empty_like(&p);
             let scalars = [code(p.dtype), code(dp.dtype), int(n), int(keys), real(divisor)];
-            GRAD.launch(&p, blocks(n, WARPS, MAX_BLOCKS), 32 * WARPS, &[&p, &dp, &dx], &scalars);
+            GRAD.per_row(&p, n, &[&p, &dp, &dx], &scalars);
             [dx]
         });
         cast_primitive::<Cuda, B>(dx)

@@ -115,7 +115,7 @@ mod kernels {
     use burn::tensor::ops::FloatTensor;
 
     use super::super::cublas::{Cuda, cast_primitive};
-    use super::super::kernel::{Kernel, blocks, code, custom, empty, int};
+    use super::super::kernel::{Kernel, code, custom, empty_like, int};
 
     const SOURCE: &str = r#"
 __device__ float wmx_sigmoid(float g) { return expf(-logf(expf(-g) + 1.0f)); }
@@ -151,10 +151,9 @@ extern "C" __global__ void wmx_swiglu_grad(const void* gate, const void* up, con
         let [gate, up] = [gate, up].map(cast_primitive::<B, Cuda>);
         let outputs = [(gate.shape.clone(), gate.dtype)];
         let [y] = custom("wmx_swiglu", [gate, up], outputs, |[g, u]| {
-            let shape = g.meta.shape().as_slice().to_vec();
-            let n: usize = shape.iter().product();
-            let y = empty(&g, &shape, g.dtype);
-            GATE.launch(&g, blocks(n, 256, 65_535), 256, &[&g, &u, &y], &[code(g.dtype), int(n)]);
+            let n: usize = g.meta.shape().as_slice().iter().product();
+            let y = empty_like(&g);
+            GATE.per_item(&g, n, &[&g, &u, &y], &[code(g.dtype), int(n)]);
             [y]
         });
         cast_primitive::<Cuda, B>(y)
@@ -164,11 +163,10 @@ extern "C" __global__ void wmx_swiglu_grad(const void* gate, const void* up, con
         let [gate, up, grad] = [gate, up, grad].map(cast_primitive::<B, Cuda>);
         let outputs = [(gate.shape.clone(), gate.dtype), (up.shape.clone(), up.dtype)];
         let [d_gate, d_up] = custom("wmx_swiglu_grad", [gate, up, grad], outputs, |[g, u, dy]| {
-            let shape = g.meta.shape().as_slice().to_vec();
-            let n: usize = shape.iter().product();
-            let (d_gate, d_up) = (empty(&g, &shape, g.dtype), empty(&g, &shape, g.dtype));
+            let n: usize = g.meta.shape().as_slice().iter().product();
+            let (d_gate, d_up) = (empty_like(&g), empty_like(&g));
             let scalars = [code(g.dtype), code(dy.dtype), int(n)];
-            GRADS.launch(&g, blocks(n, 256, 65_535), 256, &[&g, &u, &dy, &d_gate, &d_up], &scalars);
+            GRADS.per_item(&g, n, &[&g, &u, &dy, &d_gate, &d_up], &scalars);
             [d_gate, d_up]
         });
         (cast_primitive::<Cuda, B>(d_gate), cast_primitive::<Cuda, B>(d_up))
