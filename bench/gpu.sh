@@ -80,7 +80,7 @@ if has generate; then
     done
 fi
 if has parity; then
-    # cubecl's matmuls, then cuBLAS's (src/backend/cublas.rs).
+    # cubecl's matmuls, then cuBLAS's (src/ops/cuda/cublas.rs).
     for cublas in ${PARITY_CUBLAS:-0 1}; do
         for dtype in ${PARITY_DTYPES:-f32 bf16}; do
             echo "== parity on cuda, $dtype, WMX_CUBLAS=$cublas"

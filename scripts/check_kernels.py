@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Compiles wmx's own CUDA kernels with NVRTC, without a GPU.
 
-wmx compiles its kernels (src/backend/*.rs: the `r#"…"#` sources that a
+wmx compiles its kernels (src/ops/**/*.rs and src/train/adamw.rs: the `r#"…"#` sources that a
 `Kernel::new(SOURCE, "entry")` names) with NVRTC at run time, on the GPU machine,
-after src/backend/kernel.rs's PRELUDE and with its options. A kernel that does not
+after src/ops/cuda/kernel.rs's PRELUDE and with its options. A kernel that does not
 compile is found there only when a training step first launches it. This script
 finds it here: it compiles every kernel source the same way through the NVRTC
 library alone (no GPU or driver needed) and checks that each named entry is in
@@ -24,7 +24,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# src/backend/kernel.rs's compile options.
+# src/ops/cuda/kernel.rs's compile options.
 OPTIONS = [b"--fmad=false", b"--gpu-architecture=compute_80"]
 
 
@@ -52,7 +52,9 @@ def nvrtc_library():
 def sources():
     """(file, constant) → source, and the kernels: (file, constant, entry)."""
     texts, kernels = {}, []
-    for path in sorted(glob.glob(os.path.join(ROOT, "src", "backend", "*.rs"))):
+    paths = glob.glob(os.path.join(ROOT, "src", "ops", "**", "*.rs"), recursive=True)
+    paths.append(os.path.join(ROOT, "src", "train", "adamw.rs"))
+    for path in sorted(paths):
         text = open(path, encoding="utf-8").read()
         name = os.path.relpath(path, ROOT)
         for constant, body in re.findall(r'const (\w+): &str = r#"(.*?)"#;', text, re.S):
@@ -88,9 +90,9 @@ def main():
         print("no NVRTC library: `pip install nvidia-cuda-nvrtc`, or point WMX_NVRTC at libnvrtc.so", file=sys.stderr)
         return 2
     texts, kernels = sources()
-    prelude = texts.get(("src/backend/kernel.rs", "PRELUDE"))
+    prelude = texts.get(("src/ops/cuda/kernel.rs", "PRELUDE"))
     if prelude is None or not kernels:
-        print("no PRELUDE in src/backend/kernel.rs, or no Kernel::new(…) in src/backend", file=sys.stderr)
+        print("no PRELUDE in src/ops/cuda/kernel.rs, or no Kernel::new(…) in src/ops or src/train/adamw.rs", file=sys.stderr)
         return 1
     print(f"NVRTC: {path}")
     failed = 0

@@ -16,106 +16,6 @@ pub type Cuda = burn::backend::Cuda<f32>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
-pub mod adamw;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub mod cross_entropy;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub mod rms_norm;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub mod rotary;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub mod softmax;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub mod swiglu;
-#[cfg(feature = "cuda")]
-pub mod cublas;
-#[cfg(feature = "cuda")]
-pub mod kernel;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-mod layout;
-
-/// A switch read once from the environment, on unless the variable is `0`: how
-/// wmx's CUDA paths (cuBLAS, the fused operations) can be turned back to burn's
-/// own, to compare the two.
-pub struct Switch {
-    var: &'static str,
-    on: std::sync::OnceLock<bool>,
-}
-
-impl Switch {
-    pub const fn new(var: &'static str) -> Switch {
-        Switch { var, on: std::sync::OnceLock::new() }
-    }
-
-    pub fn on(&self) -> bool {
-        *self.on.get_or_init(|| std::env::var(self.var).map_or(true, |v| v != "0"))
-    }
-}
-
-/// Whether `B` is burn's Cuda with autodiff: where wmx's fused training
-/// operations run their own kernels.
-pub fn training_on_cuda<B: Backend>() -> bool {
-    #[cfg(feature = "cuda")]
-    return cublas::is::<B, cublas::CudaTrain>();
-    #[cfg(not(feature = "cuda"))]
-    false
-}
-
-/// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cublas`]),
-/// burn's `matmul` on every other backend.
-pub fn matmul<B: Backend, const D: usize>(
-    lhs: burn::tensor::Tensor<B, D>,
-    rhs: burn::tensor::Tensor<B, D>,
-) -> burn::tensor::Tensor<B, D> {
-    #[cfg(feature = "cuda")]
-    return cublas::matmul(lhs, rhs);
-    #[cfg(not(feature = "cuda"))]
-    lhs.matmul(rhs)
-}
-
-/// `x · w` over x's last dimension: on CUDA one operation each way through cuBLAS
-/// ([`cublas::rows_product`]), burn's reshapes around `matmul` elsewhere.
-pub fn rows_product<B: Backend, const D: usize>(
-    x: burn::tensor::Tensor<B, D>,
-    w: burn::tensor::Tensor<B, 2>,
-) -> burn::tensor::Tensor<B, D> {
-    #[cfg(feature = "cuda")]
-    return cublas::rows_product(x, w);
-    #[cfg(not(feature = "cuda"))]
-    rows_composed(x, w)
-}
-
-/// [`rows_product`] with burn's operations: the rows of x reshaped into one
-/// matrix, multiplied by [`matmul`], reshaped back.
-pub fn rows_composed<B: Backend, const D: usize>(
-    x: burn::tensor::Tensor<B, D>,
-    w: burn::tensor::Tensor<B, 2>,
-) -> burn::tensor::Tensor<B, D> {
-    let mut dims = x.dims();
-    let k = dims[D - 1];
-    let n = dims[..D - 1].iter().product::<usize>();
-    dims[D - 1] = w.dims()[1];
-    matmul(x.reshape([n, k]), w).reshape(dims)
-}
-
-/// `layer.forward(x)`. On CUDA the rows of `x` become one matrix multiplied by the
-/// weight through cuBLAS; every other backend runs burn's `Linear` as it is, so CPU
-/// results stay bit for bit what they were.
-pub fn linear<B: Backend, const D: usize>(
-    layer: &burn::nn::Linear<B>,
-    x: burn::tensor::Tensor<B, D>,
-) -> burn::tensor::Tensor<B, D> {
-    #[cfg(feature = "cuda")]
-    if cublas::handles::<B>() {
-        let y = cublas::rows_product(x, layer.weight.val());
-        return match &layer.bias {
-            Some(bias) => y + bias.val().unsqueeze::<D>(),
-            None => y,
-        };
-    }
-    layer.forward(x)
-}
-
 /// Work generic over the backend.
 pub trait BackendTask {
     type Output;
@@ -148,8 +48,8 @@ pub struct MissingBackend {
 /// `$WMX_KERNEL_CACHE` when set; otherwise — unless a `cubecl.toml` (or `burn.toml`)
 /// in the working directory or a parent decides for itself —
 /// `$XDG_CACHE_HOME/wmx/kernels`, else `~/.cache/wmx/kernels`.
-/// Without it every process compiles and tunes each kernel shape again — minutes
-/// before the first training step of base.toml on an H100.
+/// Without it every process compiles and tunes each kernel shape again, which
+/// delays the first training step by minutes.
 pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
     kernel_cache_dir_in(&std::env::current_dir().ok()?, |key| std::env::var_os(key))
 }
@@ -198,8 +98,8 @@ fn use_kernel_cache() {
 /// `set_memory_configuration`; must run before the device starts):
 /// `WMX_CUDA_MEMORY=exclusive` gives each buffer a page of its own from a pool of
 /// its size class, `sliced` (cubecl's default) cuts buffers from shared pages.
-/// The sliced pools merge every page's free neighbours on each allocation, which
-/// took half of cubecl's device thread in a 0.6B training step (bench/RESULTS.md).
+/// The sliced pools merge every page's free neighbours on each allocation, a cost
+/// cubecl's device thread pays on every step (bench/RESULTS.md).
 #[cfg(feature = "cuda")]
 fn cuda_memory() {
     use burn::cubecl::MemoryConfiguration;
@@ -209,7 +109,7 @@ fn cuda_memory() {
             Ok("sliced") => MemoryConfiguration::SubSlices,
             Ok("exclusive") | Err(_) => MemoryConfiguration::ExclusivePages,
             Ok(other) => {
-                eprintln!("warning: WMX_CUDA_MEMORY={other:?} is neither `exclusive` nor `sliced`; using `exclusive`");
+                log::warn!("WMX_CUDA_MEMORY={other:?} is neither `exclusive` nor `sliced`; using `exclusive`");
                 MemoryConfiguration::ExclusivePages
             }
         };

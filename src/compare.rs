@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
-use serde_json::Value;
+
+use crate::rundir::summary::Summary;
+use crate::tables::TextTable;
 
 /// What a finished (or partial) run contributes to a comparison.
 #[derive(Debug, Clone)]
@@ -17,7 +19,7 @@ pub struct RunFacts {
     pub label: String,
     /// The resolved config, flattened to dotted keys.
     pub config: BTreeMap<String, String>,
-    pub summary: Option<Value>,
+    pub summary: Option<Summary>,
     pub status: String,
     /// (step, stage, text loss, mean WAT loss) per optimizer step.
     pub losses: Vec<(i64, String, f64, f64)>,
@@ -40,14 +42,14 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 impl RunFacts {
     pub fn read(path: &Path) -> Result<RunFacts> {
         let config_path = path.join("config.toml");
-        let text = std::fs::read_to_string(&config_path).map_err(|_| crate::run::RunError::NotARun {
+        let text = std::fs::read_to_string(&config_path).map_err(|_| crate::rundir::RunError::NotARun {
             path: path.to_path_buf(),
         })?;
         let table: toml::Value = toml::from_str(&text)
             .with_context(|| format!("cannot parse {}", config_path.display()))?;
         let mut config = BTreeMap::new();
         flatten("", &table, &mut config);
-        let dir = crate::run::RunDir::at(path);
+        let dir = crate::rundir::RunDir::at(path);
         let summary = dir.summary();
         let status = dir
             .meta()
@@ -86,6 +88,9 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
+/// The numeric columns of the comparison: per run, in run order.
+type Numbers = Vec<(String, Vec<Option<f64>>)>;
+
 /// Writes the comparison into `out`; returns the markdown it wrote.
 pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     anyhow::ensure!(!runs.is_empty(), "nothing to compare");
@@ -93,36 +98,44 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     let keys = differing_keys(runs);
     let ops: BTreeSet<String> = runs
         .iter()
-        .filter_map(|r| r.summary.as_ref()?["operations"].as_object().cloned())
-        .flat_map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .filter_map(|r| r.summary.as_ref())
+        .flat_map(|s| s.operations.keys().cloned())
         .collect();
     let exits = runs
         .iter()
-        .filter_map(|r| r.summary.as_ref()?["exits"].as_array().map(Vec::len))
+        .filter_map(|r| r.summary.as_ref().map(|s| s.exits.len()))
         .max()
         .unwrap_or(0);
+    let numbers = run_table(runs, &keys, &ops, exits, out)?;
+    loss_table(runs, out)?;
+    loss_chart(runs, &keys, out)?;
+    let md = markdown(runs, &keys, &ops, exits, &numbers);
+    crate::fs::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    Ok(md)
+}
 
-    // One row per run.
+/// `comparison.parquet`/`.csv`: one row per run, the differing keys and the metrics.
+fn run_table(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: usize, out: &Path) -> Result<Numbers> {
     let mut columns: Vec<(String, Vec<Option<String>>)> = Vec::new();
     let mut numbers: Vec<(String, Vec<Option<f64>>)> = Vec::new();
     columns.push(("run".into(), runs.iter().map(|r| Some(r.label.clone())).collect()));
     columns.push(("status".into(), runs.iter().map(|r| Some(r.status.clone())).collect()));
-    for k in &keys {
+    for k in keys {
         columns.push((k.clone(), runs.iter().map(|r| r.config.get(k).cloned()).collect()));
     }
-    let from_summary = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Option<f64>> {
+    let from_summary = |f: &dyn Fn(&Summary) -> Option<f64>| -> Vec<Option<f64>> {
         runs.iter().map(|r| r.summary.as_ref().and_then(f)).collect()
     };
-    numbers.push(("accuracy".into(), from_summary(&|s| s["accuracy"].as_f64())));
-    numbers.push(("selection".into(), from_summary(&|s| s["selection"]["accuracy"].as_f64())));
-    numbers.push(("oracle".into(), from_summary(&|s| s["selection"]["oracle"].as_f64())));
+    numbers.push(("accuracy".into(), from_summary(&|s| Some(s.accuracy))));
+    numbers.push(("selection".into(), from_summary(&|s| Some(s.selection.accuracy))));
+    numbers.push(("oracle".into(), from_summary(&|s| Some(s.selection.oracle))));
     for k in 0..exits {
-        numbers.push((format!("exit{k}_value"), from_summary(&|s| s["exits"][k]["value_accuracy"].as_f64())));
-        numbers.push((format!("exit{k}_selected"), from_summary(&|s| s["exits"][k]["selected"].as_f64())));
-        numbers.push((format!("exit{k}_mi_bits"), from_summary(&|s| s["exits"][k]["mutual_information_bits"].as_f64())));
+        numbers.push((format!("exit{k}_value"), from_summary(&|s| s.exits.get(k).map(|e| e.value_accuracy))));
+        numbers.push((format!("exit{k}_selected"), from_summary(&|s| s.exits.get(k).map(|e| e.selected))));
+        numbers.push((format!("exit{k}_mi_bits"), from_summary(&|s| s.exits.get(k).map(|e| e.mutual_information_bits))));
     }
-    for op in &ops {
-        numbers.push((format!("op_{op}"), from_summary(&|s| s["operations"][op]["accuracy"].as_f64())));
+    for op in ops {
+        numbers.push((format!("op_{op}"), from_summary(&|s| s.operations.get(op).map(|t| t.accuracy))));
     }
     numbers.push((
         "final_text_loss".into(),
@@ -142,7 +155,11 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     crate::tables::write_parquet(&mut frame, &out.join("comparison.parquet"))?;
     crate::tables::write_csv(&mut frame, &out.join("comparison.csv"))?;
 
-    // Loss curves, long: one row per run × step.
+    Ok(numbers)
+}
+
+/// `losses.parquet`/`.csv`: the loss curves, one row per run × step.
+fn loss_table(runs: &[RunFacts], out: &Path) -> Result<()> {
     let (mut run, mut step, mut stage, mut text, mut wat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in runs {
         for (s, st, t, w) in &r.losses {
@@ -163,10 +180,14 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     crate::tables::write_parquet(&mut curves, &out.join("losses.parquet"))?;
     crate::tables::write_csv(&mut curves, &out.join("losses.csv"))?;
 
-    // Overlaid loss curves, PNG and SVG.
+    Ok(())
+}
+
+/// `losses.png`/`.svg`: every run's loss curves overlaid.
+fn loss_chart(runs: &[RunFacts], keys: &[String], out: &Path) -> Result<()> {
     let mut series = Vec::new();
     for r in runs {
-        let name = short_label(r, &keys);
+        let name = short_label(r, keys);
         let window = crate::report::smoothing_window(r.losses.len());
         let text: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.2)).collect();
         let wat: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.3)).collect();
@@ -181,63 +202,56 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
         markers: Vec::new(),
         log_y: true,
     };
-    crate::write_atomic(&out.join("losses.png"), &chart.png()?)?;
-    crate::write_atomic(&out.join("losses.svg"), chart.svg()?.as_bytes())?;
+    crate::fs::write_atomic(&out.join("losses.png"), &chart.png()?)?;
+    crate::fs::write_atomic(&out.join("losses.svg"), chart.svg()?.as_bytes())?;
 
-    // The markdown report.
+    Ok(())
+}
+
+/// `report.md`: the runs side by side, then per exit and per operation.
+fn markdown(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: usize, numbers: &Numbers) -> String {
+    let number = |name: &str, i: usize| numbers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v[i]);
     let mut md = format!("# Comparison of {} runs\n\n", runs.len());
     if keys.is_empty() {
         md += "The runs share every config key.\n\n";
     } else {
         md += "Only the config keys that differ are shown.\n\n";
     }
-    let mut header = vec!["run".to_string(), "status".into()];
-    header.extend(keys.iter().cloned());
-    header.extend(["accuracy", "selection", "oracle"].map(String::from));
-    md += &table_header(&header);
+    let metrics = ["accuracy", "selection", "oracle"];
+    let mut table = TextTable::new(["run", "status"].into_iter().map(String::from).chain(keys.iter().cloned()).chain(metrics.map(String::from)));
     for (i, r) in runs.iter().enumerate() {
         let mut cells = vec![r.label.clone(), r.status.clone()];
         cells.extend(keys.iter().map(|k| r.config.get(k).cloned().unwrap_or_else(|| "-".into())));
-        for name in ["accuracy", "selection", "oracle"] {
-            cells.push(fmt(numbers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v[i])));
-        }
-        md += &table_row(&cells);
+        cells.extend(metrics.map(|name| fmt(number(name, i))));
+        table.row(cells);
     }
+    md += &table.markdown();
     if exits > 0 {
         md += "\n## Per-exit specialization\n\nValue accuracy / share selected / mutual information (bits) between the operation needed and the one emitted.\n\n";
-        let mut header = vec!["run".to_string()];
-        header.extend((0..exits).map(|k| format!("exit {k}")));
-        md += &table_header(&header);
+        let mut table = TextTable::new(std::iter::once("run".to_string()).chain((0..exits).map(|k| format!("exit {k}"))));
         for (i, r) in runs.iter().enumerate() {
             let mut cells = vec![r.label.clone()];
             for k in 0..exits {
-                let get = |n: String| numbers.iter().find(|(m, _)| *m == n).and_then(|(_, v)| v[i]);
-                cells.push(format!(
-                    "{} / {} / {}",
-                    fmt(get(format!("exit{k}_value"))),
-                    fmt(get(format!("exit{k}_selected"))),
-                    fmt(get(format!("exit{k}_mi_bits")))
-                ));
+                let [value, selected, mi] = ["value", "selected", "mi_bits"].map(|m| fmt(number(&format!("exit{k}_{m}"), i)));
+                cells.push(format!("{value} / {selected} / {mi}"));
             }
-            md += &table_row(&cells);
+            table.row(cells);
         }
+        md += &table.markdown();
     }
     if !ops.is_empty() {
         md += "\n## Accuracy per operation\n\n";
-        let mut header = vec!["operation".to_string()];
-        header.extend(runs.iter().map(|r| r.label.clone()));
-        md += &table_header(&header);
-        for op in &ops {
+        let mut table = TextTable::new(std::iter::once("operation".to_string()).chain(runs.iter().map(|r| r.label.clone())));
+        for op in ops {
             let mut cells = vec![op.clone()];
-            let column = &numbers.iter().find(|(n, _)| *n == format!("op_{op}")).expect("added above").1;
-            cells.extend(column.iter().map(|v| fmt(*v)));
-            md += &table_row(&cells);
+            cells.extend((0..runs.len()).map(|i| fmt(number(&format!("op_{op}"), i))));
+            table.row(cells);
         }
+        md += &table.markdown();
     }
     md += "\n## Loss curves\n\n![Loss per step](losses.png)\n";
     md += "\nTables: `comparison.parquet`/`.csv` (one row per run), `losses.parquet`/`.csv` (one row per run × step).\n";
-    crate::write_atomic(&out.join("report.md"), md.as_bytes())?;
-    Ok(md)
+    md
 }
 
 /// A run's name in legends: the values of the differing keys, else its label.
@@ -249,14 +263,6 @@ fn short_label(run: &RunFacts, keys: &[String]) -> String {
         .map(|k| format!("{}={}", k.rsplit('.').next().unwrap_or(k), run.config.get(k).map_or("-", String::as_str)))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn table_header(cells: &[String]) -> String {
-    format!("| {} |\n|{}|\n", cells.join(" | "), vec!["---"; cells.len()].join("|"))
-}
-
-fn table_row(cells: &[String]) -> String {
-    format!("| {} |\n", cells.join(" | "))
 }
 
 #[cfg(test)]

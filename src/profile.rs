@@ -69,7 +69,7 @@ impl HostProfile {
             lines.sort();
             let samples = lines.iter().map(|(_, n)| n).sum();
             let text: String = lines.iter().map(|(l, n)| format!("{l} {n}\n")).collect();
-            crate::write_atomic(&self.path, text.as_bytes())
+            crate::fs::write_atomic(&self.path, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
             Ok(samples)
         }

@@ -83,7 +83,7 @@ fn every_generated_example_runs_to_its_stated_value() {
                 other => panic!("{}: {other}", example.id),
             }
             assert!(
-                example.answer.contains(&wmx::format_value(example.value))
+                example.answer.contains(&wmx::sandbox::format_value(example.value))
                     || ["Yes.", "No."].contains(&example.answer.as_str())
             );
             checked += 1;

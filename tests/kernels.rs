@@ -1,4 +1,4 @@
-//! wmx's own CUDA kernels (src/backend/*.rs) compile with NVRTC exactly as wmx
+//! wmx's own CUDA kernels (src/ops/, src/train/adamw.rs) compile with NVRTC exactly as wmx
 //! compiles them on a GPU machine, checked here without a GPU by
 //! `scripts/check_kernels.py` (NVRTC from PyPI: `pip install nvidia-cuda-nvrtc`).
 

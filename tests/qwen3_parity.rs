@@ -144,7 +144,7 @@ fn exported_safetensors_reload_to_the_same_logits() {
     let (model, config) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&dir, &Default::default()).unwrap();
     // Kept under target/ so `scripts/qwen3_fixtures.py --check-export` can load it with transformers.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exported-tiny-untied");
-    wmx::model::qwen3::export_hf(&model, &config, Some(&dir.join("tokenizer.json")), &out).unwrap();
+    wmx::model::hf::export_hf(&model, &config, Some(&dir.join("tokenizer.json")), &out).unwrap();
     let (reloaded, _) = Qwen3ForCausalLM::<Cpu>::from_hf_dir(&out, &Default::default()).unwrap();
     let e = expected(&dir);
     assert_close(

@@ -173,12 +173,27 @@ fn run_completes_then_reports_instead_of_retraining() {
 }
 
 #[test]
+fn quiet_runs_keep_their_progress_in_the_log_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let out = wmx(dir.path()).args(["-q", "run", exp.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!printed.contains("epoch") && printed.starts_with("finished "), "{printed}");
+    let log = std::fs::read_to_string(run_dir(dir.path()).join("log.txt")).unwrap();
+    assert!(log.contains("epoch 1/12") && log.contains("evaluation on test"), "{log}");
+    // RUST_LOG overrides -q.
+    let again = wmx(dir.path()).env("RUST_LOG", "wmx=info").args(["-q", "run", exp.to_str().unwrap(), "--fresh"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("moved the previous run to"));
+}
+
+#[test]
 fn an_edited_curriculum_is_a_new_run() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
     let run_of = || {
         let loaded = wmx::config::load(&exp, &[]).unwrap();
-        wmx::run::RunDir::for_experiment(dir.path(), &loaded).unwrap().0.path
+        wmx::rundir::RunDir::for_experiment(dir.path(), &loaded).unwrap().0.path
     };
     let first = run_of();
     assert_eq!(first, run_of(), "the same files name the same run");

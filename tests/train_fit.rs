@@ -13,7 +13,7 @@ use wmx::model::world::WorldModel;
 use wmx::tokenize::TextTokenizer;
 use wmx::tokenize::wat::WatVocab;
 use wmx::train::data::Encoder;
-use wmx::train::fit::{Control, Cursor, Hooks, StageData, StepReport, epoch_plan, fit};
+use wmx::train::fit::{Control, Cursor, Hooks, EncodedStage, StepReport, epoch_plan, fit};
 
 type B = CpuTrain;
 type Optim = OptimizerAdaptor<burn::optim::AdamW, WorldModel<B>, B>;
@@ -39,7 +39,7 @@ phrasings = ["What is {a} * {b}?"]
 held_out = ["Multiply {a} by {b}."]
 "#;
 
-fn setup() -> (Vec<StageData>, u32, usize) {
+fn setup() -> (Vec<EncodedStage>, u32, usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.toml");
     std::fs::write(&path, CURRICULUM).unwrap();
@@ -52,7 +52,7 @@ fn setup() -> (Vec<StageData>, u32, usize) {
             format!(
                 "{} {} {}",
                 e.question,
-                wmx::train::data::computed_span(e.value),
+                wmx::prompt::computed_span(e.value),
                 e.answer
             )
         })
@@ -70,7 +70,7 @@ fn setup() -> (Vec<StageData>, u32, usize) {
     let stages = dataset
         .stages
         .iter()
-        .map(|s| StageData {
+        .map(|s| EncodedStage {
             name: s.name.clone(),
             epochs: s.epochs,
             replay: s.replay,
@@ -185,7 +185,7 @@ fn recorder(stop_at: Option<usize>) -> Recorder {
 
 /// Trains a fresh model from the curriculum's start, recording every step.
 fn train_fresh(
-    (stages, pad, vocab): (&[StageData], u32, usize),
+    (stages, pad, vocab): (&[EncodedStage], u32, usize),
     config: &TrainConfig,
     seed: u64,
     stop_at: Option<usize>,
@@ -313,7 +313,7 @@ fn replay_shares_evenly_between_earlier_stages_whatever_their_size() {
 
 #[test]
 fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
-    use wmx::run::checkpoint::Checkpoints;
+    use wmx::rundir::checkpoint::Checkpoints;
     let (stages, pad, vocab) = setup();
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = Checkpoints {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,8 +94,8 @@ impl fmt::Display for Rejection {
             Rejection::WrongValue { stated, computed } => write!(
                 f,
                 "the WAT computes {} but the example states {}",
-                crate::format_value(*computed),
-                crate::format_value(*stated)
+                crate::sandbox::format_value(*computed),
+                crate::sandbox::format_value(*stated)
             ),
         }
     }
@@ -119,6 +119,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// Writes the kept examples to `dir/<stage>.jsonl` and the rejected ones, with
+    /// why, to `dir/<stage>.rejected.jsonl`; returns both paths.
+    pub fn write(&self, dir: &Path, stage: &str) -> Result<[PathBuf; 2], CurriculumError> {
+        let failed = |path: &Path, e: &dyn std::fmt::Display| CurriculumError::Write { path: path.to_path_buf(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, &e))?;
+        let kept = dir.join(format!("{stage}.jsonl"));
+        super::write_jsonl(&kept, &self.kept)?;
+        let rejected = dir.join(format!("{stage}.rejected.jsonl"));
+        let mut lines = Vec::new();
+        for r in &self.rejected {
+            serde_json::to_writer(&mut lines, r).map_err(|e| failed(&rejected, &e))?;
+            lines.push(b'\n');
+        }
+        crate::fs::write_atomic(&rejected, &lines).map_err(|e| failed(&rejected, &e))?;
+        Ok([kept, rejected])
+    }
+
     /// Rejections counted by category.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
@@ -170,7 +187,7 @@ pub fn import_file(
                 let program = raw.program.unwrap_or_default();
                 let answer = raw
                     .answer
-                    .unwrap_or_else(|| format!("The answer is {}.", crate::format_value(value)));
+                    .unwrap_or_else(|| format!("The answer is {}.", crate::sandbox::format_value(value)));
                 report.kept.push(Example {
                     id,
                     stage: stage.to_string(),

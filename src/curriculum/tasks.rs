@@ -1,5 +1,6 @@
 //! The built-in tasks a curriculum family draws from: each knows its placeholders,
-//! how to sample them, the value they should give, and the WAT program computing it.
+//! how to sample them, the value they should give, and the WAT program computing it
+//! (`programs/<task>.wat`, its parameters filled in from the question).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::rng::{Rng, mix};
-use crate::format_value;
+use crate::sandbox::format_value;
 
 /// A task: one kind of computation, phrased many ways by a curriculum family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -198,35 +199,7 @@ impl Task {
         };
         match self {
             Task::Add | Task::Sub | Task::Mul | Task::Div => {
-                let (a, b) = match (self, numbers) {
-                    (Task::Add | Task::Sub, Numbers::Integer) => {
-                        (int(rng, 0, 999) as f64, int(rng, 0, 999) as f64)
-                    }
-                    (Task::Add | Task::Sub, Numbers::Decimal) => (
-                        int(rng, 0, 99_999) as f64 / 100.0,
-                        int(rng, 0, 99_999) as f64 / 100.0,
-                    ),
-                    (Task::Mul, Numbers::Integer) => {
-                        (int(rng, 2, 99) as f64, int(rng, 2, 99) as f64)
-                    }
-                    (Task::Mul, Numbers::Decimal) => {
-                        (int(rng, 1, 999) as f64 / 10.0, int(rng, 2, 99) as f64)
-                    }
-                    (_, Numbers::Integer) => {
-                        let q = int(rng, 1, 99);
-                        let b = int(rng, 2, 49);
-                        ((q * b) as f64, b as f64)
-                    }
-                    (_, Numbers::Decimal) => {
-                        (int(rng, 1, 9_999) as f64 / 10.0, int(rng, 2, 99) as f64)
-                    }
-                };
-                // Subtraction keeps non-negative results so word problems stay sensible.
-                let (a, b) = if self == Task::Sub && b > a {
-                    (b, a)
-                } else {
-                    (a, b)
-                };
+                let (a, b) = self.operands(rng, numbers, &mut int);
                 put(&mut s, "a", a);
                 put(&mut s, "b", b);
             }
@@ -278,6 +251,47 @@ impl Task {
                 put(&mut s, "a", (g * rng.range(1, 30)) as f64);
                 put(&mut s, "b", (g * rng.range(1, 30)) as f64);
             }
+            Task::CountChar | Task::TextLength | Task::CountWords | Task::CountVowels | Task::FileSize | Task::FileLines | Task::FileNumber => {
+                self.sample_strings(rng, draw, pools, &mut s)?
+            }
+            Task::ClockYear => {}
+        }
+        Ok(s)
+    }
+
+    /// The two operands of a binary arithmetic task.
+    fn operands(self, rng: &mut Rng, numbers: Numbers, int: &mut dyn FnMut(&mut Rng, i64, i64) -> i64) -> (f64, f64) {
+        let (a, b) = match (self, numbers) {
+            (Task::Add | Task::Sub, Numbers::Integer) => {
+                (int(rng, 0, 999) as f64, int(rng, 0, 999) as f64)
+            }
+            (Task::Add | Task::Sub, Numbers::Decimal) => (
+                int(rng, 0, 99_999) as f64 / 100.0,
+                int(rng, 0, 99_999) as f64 / 100.0,
+            ),
+            (Task::Mul, Numbers::Integer) => {
+                (int(rng, 2, 99) as f64, int(rng, 2, 99) as f64)
+            }
+            (Task::Mul, Numbers::Decimal) => {
+                (int(rng, 1, 999) as f64 / 10.0, int(rng, 2, 99) as f64)
+            }
+            (_, Numbers::Integer) => {
+                let q = int(rng, 1, 99);
+                let b = int(rng, 2, 49);
+                ((q * b) as f64, b as f64)
+            }
+            (_, Numbers::Decimal) => {
+                (int(rng, 1, 9_999) as f64 / 10.0, int(rng, 2, 99) as f64)
+            }
+        };
+        // Subtraction keeps non-negative results so word problems stay sensible.
+        if self == Task::Sub && b > a { (b, a) } else { (a, b) }
+    }
+
+    /// A string task's text (and character), or a file task's file, from the pool
+    /// `draw` names.
+    fn sample_strings(self, rng: &mut Rng, draw: Draw, pools: &Pools, s: &mut Sample) -> Result<(), String> {
+        match self {
             Task::CountChar | Task::TextLength | Task::CountWords | Task::CountVowels => {
                 let pool = if draw == Draw::Seen {
                     pools.texts
@@ -311,9 +325,9 @@ impl Task {
                 };
                 s.insert("file", Slot::Text(pick(rng, pool, "number_files")?));
             }
-            Task::ClockYear => {}
+            _ => {}
         }
-        Ok(s)
+        Ok(())
     }
 
     /// The value a correct program computes for `sample`.
@@ -424,660 +438,53 @@ impl Task {
     }
 
     /// The WAT program computing this task, with parameters in `order` (the order
-    /// the placeholders appear in the question) and list lengths from `sample`.
+    /// the placeholders appear in the question): the task's module from
+    /// `programs/<task>.wat` with its `{params}` filled.
     pub fn program(self, order: &[&str], sample: &Sample) -> String {
-        let mut p = Program::default();
+        let mut params = String::new();
         for &name in order {
             match sample.get(name) {
-                Some(Slot::Number(_)) => p.params.push(format!("(param ${name} f64)")),
-                Some(Slot::Text(_)) => {
-                    p.params.push(format!("(param ${name} i32)"));
-                    p.params.push(format!("(param ${name}_len i32)"));
-                    p.memory = true;
-                }
-                Some(Slot::List(_)) => {
-                    // Any length: the sandbox writes the numbers to memory as f64s.
-                    p.params.push("(param $list i32)".into());
-                    p.params.push("(param $list_len i32)".into());
-                    p.memory = true;
-                }
+                Some(Slot::Number(_)) => params += &format!(" (param ${name} f64)"),
+                Some(Slot::Text(_)) => params += &format!(" (param ${name} i32) (param ${name}_len i32)"),
+                // Any length: the sandbox writes the numbers to memory as f64s.
+                Some(Slot::List(_)) => params += " (param $list i32) (param $list_len i32)",
                 None => {}
             }
         }
-        let binary = |op: &str| vec!["local.get $a".to_string(), "local.get $b".into(), op.into()];
-        p.body = match self {
-            Task::Add => binary("f64.add"),
-            Task::Sub => binary("f64.sub"),
-            Task::Mul => binary("f64.mul"),
-            Task::Div => binary("f64.div"),
-            Task::AddMul => lines(&[
-                "local.get $a",
-                "local.get $b",
-                "f64.add",
-                "local.get $c",
-                "f64.mul",
-            ]),
-            Task::SubDiv => lines(&[
-                "local.get $a",
-                "local.get $b",
-                "f64.sub",
-                "local.get $c",
-                "f64.div",
-            ]),
-            Task::MulAdd => lines(&[
-                "local.get $a",
-                "local.get $b",
-                "f64.mul",
-                "local.get $c",
-                "f64.add",
-            ]),
-            Task::Percent => lines(&[
-                "local.get $p",
-                "local.get $x",
-                "f64.mul",
-                "f64.const 100",
-                "f64.div",
-            ]),
-            Task::Greater => lines(&[
-                "local.get $a",
-                "local.get $b",
-                "f64.gt",
-                "f64.convert_i32_u",
-            ]),
-            Task::Conditional => lines(&[
-                "local.get $a",
-                "local.get $b",
-                "f64.gt",
-                "if (result f64)",
-                "  local.get $a",
-                "  local.get $b",
-                "  f64.sub",
-                "else",
-                "  local.get $a",
-                "  local.get $b",
-                "  f64.add",
-                "end",
-            ]),
-            Task::Min | Task::Max | Task::Average => {
-                let op = match self {
-                    Task::Min => "f64.min",
-                    Task::Max => "f64.max",
-                    _ => "f64.add",
-                };
-                p.locals = vec!["(local $i i32)", "(local $acc f64)"];
-                // acc = list[0]; for i in 1..len: acc = op(acc, list[i])
-                let mut body = lines(&[
-                    "local.get $list",
-                    "f64.load",
-                    "local.set $acc",
-                    "i32.const 1",
-                    "local.set $i",
-                ]);
-                body.extend(counted_loop(
-                    &["local.get $i", "local.get $list_len", "i32.ge_u"],
-                    &[
-                        "local.get $acc",
-                        "local.get $list",
-                        "local.get $i",
-                        "i32.const 8",
-                        "i32.mul",
-                        "i32.add",
-                        "f64.load",
-                        op,
-                        "local.set $acc",
-                    ],
-                    &step("$i", "i32", "add"),
-                ));
-                body.push("local.get $acc".into());
-                if self == Task::Average {
-                    body.extend(lines(&["local.get $list_len", "f64.convert_i32_u", "f64.div"]));
-                }
-                body
-            }
-            Task::Factorial => {
-                p.locals = vec!["(local $i i64)", "(local $acc i64)"];
-                let mut body = lines(&[
-                    "i64.const 1",
-                    "local.set $acc",
-                    "local.get $n",
-                    "i64.trunc_f64_s",
-                    "local.set $i",
-                ]);
-                body.extend(counted_loop(
-                    &["local.get $i", "i64.const 1", "i64.le_s"],
-                    &[
-                        "local.get $acc",
-                        "local.get $i",
-                        "i64.mul",
-                        "local.set $acc",
-                    ],
-                    &step("$i", "i64", "sub"),
-                ));
-                body.extend(lines(&["local.get $acc", "f64.convert_i64_s"]));
-                body
-            }
-            Task::Fibonacci => {
-                p.locals = vec![
-                    "(local $i i64)",
-                    "(local $prev i64)",
-                    "(local $cur i64)",
-                    "(local $next i64)",
-                ];
-                let mut body = lines(&[
-                    "i64.const 1",
-                    "local.set $cur",
-                    "i64.const 1",
-                    "local.set $i",
-                ]);
-                body.extend(counted_loop(
-                    &[
-                        "local.get $i",
-                        "local.get $n",
-                        "i64.trunc_f64_s",
-                        "i64.ge_s",
-                    ],
-                    &[
-                        "local.get $prev",
-                        "local.get $cur",
-                        "i64.add",
-                        "local.set $next",
-                        "local.get $cur",
-                        "local.set $prev",
-                        "local.get $next",
-                        "local.set $cur",
-                    ],
-                    &step("$i", "i64", "add"),
-                ));
-                body.extend(lines(&["local.get $cur", "f64.convert_i64_s"]));
-                body
-            }
-            Task::IsPrime => {
-                p.locals = vec!["(local $v i64)", "(local $d i64)"];
-                let mut body = lines(&[
-                    "local.get $n",
-                    "i64.trunc_f64_s",
-                    "local.set $v",
-                    "local.get $v",
-                    "i64.const 2",
-                    "i64.lt_s",
-                    "if",
-                    "  f64.const 0",
-                    "  return",
-                    "end",
-                    "i64.const 2",
-                    "local.set $d",
-                ]);
-                body.extend(counted_loop(
-                    &[
-                        "local.get $d",
-                        "local.get $d",
-                        "i64.mul",
-                        "local.get $v",
-                        "i64.gt_s",
-                    ],
-                    &[
-                        "local.get $v",
-                        "local.get $d",
-                        "i64.rem_s",
-                        "i64.eqz",
-                        "if",
-                        "  f64.const 0",
-                        "  return",
-                        "end",
-                    ],
-                    &step("$d", "i64", "add"),
-                ));
-                body.push("f64.const 1".into());
-                body
-            }
-            Task::SumRange => {
-                p.locals = vec!["(local $i i64)", "(local $end i64)", "(local $acc i64)"];
-                let mut body = lines(&[
-                    "local.get $a",
-                    "i64.trunc_f64_s",
-                    "local.set $i",
-                    "local.get $b",
-                    "i64.trunc_f64_s",
-                    "local.set $end",
-                ]);
-                body.extend(counted_loop(
-                    &["local.get $i", "local.get $end", "i64.gt_s"],
-                    &[
-                        "local.get $acc",
-                        "local.get $i",
-                        "i64.add",
-                        "local.set $acc",
-                    ],
-                    &step("$i", "i64", "add"),
-                ));
-                body.extend(lines(&["local.get $acc", "f64.convert_i64_s"]));
-                body
-            }
-            Task::Power => {
-                p.locals = vec!["(local $i i64)", "(local $acc f64)"];
-                let mut body = lines(&[
-                    "f64.const 1",
-                    "local.set $acc",
-                    "local.get $b",
-                    "i64.trunc_f64_s",
-                    "local.set $i",
-                ]);
-                body.extend(counted_loop(
-                    &["local.get $i", "i64.eqz"],
-                    &[
-                        "local.get $acc",
-                        "local.get $a",
-                        "f64.mul",
-                        "local.set $acc",
-                    ],
-                    &step("$i", "i64", "sub"),
-                ));
-                body.push("local.get $acc".into());
-                body
-            }
-            Task::Gcd => {
-                p.locals = vec!["(local $x i64)", "(local $y i64)", "(local $t i64)"];
-                let mut body = lines(&[
-                    "local.get $a",
-                    "i64.trunc_f64_s",
-                    "local.set $x",
-                    "local.get $b",
-                    "i64.trunc_f64_s",
-                    "local.set $y",
-                ]);
-                body.extend(counted_loop(
-                    &["local.get $y", "i64.eqz"],
-                    &[
-                        "local.get $x",
-                        "local.get $y",
-                        "i64.rem_s",
-                        "local.set $t",
-                        "local.get $y",
-                        "local.set $x",
-                        "local.get $t",
-                        "local.set $y",
-                    ],
-                    &[],
-                ));
-                body.extend(lines(&["local.get $x", "f64.convert_i64_s"]));
-                body
-            }
-            Task::CountChar => {
-                p.locals = vec!["(local $i i32)", "(local $count i32)", "(local $c i32)"];
-                let mut body = lines(&["local.get $char", "i32.load8_u", "local.set $c"]);
-                body.extend(counted_loop(
-                    &TEXT_END,
-                    &[
-                        &TEXT_BYTE[..],
-                        &[
-                            "local.get $c",
-                            "i32.eq",
-                            "local.get $count",
-                            "i32.add",
-                            "local.set $count",
-                        ],
-                    ]
-                    .concat(),
-                    &step("$i", "i32", "add"),
-                ));
-                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
-                body
-            }
-            Task::TextLength => lines(&["local.get $text_len", "f64.convert_i32_u"]),
-            Task::CountWords => {
-                // A word starts at a non-space byte that follows a space (or the start).
-                p.locals = vec![
-                    "(local $i i32)",
-                    "(local $count i32)",
-                    "(local $inside i32)",
-                    "(local $space i32)",
-                ];
-                let mut body = counted_loop(
-                    &TEXT_END,
-                    &[
-                        &TEXT_BYTE[..],
-                        &[
-                            "i32.const 32",
-                            "i32.le_u",
-                            "local.set $space",
-                            "local.get $space",
-                            "i32.eqz",
-                            "local.get $inside",
-                            "i32.eqz",
-                            "i32.and",
-                            "local.get $count",
-                            "i32.add",
-                            "local.set $count",
-                            "local.get $space",
-                            "i32.eqz",
-                            "local.set $inside",
-                        ],
-                    ]
-                    .concat(),
-                    &step("$i", "i32", "add"),
-                );
-                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
-                body
-            }
-            Task::CountVowels => {
-                // Lower-case the byte (| 32), then compare it with each vowel.
-                p.locals = vec!["(local $i i32)", "(local $count i32)", "(local $c i32)"];
-                let mut inner: Vec<&str> =
-                    [&TEXT_BYTE[..], &["i32.const 32", "i32.or", "local.set $c"]].concat();
-                for (k, vowel) in [
-                    "i32.const 97",
-                    "i32.const 101",
-                    "i32.const 105",
-                    "i32.const 111",
-                    "i32.const 117",
-                ]
-                .iter()
-                .enumerate()
-                {
-                    inner.extend(["local.get $c", vowel, "i32.eq"]);
-                    if k > 0 {
-                        inner.push("i32.or");
-                    }
-                }
-                inner.extend(["local.get $count", "i32.add", "local.set $count"]);
-                let mut body = counted_loop(&TEXT_END, &inner, &step("$i", "i32", "add"));
-                body.extend(lines(&["local.get $count", "f64.convert_i32_u"]));
-                body
-            }
-            Task::FileSize => {
-                p.imports = vec![PATH_OPEN, FD_FILESTAT_GET];
-                let mut body = open_file();
-                body.extend(lines(&[
-                    "i32.const 1024",
-                    "i32.load",
-                    "i32.const 1032",
-                    "call $fd_filestat_get",
-                    "if",
-                    "  unreachable",
-                    "end",
-                    "i32.const 1064",
-                    "i64.load",
-                    "f64.convert_i64_u",
-                ]));
-                body
-            }
-            Task::FileLines | Task::FileNumber => {
-                p.imports = vec![PATH_OPEN, FD_READ];
-                p.locals = vec![
-                    "(local $i i32)",
-                    "(local $n i32)",
-                    "(local $acc i64)",
-                    "(local $c i32)",
-                    "(local $seen i32)",
-                ];
-                let mut body = open_file();
-                body.extend(lines(&[
-                    "i32.const 1040",
-                    "i32.const 2048",
-                    "i32.store",
-                    "i32.const 1044",
-                    "i32.const 4096",
-                    "i32.store",
-                    "block $eof",
-                    "  loop $chunk",
-                    "    i32.const 1024",
-                    "    i32.load",
-                    "    i32.const 1040",
-                    "    i32.const 1",
-                    "    i32.const 1048",
-                    "    call $fd_read",
-                    "    if",
-                    "      unreachable",
-                    "    end",
-                    "    i32.const 1048",
-                    "    i32.load",
-                    "    local.tee $n",
-                    "    i32.eqz",
-                    "    br_if $eof",
-                    "    i32.const 0",
-                    "    local.set $i",
-                    "    block $scanned",
-                    "      loop $byte",
-                    "        local.get $i",
-                    "        local.get $n",
-                    "        i32.ge_u",
-                    "        br_if $scanned",
-                    "        i32.const 2048",
-                    "        local.get $i",
-                    "        i32.add",
-                    "        i32.load8_u",
-                    "        local.set $c",
-                ]));
-                if self == Task::FileLines {
-                    body.extend(lines(&[
-                        "        local.get $c",
-                        "        i32.const 10",
-                        "        i32.eq",
-                        "        i64.extend_i32_u",
-                        "        local.get $acc",
-                        "        i64.add",
-                        "        local.set $acc",
-                    ]));
-                } else {
-                    // Digits accumulate; the first non-digit after a digit ends the number.
-                    body.extend(lines(&[
-                        "        local.get $c",
-                        "        i32.const 48",
-                        "        i32.sub",
-                        "        i32.const 10",
-                        "        i32.lt_u",
-                        "        if",
-                        "          local.get $acc",
-                        "          i64.const 10",
-                        "          i64.mul",
-                        "          local.get $c",
-                        "          i32.const 48",
-                        "          i32.sub",
-                        "          i64.extend_i32_u",
-                        "          i64.add",
-                        "          local.set $acc",
-                        "          i32.const 1",
-                        "          local.set $seen",
-                        "        else",
-                        "          local.get $seen",
-                        "          br_if $eof",
-                        "        end",
-                    ]));
-                }
-                body.extend(lines(&[
-                    "        local.get $i",
-                    "        i32.const 1",
-                    "        i32.add",
-                    "        local.set $i",
-                    "        br $byte",
-                    "      end",
-                    "    end",
-                    "    br $chunk",
-                    "  end",
-                    "end",
-                    "local.get $acc",
-                    "f64.convert_i64_u",
-                ]));
-                body
-            }
-            Task::ClockYear => {
-                p.imports = vec![CLOCK_TIME_GET];
-                p.memory = true;
-                p.locals = vec![
-                    "(local $z i64)",
-                    "(local $era i64)",
-                    "(local $doe i64)",
-                    "(local $yoe i64)",
-                    "(local $mp i64)",
-                ];
-                lines(&[
-                    "i32.const 0",
-                    "i64.const 1000000000",
-                    "i32.const 1024",
-                    "call $clock_time_get",
-                    "if",
-                    "  unreachable",
-                    "end",
-                    "i32.const 1024",
-                    "i64.load",
-                    "i64.const 86400000000000",
-                    "i64.div_u",
-                    "i64.const 719468",
-                    "i64.add",
-                    "local.set $z",
-                    "local.get $z",
-                    "i64.const 146097",
-                    "i64.div_s",
-                    "local.set $era",
-                    "local.get $z",
-                    "local.get $era",
-                    "i64.const 146097",
-                    "i64.mul",
-                    "i64.sub",
-                    "local.set $doe",
-                    "local.get $doe",
-                    "local.get $doe",
-                    "i64.const 1460",
-                    "i64.div_s",
-                    "i64.sub",
-                    "local.get $doe",
-                    "i64.const 36524",
-                    "i64.div_s",
-                    "i64.add",
-                    "local.get $doe",
-                    "i64.const 146096",
-                    "i64.div_s",
-                    "i64.sub",
-                    "i64.const 365",
-                    "i64.div_s",
-                    "local.set $yoe",
-                    "local.get $doe",
-                    "local.get $yoe",
-                    "i64.const 365",
-                    "i64.mul",
-                    "local.get $yoe",
-                    "i64.const 4",
-                    "i64.div_s",
-                    "i64.add",
-                    "local.get $yoe",
-                    "i64.const 100",
-                    "i64.div_s",
-                    "i64.sub",
-                    "i64.sub",
-                    "i64.const 5",
-                    "i64.mul",
-                    "i64.const 2",
-                    "i64.add",
-                    "i64.const 153",
-                    "i64.div_s",
-                    "local.set $mp",
-                    "local.get $yoe",
-                    "local.get $era",
-                    "i64.const 400",
-                    "i64.mul",
-                    "i64.add",
-                    "local.get $mp",
-                    "i64.const 10",
-                    "i64.ge_s",
-                    "i64.extend_i32_u",
-                    "i64.add",
-                    "f64.convert_i64_s",
-                ])
-            }
-        };
-        p.render()
+        self.template().replace("{params}", &params)
     }
-}
 
-const PATH_OPEN: &str = "(import \"wasi_snapshot_preview1\" \"path_open\" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))";
-const FD_FILESTAT_GET: &str = "(import \"wasi_snapshot_preview1\" \"fd_filestat_get\" (func $fd_filestat_get (param i32 i32) (result i32)))";
-const FD_READ: &str = "(import \"wasi_snapshot_preview1\" \"fd_read\" (func $fd_read (param i32 i32 i32 i32) (result i32)))";
-const CLOCK_TIME_GET: &str = "(import \"wasi_snapshot_preview1\" \"clock_time_get\" (func $clock_time_get (param i32 i64 i32) (result i32)))";
-
-/// Opens `$file` under the preopened files directory (fd 3) for reading; the new
-/// descriptor is stored at address 1024. A failed open traps.
-fn open_file() -> Vec<String> {
-    lines(&[
-        "i32.const 3",
-        "i32.const 0",
-        "local.get $file",
-        "local.get $file_len",
-        "i32.const 0",
-        "i64.const 2097154",
-        "i64.const 0",
-        "i32.const 0",
-        "i32.const 1024",
-        "call $path_open",
-        "if",
-        "  unreachable",
-        "end",
-    ])
-}
-
-/// `$i >= $text_len`: the end of the text argument.
-const TEXT_END: [&str; 3] = ["local.get $i", "local.get $text_len", "i32.ge_u"];
-/// Loads byte `$i` of the text argument.
-const TEXT_BYTE: [&str; 4] = ["local.get $text", "local.get $i", "i32.add", "i32.load8_u"];
-
-/// `block $done (loop $next (br_if $done exit_when) body step (br $next))`, flat.
-fn counted_loop(exit_when: &[&str], body: &[&str], step: &[String]) -> Vec<String> {
-    let mut out = lines(&["block $done", "  loop $next"]);
-    out.extend(exit_when.iter().map(|l| format!("    {l}")));
-    out.push("    br_if $done".into());
-    out.extend(body.iter().map(|l| format!("    {l}")));
-    out.extend(step.iter().map(|l| format!("    {l}")));
-    out.extend(lines(&["    br $next", "  end", "end"]));
-    out
-}
-
-/// `var = var op 1` for a counter of type `ty`.
-fn step(var: &str, ty: &str, op: &str) -> Vec<String> {
-    vec![
-        format!("local.get {var}"),
-        format!("{ty}.const 1"),
-        format!("{ty}.{op}"),
-        format!("local.set {var}"),
-    ]
-}
-
-fn lines(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-#[derive(Default)]
-struct Program {
-    imports: Vec<&'static str>,
-    memory: bool,
-    params: Vec<String>,
-    locals: Vec<&'static str>,
-    body: Vec<String>,
-}
-
-impl Program {
-    fn render(&self) -> String {
-        let mut out = String::from("(module\n");
-        for import in &self.imports {
-            out.push_str(&format!("  {import}\n"));
+    /// The task's program with `{params}` where `compute`'s parameters go.
+    fn template(self) -> &'static str {
+        match self {
+            Task::Add => include_str!("programs/add.wat"),
+            Task::Sub => include_str!("programs/sub.wat"),
+            Task::Mul => include_str!("programs/mul.wat"),
+            Task::Div => include_str!("programs/div.wat"),
+            Task::AddMul => include_str!("programs/add_mul.wat"),
+            Task::SubDiv => include_str!("programs/sub_div.wat"),
+            Task::MulAdd => include_str!("programs/mul_add.wat"),
+            Task::Percent => include_str!("programs/percent.wat"),
+            Task::Greater => include_str!("programs/greater.wat"),
+            Task::Conditional => include_str!("programs/conditional.wat"),
+            Task::Min => include_str!("programs/min.wat"),
+            Task::Max => include_str!("programs/max.wat"),
+            Task::Average => include_str!("programs/average.wat"),
+            Task::Factorial => include_str!("programs/factorial.wat"),
+            Task::SumRange => include_str!("programs/sum_range.wat"),
+            Task::Power => include_str!("programs/power.wat"),
+            Task::Gcd => include_str!("programs/gcd.wat"),
+            Task::Fibonacci => include_str!("programs/fibonacci.wat"),
+            Task::IsPrime => include_str!("programs/is_prime.wat"),
+            Task::CountChar => include_str!("programs/count_char.wat"),
+            Task::TextLength => include_str!("programs/text_length.wat"),
+            Task::CountWords => include_str!("programs/count_words.wat"),
+            Task::CountVowels => include_str!("programs/count_vowels.wat"),
+            Task::FileSize => include_str!("programs/file_size.wat"),
+            Task::FileLines => include_str!("programs/file_lines.wat"),
+            Task::FileNumber => include_str!("programs/file_number.wat"),
+            Task::ClockYear => include_str!("programs/clock_year.wat"),
         }
-        if self.memory || !self.imports.is_empty() {
-            out.push_str("  (memory (export \"memory\") 1)\n");
-        }
-        let mut header = String::from("  (func (export \"compute\")");
-        for param in &self.params {
-            header.push(' ');
-            header.push_str(param);
-        }
-        header.push_str(" (result f64)\n");
-        out.push_str(&header);
-        if !self.locals.is_empty() {
-            out.push_str(&format!("    {}\n", self.locals.join(" ")));
-        }
-        for line in &self.body {
-            out.push_str(&format!("    {line}\n"));
-        }
-        out.truncate(out.trim_end().len());
-        out.push_str("))\n");
-        out
     }
 }
 

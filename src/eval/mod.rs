@@ -5,7 +5,9 @@
 //! Writes `predictions.parquet` / `.csv` (one row per question × exit),
 //! `answers.jsonl` (every answer with its provenance) and `summary.json`.
 
-use std::collections::{BTreeMap, HashMap};
+mod summary;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,6 +18,9 @@ use serde_json::{Value, json};
 use crate::curriculum::{Dataset, Split};
 use crate::infer::{Ablation, Answer, Answerer, answer_matches, intent};
 use crate::model::world::WorldModel;
+use crate::rundir::summary::Summary;
+use summary::summarize;
+pub use summary::mutual_information;
 use crate::sandbox::Outcome;
 
 /// Evaluation input that cannot be used: a data file, a field, an ablation.
@@ -95,7 +100,7 @@ pub fn jsonl_questions(
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(Value::Number(n)) => Ok(n
                     .as_f64()
-                    .map(crate::format_value)
+                    .map(crate::sandbox::format_value)
                     .unwrap_or_else(|| n.to_string())),
                 Some(Value::Bool(b)) => Ok(if *b { "Yes." } else { "No." }.to_string()),
                 Some(other) => Err(input_error(
@@ -187,7 +192,7 @@ pub fn value_matches(value: f64, expected: &str, decimals: Option<u32>) -> bool 
     match expected.trim().trim_end_matches('.').to_lowercase().as_str() {
         "yes" => value == 1.0,
         "no" => value == 0.0,
-        _ => answer_matches(&crate::format_value(value), expected, decimals),
+        _ => answer_matches(&crate::sandbox::format_value(value), expected, decimals),
     }
 }
 
@@ -221,7 +226,7 @@ pub fn evaluate<B: Backend>(
     options: &EvalOptions,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Value> {
+) -> Result<Summary> {
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let mut scored = Vec::with_capacity(questions.len());
@@ -261,15 +266,14 @@ pub fn evaluate<B: Backend>(
                 .to_string()
         })
         .collect();
-    crate::write_atomic(
+    crate::fs::write_atomic(
         &options.out.join("answers.jsonl"),
         (lines.join("\n") + "\n").as_bytes(),
     )?;
     let summary = summarize(&scored, model, options);
-    crate::write_atomic(
-        &options.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    summary
+        .write(&options.out)
+        .with_context(|| format!("cannot write {}/summary.json", options.out.display()))?;
     Ok(summary)
 }
 
@@ -391,177 +395,6 @@ fn write_predictions(scored: &[Scored], out: &Path) -> Result<()> {
     crate::tables::write_csv(&mut frame, &out.join("predictions.csv"))
 }
 
-fn share(n: usize, d: usize) -> f64 {
-    if d == 0 { 0.0 } else { n as f64 / d as f64 }
-}
-
-/// Mutual information, in bits, between the two labels of each pair.
-pub fn mutual_information(pairs: &[(&str, &str)]) -> f64 {
-    let n = pairs.len() as f64;
-    if pairs.is_empty() {
-        return 0.0;
-    }
-    let mut joint: HashMap<(&str, &str), f64> = HashMap::new();
-    let mut left: HashMap<&str, f64> = HashMap::new();
-    let mut right: HashMap<&str, f64> = HashMap::new();
-    for &(a, b) in pairs {
-        *joint.entry((a, b)).or_default() += 1.0;
-        *left.entry(a).or_default() += 1.0;
-        *right.entry(b).or_default() += 1.0;
-    }
-    joint
-        .iter()
-        .map(|(&(a, b), &c)| {
-            let p = c / n;
-            p * (p / ((left[a] / n) * (right[b] / n))).log2()
-        })
-        .sum::<f64>()
-        .max(0.0)
-}
-
-fn summarize<B: Backend>(scored: &[Scored], model: &WorldModel<B>, options: &EvalOptions) -> Value {
-    let total = scored.len();
-    let correct = scored.iter().filter(|s| s.correct).count();
-    let groups = |key: &dyn Fn(&Scored) -> String| {
-        let mut map: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for s in scored {
-            let e = map.entry(key(s)).or_default();
-            e.0 += usize::from(s.correct);
-            e.1 += 1;
-        }
-        map.into_iter()
-            .map(|(k, (c, n))| (k, json!({ "accuracy": share(c, n), "correct": c, "total": n })))
-            .collect::<serde_json::Map<_, _>>()
-    };
-    let stages = groups(&|s| s.question.stage.clone());
-    let operations = groups(&|s| s.question.op.clone());
-    let exits = scored
-        .iter()
-        .map(|s| s.answer.candidates.len())
-        .max()
-        .unwrap_or(0);
-    let selected_right = scored
-        .iter()
-        .filter(|s| s.answer.selected.is_some_and(|k| s.exit_correct[k]))
-        .count();
-    let oracle = scored
-        .iter()
-        .filter(|s| s.exit_correct.iter().any(|&c| c))
-        .count();
-    let mut traps: BTreeMap<String, usize> = BTreeMap::new();
-    let per_exit: Vec<Value> = (0..exits)
-        .map(|k| {
-            let rows: Vec<&Scored> = scored
-                .iter()
-                .filter(|s| s.answer.candidates.len() > k)
-                .collect();
-            let right = rows.iter().filter(|s| s.exit_correct[k]).count();
-            let chosen = rows.iter().filter(|s| s.answer.selected == Some(k)).count();
-            let ran = rows
-                .iter()
-                .filter(|s| s.answer.candidates[k].outcome.value().is_some())
-                .count();
-            let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-            let mut by_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-            for s in &rows {
-                *confusion
-                    .entry(s.question.op.clone())
-                    .or_default()
-                    .entry(s.emitted[k].clone())
-                    .or_default() += 1;
-                let e = by_op.entry(s.question.op.clone()).or_default();
-                e.0 += usize::from(s.exit_correct[k]);
-                e.1 += 1;
-                if let Outcome::Trap(kind) = &s.answer.candidates[k].outcome {
-                    *traps.entry(format!("{kind:?}").to_lowercase()).or_default() += 1;
-                }
-            }
-            let pairs: Vec<(&str, &str)> = rows
-                .iter()
-                .map(|s| (s.question.op.as_str(), s.emitted[k].as_str()))
-                .collect();
-            let recognised = rows
-                .iter()
-                .filter(|s| s.emitted[k] == s.question.op)
-                .count();
-            json!({
-                "exit": k,
-                "layer": model.fusion_layers.get(k),
-                "value_accuracy": share(right, rows.len()),
-                "operation_accuracy": share(recognised, rows.len()),
-                "ran": share(ran, rows.len()),
-                "selected": share(chosen, rows.len()),
-                "mutual_information_bits": mutual_information(&pairs),
-                "per_operation": by_op.into_iter().map(|(op, (c, n))| (op, json!({ "accuracy": share(c, n), "correct": c, "total": n }))).collect::<serde_json::Map<_, _>>(),
-                "confusion": confusion,
-            })
-        })
-        .collect();
-    let best = per_exit
-        .iter()
-        .max_by(|a, b| {
-            a["value_accuracy"]
-                .as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&b["value_accuracy"].as_f64().unwrap_or(0.0))
-        })
-        .map(|e| json!({ "exit": e["exit"], "accuracy": e["value_accuracy"] }));
-    json!({
-        "accuracy": share(correct, total),
-        "correct": correct,
-        "total": total,
-        "data": options.data,
-        "ablation": options.ablation,
-        "stages": stages,
-        "operations": operations,
-        "selection": {
-            "accuracy": share(selected_right, total),
-            "oracle": share(oracle, total),
-            "best_single_exit": best,
-        },
-        "exits": per_exit,
-        "traps": traps,
-    })
-}
-
-/// The summary's per-exit measurements as a table, for the terminal.
-pub fn describe(summary: &Value) -> String {
-    let mut out = String::new();
-    let exits = summary["exits"].as_array().cloned().unwrap_or_default();
-    if !exits.is_empty() {
-        out += "exit  layer  value right  op right  ran   selected  MI (bits)\n";
-        for e in &exits {
-            out += &format!(
-                "{:>4}  {:>5}  {:>11.3}  {:>8.3}  {:>4.2}  {:>8.3}  {:>9.3}\n",
-                e["exit"],
-                e["layer"],
-                e["value_accuracy"].as_f64().unwrap_or(0.0),
-                e["operation_accuracy"].as_f64().unwrap_or(0.0),
-                e["ran"].as_f64().unwrap_or(0.0),
-                e["selected"].as_f64().unwrap_or(0.0),
-                e["mutual_information_bits"].as_f64().unwrap_or(0.0),
-            );
-        }
-        let sel = &summary["selection"];
-        out += &format!(
-            "selection: {:.3} right (oracle {:.3}, best single exit {:.3})\n",
-            sel["accuracy"].as_f64().unwrap_or(0.0),
-            sel["oracle"].as_f64().unwrap_or(0.0),
-            sel["best_single_exit"]["accuracy"].as_f64().unwrap_or(0.0),
-        );
-    }
-    if let Some(stages) = summary["stages"].as_object() {
-        for (name, s) in stages {
-            out += &format!(
-                "{name}: {:.3} ({}/{})\n",
-                s["accuracy"].as_f64().unwrap_or(0.0),
-                s["correct"],
-                s["total"]
-            );
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -625,7 +458,7 @@ pub enum EvalData {
 
 /// `wmx eval`: a run's model over a curriculum split or a JSONL file.
 pub struct EvalRun<'a> {
-    pub run: &'a crate::run::OpenedRun,
+    pub run: &'a crate::rundir::OpenedRun,
     pub data: EvalData,
     pub ablation: Ablation,
     pub decimals: Option<u32>,
@@ -636,9 +469,9 @@ pub struct EvalRun<'a> {
 
 impl crate::backend::BackendTask for EvalRun<'_> {
     /// The summary and the directory it was written to.
-    type Output = Result<(Value, PathBuf)>;
+    type Output = Result<(Summary, PathBuf)>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<(Value, PathBuf)> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<(Summary, PathBuf)> {
         let e = &self.run.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
         let dataset = crate::curriculum::Curriculum::load(&e.curriculum)?.generate()?;
@@ -673,7 +506,7 @@ impl crate::backend::BackendTask for EvalRun<'_> {
         let model = self.run.model::<B>(&device)?;
         let sandbox = crate::sandbox::Sandbox::new(&e.sandbox)?;
         let wat = crate::tokenize::wat::WatVocab::new();
-        let answerer = crate::run::answerer(e, &self.run.tokenizer, &wat, &sandbox);
+        let answerer = crate::infer::Answerer::from_experiment(e, &self.run.tokenizer, &wat, &sandbox);
         let options = EvalOptions {
             ablation: self.ablation,
             decimals: self.decimals.or(e.eval.decimals),

@@ -6,9 +6,8 @@
 //! sandbox would reject with a mismatch is ruled out, token by token.
 
 use crate::model::world::TokenGuide;
-use crate::sandbox::Arg;
+use crate::sandbox::{Arg, NumType};
 use crate::tokenize::wat::WatVocab;
-use wasmtime::ValType;
 
 /// What one parameter slot accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,9 +20,9 @@ enum Slot {
 }
 
 impl Slot {
-    fn accepts(self, ty: &ValType) -> bool {
+    fn accepts(self, ty: NumType) -> bool {
         match self {
-            Slot::Pointer => matches!(ty, ValType::I32),
+            Slot::Pointer => ty == NumType::I32,
             Slot::Number(n) => crate::sandbox::number_fits(n, ty),
         }
     }
@@ -80,13 +79,13 @@ enum State {
 pub struct SignatureGuide {
     shapes: Vec<Vec<Slot>>,
     /// Types of the parameters decoded so far.
-    types: Vec<ValType>,
+    types: Vec<NumType>,
     state: State,
     compute: Option<u32>,
     open: Option<u32>,
     close: Option<u32>,
     param: Option<u32>,
-    type_ids: [(Option<u32>, ValType); 4],
+    type_ids: [(Option<u32>, NumType); 4],
 }
 
 impl SignatureGuide {
@@ -100,25 +99,25 @@ impl SignatureGuide {
             close: vocab.id(")"),
             param: vocab.id("param"),
             type_ids: [
-                (vocab.id("i32"), ValType::I32),
-                (vocab.id("i64"), ValType::I64),
-                (vocab.id("f32"), ValType::F32),
-                (vocab.id("f64"), ValType::F64),
+                (vocab.id("i32"), NumType::I32),
+                (vocab.id("i64"), NumType::I64),
+                (vocab.id("f32"), NumType::F32),
+                (vocab.id("f64"), NumType::F64),
             ],
         }
     }
 
-    fn type_of(&self, id: u32) -> Option<&ValType> {
+    fn type_of(&self, id: u32) -> Option<NumType> {
         self.type_ids
             .iter()
             .find(|(t, _)| *t == Some(id))
-            .map(|(_, ty)| ty)
+            .map(|(_, ty)| *ty)
     }
 
     /// Shapes that agree with the types decoded so far.
     fn consistent(&self) -> impl Iterator<Item = &Vec<Slot>> {
         self.shapes.iter().filter(|s| {
-            s.len() >= self.types.len() && self.types.iter().zip(s.iter()).all(|(t, s)| s.accepts(t))
+            s.len() >= self.types.len() && self.types.iter().zip(s.iter()).all(|(t, s)| s.accepts(*t))
         })
     }
 
@@ -161,7 +160,7 @@ impl TokenGuide for SignatureGuide {
             State::Param if Some(id) == self.close => State::Header,
             State::Param => {
                 if let Some(ty) = self.type_of(id) {
-                    self.types.push(ty.clone());
+                    self.types.push(ty);
                 }
                 State::Param
             }

@@ -8,12 +8,12 @@ pub mod guide;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use crate::config::SelectionConfig;
+use crate::config::{Experiment, SelectionConfig};
 use crate::model::world::{TokenGuide, Unguided, WorldModel};
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
-use crate::train::data::{PromptTokens, computed_ids, prompt_tokens};
+use crate::prompt::{PromptTokens, computed_ids, prompt_tokens};
 
 /// The score terms of one candidate, each in 0..=1.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -225,7 +225,26 @@ pub struct Answerer<'a> {
     pub arguments: crate::config::ArgumentView,
 }
 
-impl Answerer<'_> {
+impl<'a> Answerer<'a> {
+    /// The answering path an experiment declares.
+    pub fn from_experiment(
+        e: &'a Experiment,
+        tokenizer: &'a TextTokenizer,
+        wat: &'a WatVocab,
+        sandbox: &'a Sandbox,
+    ) -> Answerer<'a> {
+        Answerer {
+            text: tokenizer,
+            wat,
+            sandbox,
+            selection: &e.selection,
+            max_wat_tokens: e.wat.max_tokens,
+            max_new_tokens: e.eval.max_new_tokens,
+            read_arguments: e.wat.read_arguments,
+            arguments: e.model.arguments,
+        }
+    }
+
     pub fn answer<B: Backend>(
         &self,
         model: &WorldModel<B>,
@@ -350,7 +369,7 @@ pub fn render(answer: &Answer, selection: &SelectionConfig) -> String {
             .args
             .iter()
             .map(|a| match a {
-                Arg::Number(n) => crate::format_value(*n),
+                Arg::Number(n) => crate::sandbox::format_value(*n),
                 Arg::Text(t) => format!("{t:?}"),
             })
             .collect();
@@ -383,7 +402,7 @@ pub fn render(answer: &Answer, selection: &SelectionConfig) -> String {
     out += "\n";
     match (answer.selected, answer.value) {
         (Some(k), Some(v)) => {
-            out += &format!("selected: exit {k} → computed {}\n", crate::format_value(v))
+            out += &format!("selected: exit {k} → computed {}\n", crate::sandbox::format_value(v))
         }
         _ if answer.candidates.is_empty() => out += "selected: nothing (text stream only)\n",
         _ => out += "selected: nothing computed a value; answering without one\n",
@@ -395,7 +414,7 @@ pub fn render(answer: &Answer, selection: &SelectionConfig) -> String {
 /// `wmx infer`: answers with a run's model and shows where each answer came from;
 /// without a question, reads questions line by line from standard input.
 pub struct InferRun<'a> {
-    pub run: &'a crate::run::OpenedRun,
+    pub run: &'a crate::rundir::OpenedRun,
     pub question: Option<String>,
     pub json: bool,
 }
@@ -410,7 +429,7 @@ impl crate::backend::BackendTask for InferRun<'_> {
         let model = self.run.model::<B>(&device)?;
         let sandbox = Sandbox::new(&e.sandbox)?;
         let wat = WatVocab::new();
-        let answerer = crate::run::answerer(e, &self.run.tokenizer, &wat, &sandbox);
+        let answerer = crate::infer::Answerer::from_experiment(e, &self.run.tokenizer, &wat, &sandbox);
         let show = |question: &str| -> anyhow::Result<()> {
             let answer = answerer.answer(&model, question, &device)?;
             if self.json {
@@ -462,7 +481,7 @@ pub fn answer_matches(got: &str, expected: &str, decimals: Option<u32>) -> bool 
         return norm(got) == norm(expected);
     };
     let places = decimals.unwrap_or_else(|| {
-        let text = crate::format_value(e);
+        let text = crate::sandbox::format_value(e);
         text.split_once('.').map_or(0, |(_, f)| f.len() as u32)
     });
     let scale = 10f64.powi(places as i32);

@@ -53,19 +53,19 @@ impl<B: Backend> CrossAttention<B> {
         let [b, s, _] = x.dims();
         let t = context.dims()[1];
         let (h, hd) = (self.num_heads, self.head_dim);
-        let q = crate::backend::linear(&self.q_proj, x)
+        let q = crate::ops::linear(&self.q_proj, x)
             .reshape([b, s, h, hd])
             .swap_dims(1, 2);
-        let k = crate::backend::linear(&self.k_proj, context.clone())
+        let k = crate::ops::linear(&self.k_proj, context.clone())
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let v = crate::backend::linear(&self.v_proj, context)
+        let v = crate::ops::linear(&self.v_proj, context)
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let scores = crate::backend::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        let scores = crate::ops::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
         let mask = ignore.clone().reshape([b, 1, 1, t]).expand([b, h, s, t]);
-        let out = crate::backend::matmul(softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3), v);
-        crate::backend::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        let out = crate::ops::matmul(softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3), v);
+        crate::ops::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }
 

@@ -1,7 +1,10 @@
 //! The WorldModel's networks: the Qwen3 text stream, the WAT stream and the fusion
 //! blocks, generic over the burn backend. One file per architecture.
 
+pub mod experiment;
 pub mod fusion;
+pub mod generate;
+pub mod hf;
 pub mod parity;
 pub mod qwen3;
 pub mod wat_stream;

@@ -170,16 +170,16 @@ pub fn trace<R: Backend, B: Backend>(dir: &Path, reference: &R::Device, device: 
         let (qb, kb, vb) = (moved(&q, device), moved(&k, device), moved(&v, device));
         let heads = lr.self_attn.attend(q, k, v, Some(&mask_r));
         steps.push(step(name("attention"), &heads, lb.self_attn.attend(qb, kb, vb, Some(&mask_b))));
-        let o = crate::backend::linear(&lr.self_attn.o_proj, heads.clone());
-        steps.push(step(name("o_proj"), &o, crate::backend::linear(&lb.self_attn.o_proj, moved(&heads, device))));
+        let o = crate::ops::linear(&lr.self_attn.o_proj, heads.clone());
+        steps.push(step(name("o_proj"), &o, crate::ops::linear(&lb.self_attn.o_proj, moved(&heads, device))));
         let h = x.clone() + o.clone();
         steps.push(step(name("residual"), &h, moved::<R, B, 3>(&x, device) + moved(&o, device)));
         let normed = lr.post_attention_layernorm.forward(h.clone());
         steps.push(step(name("post_attention_layernorm"), &normed, lb.post_attention_layernorm.forward(moved(&h, device))));
         let gated = lr.mlp.gated(normed.clone());
         steps.push(step(name("mlp silu(gate)·up"), &gated, lb.mlp.gated(moved(&normed, device))));
-        let m = crate::backend::linear(&lr.mlp.down_proj, gated.clone());
-        steps.push(step(name("mlp down_proj"), &m, crate::backend::linear(&lb.mlp.down_proj, moved(&gated, device))));
+        let m = crate::ops::linear(&lr.mlp.down_proj, gated.clone());
+        steps.push(step(name("mlp down_proj"), &m, crate::ops::linear(&lb.mlp.down_proj, moved(&gated, device))));
         x = h + m;
     }
     let normed = rm.model.norm.forward(x.clone());

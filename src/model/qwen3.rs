@@ -10,7 +10,6 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::weights::{Export, Weights, export_tensor};
 
 /// Hugging Face `config.json` of a Qwen3 model (the fields wmx uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,19 +214,10 @@ impl<B: Backend> RmsNorm<B> {
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         // Training on CUDA: the same computation as one autodiff operation.
-        crate::backend::rms_norm::forward(x, self.weight.val(), self.eps)
+        crate::ops::rms_norm::forward(x, self.weight.val(), self.eps)
     }
 }
 
-/// `f` computed in f32 on a tensor of any float dtype, the result cast back:
-/// reductions such as norms and softmax keep f32 precision in bf16 models.
-pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>, f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>) -> Tensor<B, D> {
-    use burn::tensor::{DType, FloatDType};
-    match x.dtype() {
-        DType::F32 => f(x),
-        other => f(x.cast(FloatDType::F32)).cast(FloatDType::from(other)),
-    }
-}
 
 /// Rotate-half rotary embeddings (Hugging Face's layout, not burn's interleaved one).
 #[derive(Module, Debug)]
@@ -274,7 +264,7 @@ impl<B: Backend> Rotary<B> {
     /// - x: `[batch, seq, heads, head_dim]`, positions `start..start + seq`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
         // Training on CUDA: the same computation as one autodiff operation.
-        crate::backend::rotary::apply(x, self.cos.clone(), self.sin.clone(), self.rotate.clone(), start)
+        crate::ops::rotary::apply(x, self.cos.clone(), self.sin.clone(), self.rotate.clone(), start)
     }
 }
 
@@ -340,7 +330,7 @@ impl<B: Backend> Attention<B> {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        crate::backend::linear(&self.o_proj, self.attend(q, k, v, mask))
+        crate::ops::linear(&self.o_proj, self.attend(q, k, v, mask))
     }
 
     /// Normed, rotated queries and keys, and values, heads first.
@@ -353,13 +343,13 @@ impl<B: Backend> Attention<B> {
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
         let q = self
             .q_norm
-            .forward(heads(crate::backend::linear(&self.q_proj, x.clone()), nh));
+            .forward(heads(crate::ops::linear(&self.q_proj, x.clone()), nh));
         let k = self
             .k_norm
-            .forward(heads(crate::backend::linear(&self.k_proj, x.clone()), nkv));
+            .forward(heads(crate::ops::linear(&self.k_proj, x.clone()), nkv));
         let q = rotary.apply(q, start).swap_dims(1, 2);
         let k = rotary.apply(k, start).swap_dims(1, 2);
-        let v = heads(crate::backend::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
+        let v = heads(crate::ops::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
         (q, k, v)
     }
 
@@ -376,9 +366,9 @@ impl<B: Backend> Attention<B> {
         // `repeat_kv`): as g·s rows of one product per kv head they need no copies
         // of k and v, nor the sums over those copies in the backward pass.
         let q = q.reshape([b, nkv, g * s, hd]);
-        let scores = crate::backend::matmul(q, k.swap_dims(2, 3));
-        let p = crate::backend::softmax::apply(scores, (hd as f64).sqrt(), mask.map(|m| (m.mask(), m.past())));
-        let out = crate::backend::matmul(p, v);
+        let scores = crate::ops::matmul(q, k.swap_dims(2, 3));
+        let p = crate::ops::softmax::apply(scores, (hd as f64).sqrt(), mask.map(|m| (m.mask(), m.past())));
+        let out = crate::ops::matmul(p, v);
         out.reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 }
@@ -394,16 +384,16 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        crate::backend::linear(&self.down_proj, self.gated(x))
+        crate::ops::linear(&self.down_proj, self.gated(x))
     }
 
     /// `silu(gate_proj(x)) · up_proj(x)`, what `down_proj` takes.
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → `[batch, seq, intermediate]`
     pub fn gated(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        use crate::backend::linear;
+        use crate::ops::linear;
         // Training on CUDA: `silu(gate) · up` as one autodiff operation.
-        crate::backend::swiglu::apply(linear(&self.gate_proj, x.clone()), linear(&self.up_proj, x))
+        crate::ops::swiglu::apply(linear(&self.gate_proj, x.clone()), linear(&self.up_proj, x))
     }
 }
 
@@ -491,9 +481,9 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.model.norm.forward(hidden);
         match &self.lm_head {
-            Some(head) => crate::backend::linear(head, h),
+            Some(head) => crate::ops::linear(head, h),
             None => {
-                crate::backend::rows_product(h, self.model.embed_tokens.weight.val().transpose())
+                crate::ops::rows_product(h, self.model.embed_tokens.weight.val().transpose())
             }
         }
     }
@@ -551,165 +541,35 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         }
         out
     }
-
-    /// Loads a Hugging Face Qwen3 directory: `config.json` and its safetensors.
-    pub fn from_hf_dir(
-        dir: &Path,
-        device: &B::Device,
-    ) -> Result<(Qwen3ForCausalLM<B>, Qwen3Config), ModelError> {
-        let config = Qwen3Config::from_dir(dir)?;
-        let mut w = Weights::open(dir)?;
-        let (h, hd) = (config.hidden_size, config.head_dim());
-        let (nh, nkv, inter) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.intermediate_size,
-        );
-        // Hugging Face stores linear weights as [out, in]; burn multiplies by [in, out].
-        let linear =
-            |w: &mut Weights, name: &str, o: usize, i: usize| -> Result<Linear<B>, ModelError> {
-                let t: Tensor<B, 2> = w.take(&format!("{name}.weight"), [o, i], device)?;
-                Ok(Linear {
-                    weight: Param::from_tensor(t.transpose()),
-                    bias: None,
-                })
-            };
-        let norm = |w: &mut Weights, name: &str, d: usize| -> Result<RmsNorm<B>, ModelError> {
-            Ok(RmsNorm {
-                weight: Param::from_tensor(w.take(&format!("{name}.weight"), [d], device)?),
-                eps: config.rms_norm_eps,
-            })
-        };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(DecoderLayer {
-                input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h)?,
-                self_attn: Attention {
-                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), nh * hd, h)?,
-                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), nkv * hd, h)?,
-                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), nkv * hd, h)?,
-                    o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, nh * hd)?,
-                    q_norm: norm(&mut w, &format!("{p}.self_attn.q_norm"), hd)?,
-                    k_norm: norm(&mut w, &format!("{p}.self_attn.k_norm"), hd)?,
-                    num_heads: nh,
-                    num_kv_heads: nkv,
-                    head_dim: hd,
-                },
-                post_attention_layernorm: norm(
-                    &mut w,
-                    &format!("{p}.post_attention_layernorm"),
-                    h,
-                )?,
-                mlp: Mlp {
-                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), inter, h)?,
-                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), inter, h)?,
-                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, inter)?,
-                },
-            });
-        }
-        let embed = w.take("model.embed_tokens.weight", [config.vocab_size, h], device)?;
-        let final_norm = norm(&mut w, "model.norm", h)?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(linear(&mut w, "lm_head", config.vocab_size, h)?)
-        };
-        // Tied checkpoints sometimes carry a copy of the head; old ones a RoPE buffer.
-        let tied = config.tie_word_embeddings;
-        let unused = w.untaken(|name| {
-            name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
-        });
-        if !unused.is_empty() {
-            return Err(ModelError::Unexpected {
-                dir: dir.to_path_buf(),
-                names: unused,
-            });
-        }
-        let model = Qwen3ForCausalLM {
-            model: Qwen3Model {
-                embed_tokens: Embedding {
-                    weight: Param::from_tensor(embed),
-                },
-                layers,
-                norm: final_norm,
-            },
-            lm_head,
-            rotary: Rotary::new(hd, config.max_position_embeddings, config.theta(), device),
-        };
-        Ok((model, config))
-    }
-
-    /// The weights under Hugging Face names and layouts, for export.
-    pub fn hf_tensors(&self) -> Result<Export, ModelError> {
-        let mut out = Export::new();
-        let put_linear =
-            |out: &mut Export, name: String, l: &Linear<B>| -> Result<(), ModelError> {
-                out.insert(
-                    format!("{name}.weight"),
-                    export_tensor(l.weight.val().transpose())?,
-                );
-                Ok(())
-            };
-        out.insert(
-            "model.embed_tokens.weight".into(),
-            export_tensor(self.model.embed_tokens.weight.val())?,
-        );
-        out.insert(
-            "model.norm.weight".into(),
-            export_tensor(self.model.norm.weight.val())?,
-        );
-        if let Some(head) = &self.lm_head {
-            put_linear(&mut out, "lm_head".into(), head)?;
-        }
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let a = &layer.self_attn;
-            for (name, l) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                put_linear(&mut out, format!("{p}.self_attn.{name}"), l)?;
-            }
-            for (name, l) in [
-                ("gate_proj", &layer.mlp.gate_proj),
-                ("up_proj", &layer.mlp.up_proj),
-                ("down_proj", &layer.mlp.down_proj),
-            ] {
-                put_linear(&mut out, format!("{p}.mlp.{name}"), l)?;
-            }
-            for (name, n) in [
-                ("input_layernorm", &layer.input_layernorm),
-                ("post_attention_layernorm", &layer.post_attention_layernorm),
-                ("self_attn.q_norm", &a.q_norm),
-                ("self_attn.k_norm", &a.k_norm),
-            ] {
-                out.insert(format!("{p}.{name}.weight"), export_tensor(n.weight.val())?);
-            }
-        }
-        Ok(out)
-    }
 }
 
-/// Writes `model` as a Hugging Face directory transformers loads: `config.json`,
-/// `model.safetensors` (f32) and, when given, a copy of `tokenizer.json`.
-pub fn export_hf<B: Backend>(
-    model: &Qwen3ForCausalLM<B>,
-    config: &Qwen3Config,
-    tokenizer: Option<&Path>,
-    dir: &Path,
-) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config_json = serde_json::to_string_pretty(&config.to_hf_json())
-        .map_err(|e| ModelError::Tensor(e.to_string()))?;
-    crate::write_atomic(&dir.join("config.json"), config_json.as_bytes())
-        .map_err(|e| ModelError::io(dir, e))?;
-    super::weights::write_safetensors(&dir.join("model.safetensors"), &model.hf_tensors()?, false)?;
-    if let Some(tokenizer) = tokenizer {
-        std::fs::copy(tokenizer, dir.join("tokenizer.json"))
-            .map_err(|e| ModelError::io(tokenizer, e))?;
+#[cfg(test)]
+mod rotary_tests {
+    use super::Rotary;
+    use crate::backend::{Cpu, CpuTrain};
+    use crate::ops::rotary::{composed, tracked};
+    use burn::tensor::{Distribution, Tensor, Tolerance};
+
+    /// The operation, wired into burn's autodiff on the CPU, gives the output and
+    /// gradient of burn's autodiff of [`composed`] with the model's tables, away from position 0.
+    #[test]
+    fn the_tracked_rotation_is_burns_autodiff_of_the_composed_one() {
+        let device = Default::default();
+        let rotary = Rotary::<CpuTrain>::new(8, 16, 10_000.0, &device);
+        let x = Tensor::<Cpu, 4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<CpuTrain, 4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let tx = Tensor::<CpuTrain, 4>::from_data(x.to_data(), &device).require_grad();
+            let y = match fused {
+                true => tracked::<Cpu>(tx.clone(), rotary.cos.clone().inner(), rotary.sin.clone().inner(), 7),
+                false => composed(tx.clone(), rotary.cos.clone(), rotary.sin.clone(), rotary.rotate.clone(), 7),
+            };
+            let grads = ((y.clone() * upstream.clone()).sum() + (y.clone() * y.clone()).mean()).backward();
+            (y.inner(), tx.grad(&grads).unwrap())
+        };
+        let (want_y, want_x) = run(false);
+        let (got_y, got_x) = run(true);
+        got_y.into_data().assert_approx_eq::<f32>(&want_y.into_data(), Tolerance::absolute(1e-6));
+        got_x.into_data().assert_approx_eq::<f32>(&want_x.into_data(), Tolerance::absolute(1e-6));
     }
-    Ok(())
 }

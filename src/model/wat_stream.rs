@@ -171,6 +171,6 @@ impl<B: Backend> Segment<B> {
     /// # Shapes
     /// - w: `[batch, wat_len, d_wat]` → `[batch, wat_len, wat_vocab]`
     pub fn exit(&self, w: Tensor<B, 3>) -> Tensor<B, 3> {
-        crate::backend::linear(&self.exit_head, self.exit_norm.forward(w))
+        crate::ops::linear(&self.exit_head, self.exit_norm.forward(w))
     }
 }

@@ -180,7 +180,7 @@ pub fn write_safetensors(path: &Path, tensors: &Export, bf16: bool) -> Result<()
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let bytes =
         safetensors::serialize(views, metadata).map_err(|e| ModelError::Tensor(e.to_string()))?;
-    crate::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
+    crate::fs::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub struct Output<B: Backend> {
 
 /// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
 /// On CUDA each token's loss is one autodiff operation
-/// ([`crate::backend::cross_entropy`]); every other backend runs the same tensor
+/// ([`crate::ops::cross_entropy`]); every other backend runs the same tensor
 /// operations as always.
 pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 3>,
@@ -67,8 +67,8 @@ pub fn masked_cross_entropy<B: Backend>(
 ) -> Tensor<B, 1> {
     let total = mask.clone().sum().clamp_min(1.0);
     #[cfg(feature = "cuda")]
-    if crate::backend::cross_entropy::handles::<B>() {
-        return (crate::backend::cross_entropy::token_nll(logits, targets) * mask).sum() / total;
+    if crate::ops::cross_entropy::handles::<B>() {
+        return (crate::ops::cross_entropy::token_nll(logits, targets) * mask).sum() / total;
     }
     let picked = log_softmax(logits, 2)
         .gather(2, targets.unsqueeze_dim::<3>(2))

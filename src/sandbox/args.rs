@@ -30,7 +30,7 @@ impl Arg {
 impl std::fmt::Display for Arg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Arg::Number(n) => write!(f, "{}", crate::format_value(*n)),
+            Arg::Number(n) => write!(f, "{}", crate::sandbox::format_value(*n)),
             Arg::Text(s) => write!(f, "{s:?}"),
         }
     }

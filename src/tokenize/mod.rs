@@ -123,7 +123,7 @@ impl TextTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| TokenizeError::Codec(e.to_string()))?;
-        crate::write_atomic(path, json.as_bytes())
+        crate::fs::write_atomic(path, json.as_bytes())
             .map_err(|e| TokenizeError::Codec(format!("{}: {e}", path.display())))
     }
 }

@@ -18,7 +18,7 @@ use crate::model::world::WorldModel;
 
 /// One stage's encoded data.
 #[derive(Debug, Clone)]
-pub struct StageData {
+pub struct EncodedStage {
     pub name: String,
     pub epochs: usize,
     pub replay: f64,
@@ -89,7 +89,7 @@ pub trait Hooks<B: AutodiffBackend, O> {
 pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
     mut model: WorldModel<B>,
     optim: &mut O,
-    stages: &[StageData],
+    stages: &[EncodedStage],
     config: &TrainConfig,
     seed: u64,
     pad: u32,
@@ -284,7 +284,7 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
 /// The row example `(s, i)` trains on this epoch: itself, or — for a
 /// `copy_practice` share of rows, drawn from the seed — one of its copy variants.
 fn training_row<'a>(
-    stages: &'a [StageData],
+    stages: &'a [EncodedStage],
     (s, i): (usize, usize),
     cursor: &Cursor,
     seed: u64,
@@ -304,12 +304,12 @@ fn training_row<'a>(
 }
 
 /// A stage's epochs after `epoch_scale` (at least one).
-pub fn stage_epochs(stage: &StageData, config: &TrainConfig) -> usize {
+pub fn stage_epochs(stage: &EncodedStage, config: &TrainConfig) -> usize {
     ((stage.epochs as f64 * config.epoch_scale).round() as usize).max(1)
 }
 
 /// Optimizer steps of the whole curriculum, for the schedule.
-pub fn total_steps(stages: &[StageData], config: &TrainConfig) -> usize {
+pub fn total_steps(stages: &[EncodedStage], config: &TrainConfig) -> usize {
     let per_step = config.batch_size * config.grad_accum;
     (0..stages.len())
         .map(|s| stage_epochs(&stages[s], config) * epoch_len(stages, s).div_ceil(per_step))
@@ -317,7 +317,7 @@ pub fn total_steps(stages: &[StageData], config: &TrainConfig) -> usize {
         .max(1)
 }
 
-fn replay_count(stages: &[StageData], stage: usize) -> usize {
+fn replay_count(stages: &[EncodedStage], stage: usize) -> usize {
     let replay = stages[stage].replay;
     let earlier: usize = stages[..stage].iter().map(|s| s.train.len()).sum();
     if earlier == 0 || replay <= 0.0 {
@@ -326,7 +326,7 @@ fn replay_count(stages: &[StageData], stage: usize) -> usize {
     ((stages[stage].train.len() as f64 * replay / (1.0 - replay)).round() as usize).min(earlier)
 }
 
-fn epoch_len(stages: &[StageData], stage: usize) -> usize {
+fn epoch_len(stages: &[EncodedStage], stage: usize) -> usize {
     stages[stage].train.len() + replay_count(stages, stage)
 }
 
@@ -334,7 +334,7 @@ fn epoch_len(stages: &[StageData], stage: usize) -> usize {
 /// own examples plus a replay share drawn evenly from earlier stages, shuffled from the
 /// seed, then grouped so each batch holds examples of similar program length.
 pub fn epoch_plan(
-    stages: &[StageData],
+    stages: &[EncodedStage],
     stage: usize,
     epoch: usize,
     seed: u64,
@@ -361,7 +361,7 @@ pub fn epoch_plan(
 /// out by a large one; a stage with fewer examples than its share gives the rest
 /// to the others. Each stage's examples are drawn without repeats.
 fn replay_draw(
-    stages: &[StageData],
+    stages: &[EncodedStage],
     stage: usize,
     n: usize,
     rng: &mut Rng,

@@ -1,0 +1,163 @@
+//! `wmx bench kernels`: wmx's fused operations against burn's autodiff.
+
+
+use burn::tensor::{Tensor, backend::Backend};
+
+
+
+/// One fused operation checked by `wmx bench kernels`: its output and gradients
+/// against burn's autodiff of the same computation written with burn's
+/// operations, on the same backend, from the same inputs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelCheck {
+    pub op: &'static str,
+    pub shape: Vec<usize>,
+    /// Scaled distances (max |Δ| / max |want|) of the output and of each input's gradient.
+    pub output: f32,
+    pub grads: Vec<(&'static str, f32)>,
+    /// The largest scaled distance that passes in this dtype.
+    pub bound: f32,
+    pub pass: bool,
+}
+
+/// `wmx bench kernels`: wmx's fused training operations (on CUDA, its own
+/// kernels) against burn's autodiff of the operations they replace, in `dtype`.
+/// f32 passes within 1e-5 of each tensor's scale; bf16 within 2e-2, since the
+/// fused gradients round once where burn's round after every operation.
+pub struct KernelsBench {
+    pub dtype: crate::config::DType,
+}
+
+impl crate::backend::BackendTask for KernelsBench {
+    type Output = anyhow::Result<Vec<KernelCheck>>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        use burn::backend::Autodiff;
+        use burn::tensor::Distribution;
+        crate::backend::set_float_dtype::<B>(&device, self.dtype).map_err(anyhow::Error::msg)?;
+        let bound = match self.dtype {
+            crate::config::DType::F32 => 1e-5,
+            _ => 2e-2,
+        };
+        let values = |t: Tensor<B, 4>| -> anyhow::Result<Vec<f32>> {
+            t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        let mut checks = Vec::new();
+        // Scaled distances of the fused results from the composed ones, and the check.
+        let mut check = |op, shape: [usize; 4], got: Vec<Tensor<B, 4>>, want: Vec<Tensor<B, 4>>, names: &[&'static str]| -> anyhow::Result<()> {
+            let mut distances = Vec::new();
+            for (g, w) in got.into_iter().zip(want) {
+                distances.push(crate::model::parity::distance(&values(g)?, &values(w)?).max_scaled);
+            }
+            let output = distances[0];
+            let grads: Vec<_> = names.iter().copied().zip(distances[1..].iter().copied()).collect();
+            let pass = distances.iter().all(|d| *d <= bound);
+            checks.push(KernelCheck { op, shape: shape.to_vec(), output, grads, bound, pass });
+            Ok(())
+        };
+        let upstream = |shape: [usize; 4]| Tensor::<Autodiff<B>, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let input = |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Normal(0.3, 2.0), &device);
+        // A hidden-state norm and a per-head (q/k) norm of the 0.6B model's widths.
+        for shape in [[2, 64, 1, 1024], [2, 64, 16, 128]] {
+            let d = shape[3];
+            let x = input(shape);
+            let weight = Tensor::<B, 1>::random([d], Distribution::Normal(1.0, 0.5), &device);
+            let dy = upstream(shape);
+            let run = |fused: bool| {
+                let tx = Tensor::<Autodiff<B>, 4>::from_inner(x.clone()).require_grad();
+                let tw = Tensor::<Autodiff<B>, 1>::from_inner(weight.clone()).require_grad();
+                let y = match fused {
+                    true => crate::ops::rms_norm::tracked::<B, 4>(tx.clone(), tw.clone(), 1e-6),
+                    false => crate::ops::rms_norm::norm(tx.clone(), tw.clone(), 1e-6).0,
+                };
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                let dw = tw.grad(&grads).expect("the weight's gradient").reshape([1, 1, 1, d]);
+                vec![y.inner(), tx.grad(&grads).expect("the input's gradient"), dw]
+            };
+            check("rms_norm", shape, run(true), run(false), &["x", "weight"])?;
+        }
+        // Queries of the 0.6B model at positions 100..164.
+        let shape = [2, 64, 16, 128];
+        let rotary = crate::model::qwen3::Rotary::<Autodiff<B>>::new(128, 512, 1_000_000.0, &device);
+        let (x, dy) = (input(shape), upstream(shape));
+        let run = |fused: bool| {
+            let tx = Tensor::<Autodiff<B>, 4>::from_inner(x.clone()).require_grad();
+            let (cos, sin) = (rotary.cos.clone(), rotary.sin.clone());
+            let y = match fused {
+                true => crate::ops::rotary::tracked::<B>(tx.clone(), cos.inner(), sin.inner(), 100),
+                false => crate::ops::rotary::composed(tx.clone(), cos, sin, rotary.rotate.clone(), 100),
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            vec![y.inner(), tx.grad(&grads).expect("the input's gradient")]
+        };
+        check("rotary", shape, run(true), run(false), &["x"])?;
+        // Attention scores of the 0.6B model's grouped heads: 8 kv heads of 2 query
+        // groups of 128 positions each, under the causal mask and without one.
+        let (queries, shape) = (128, [2, 8, 2 * 128, 128]);
+        let mask = crate::model::qwen3::causal_mask::<Autodiff<B>>(queries, 0, &device);
+        let scores = input(shape);
+        let dy = upstream(shape);
+        for (op, masked) in [("softmax causal", true), ("softmax", false)] {
+            let run = |fused: bool| {
+                let ts = Tensor::<Autodiff<B>, 4>::from_inner(scores.clone()).require_grad();
+                let p = match fused {
+                    true => crate::ops::softmax::tracked::<B>(ts.clone(), 128f64.sqrt(), masked.then_some((queries, 0))),
+                    false => crate::ops::softmax::composed(ts.clone(), 128f64.sqrt(), masked.then_some(mask.mask())),
+                };
+                let grads = (p.clone() * dy.clone()).sum().backward();
+                vec![p.inner(), ts.grad(&grads).expect("the scores' gradient")]
+            };
+            check(op, shape, run(true), run(false), &["scores"])?;
+        }
+        // The MLP's gate at the 0.6B model's width.
+        let shape = [2, 64, 1, 3072];
+        let (gate, up, dy) = (input(shape), input(shape), upstream(shape));
+        let run = |fused: bool| {
+            let tg = Tensor::<Autodiff<B>, 4>::from_inner(gate.clone()).require_grad();
+            let tu = Tensor::<Autodiff<B>, 4>::from_inner(up.clone()).require_grad();
+            let y = match fused {
+                true => crate::ops::swiglu::tracked::<B, 4>(tg.clone(), tu.clone()),
+                false => crate::ops::swiglu::composed(tg.clone(), tu.clone()),
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            vec![y.inner(), tg.grad(&grads).expect("the gate's gradient"), tu.grad(&grads).expect("up's gradient")]
+        };
+        check("swiglu", shape, run(true), run(false), &["gate", "up"])?;
+        // A projection of the 0.6B model (up_proj): rows of x times a weight.
+        let shape = [2, 64, 1, 1024];
+        let x = input(shape);
+        let weight = Tensor::<B, 2>::random([1024, 3072], Distribution::Normal(0.0, 0.05), &device);
+        let dy = upstream([2, 64, 1, 3072]);
+        let run = |fused: bool| {
+            let tx = Tensor::<Autodiff<B>, 4>::from_inner(x.clone()).require_grad();
+            let tw = Tensor::<Autodiff<B>, 2>::from_inner(weight.clone()).require_grad();
+            let y = match fused {
+                true => crate::ops::rows_product(tx.clone(), tw.clone()),
+                false => crate::ops::rows_composed(tx.clone(), tw.clone()),
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            let dw = tw.grad(&grads).expect("the weight's gradient").reshape([1, 1, 1024, 3072]);
+            vec![y.inner(), tx.grad(&grads).expect("the input's gradient"), dw]
+        };
+        check("linear", shape, run(true), run(false), &["x", "weight"])?;
+        Ok(checks)
+    }
+}
+
+impl KernelCheck {
+    /// The check as `wmx bench kernels` prints it.
+    pub fn line(&self, backend: &str, dtype: crate::config::DType) -> String {
+        let grads: Vec<String> = self.grads.iter().map(|(n, d)| format!("d{n} {d:.2e}")).collect();
+        format!(
+            "{:<10} {:<18} {} {:?}: output {:.2e}, {} (bound {:.0e}) {}",
+            self.op,
+            format!("{:?}", self.shape),
+            backend,
+            dtype,
+            self.output,
+            grads.join(", "),
+            self.bound,
+            if self.pass { "pass" } else { "FAIL" }
+        )
+    }
+}

@@ -1,0 +1,205 @@
+//! The checks an experiment passes before anything runs, beyond what its types
+//! say: each names the key and the file that set it.
+
+use figment::Figment;
+
+use super::{ConfigError, Experiment, Init, Loaded, describe_source};
+
+/// Range checks serde cannot express, naming the key and the file that set it.
+pub(super) fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| {
+        let source = figment
+            .find_metadata(key)
+            .map(describe_source)
+            .unwrap_or_else(|| loaded.path.display().to_string());
+        Err(ConfigError::key(key, source, message))
+    };
+    let e = &loaded.experiment;
+    sizes(e, &fail)?;
+    shapes(e, &fail)?;
+    numbers(e, &fail)?;
+    choices(e, &fail)
+}
+
+/// Reports the first problem: `fail(key, message)`.
+type Fail<'a> = dyn Fn(&str, String) -> Result<(), ConfigError> + 'a;
+
+/// Counts and sizes are at least 1.
+fn sizes(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    let m = &e.model;
+    for (key, value) in [
+        ("model.vocab_size", m.vocab_size),
+        ("model.hidden_size", m.hidden_size),
+        ("model.intermediate_size", m.intermediate_size),
+        ("model.num_hidden_layers", m.num_hidden_layers),
+        ("model.num_attention_heads", m.num_attention_heads),
+        ("model.num_key_value_heads", m.num_key_value_heads),
+        ("model.head_dim", m.head_dim),
+        ("model.max_position_embeddings", m.max_position_embeddings),
+        ("wat.hidden_size", e.wat.hidden_size),
+        ("wat.layers_per_segment", e.wat.layers_per_segment),
+        ("wat.num_attention_heads", e.wat.num_attention_heads),
+        ("wat.intermediate_size", e.wat.intermediate_size),
+        ("wat.max_tokens", e.wat.max_tokens),
+        ("fusion.num_attention_heads", e.fusion.num_attention_heads),
+        ("train.batch_size", e.train.batch_size),
+        ("train.grad_accum", e.train.grad_accum),
+        ("train.shards", e.train.shards),
+        ("train.max_seq_len", e.train.max_seq_len),
+        ("train.checkpoint.keep_last", e.train.checkpoint.keep_last),
+        ("eval.max_new_tokens", e.eval.max_new_tokens),
+    ] {
+        if value == 0 {
+            return fail(key, "must be at least 1".into());
+        }
+    }
+    Ok(())
+}
+
+/// Heads divide their widths; fusion layers exist, in order; a pretrained model names its checkpoint.
+fn shapes(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    let m = &e.model;
+    if !m.num_attention_heads.is_multiple_of(m.num_key_value_heads) {
+        return fail(
+            "model.num_key_value_heads",
+            format!(
+                "{} must divide num_attention_heads ({})",
+                m.num_key_value_heads, m.num_attention_heads
+            ),
+        );
+    }
+    if !e.wat.hidden_size.is_multiple_of(e.wat.num_attention_heads) {
+        return fail(
+            "wat.num_attention_heads",
+            format!(
+                "{} must divide wat.hidden_size ({})",
+                e.wat.num_attention_heads, e.wat.hidden_size
+            ),
+        );
+    }
+    if e.fusion.layers.is_empty() {
+        return fail("fusion.layers", "declare at least one fusion layer".into());
+    }
+    for (i, &layer) in e.fusion.layers.iter().enumerate() {
+        if layer >= m.num_hidden_layers {
+            return fail(
+                "fusion.layers",
+                format!(
+                    "fusion layer {layer} (entry {i}) is out of range: the text stream has {} layers (0..={})",
+                    m.num_hidden_layers,
+                    m.num_hidden_layers - 1
+                ),
+            );
+        }
+        if i > 0 && layer <= e.fusion.layers[i - 1] {
+            return fail(
+                "fusion.layers",
+                format!(
+                    "layers must be strictly increasing; {layer} follows {}",
+                    e.fusion.layers[i - 1]
+                ),
+            );
+        }
+    }
+    if m.init == Init::Pretrained && m.checkpoint.is_none() {
+        return fail(
+            "model.checkpoint",
+            "init = \"pretrained\" needs a Hugging Face directory (or init = \"random\" for its shapes with random weights)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Rates, scales and weights are finite, positive or non-negative as they must be.
+fn numbers(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    let m = &e.model;
+    let positive = [
+        ("model.rope_theta", m.rope_theta),
+        ("model.rms_norm_eps", m.rms_norm_eps),
+        ("train.learning_rate", e.train.learning_rate),
+        ("train.epoch_scale", e.train.epoch_scale),
+        ("selection.temperature", e.selection.temperature),
+        (
+            "train.checkpoint.every_epoch_fraction",
+            e.train.checkpoint.every_epoch_fraction,
+        ),
+        (
+            "train.checkpoint.every_minutes",
+            e.train.checkpoint.every_minutes,
+        ),
+    ];
+    for (key, value) in positive {
+        if !(value > 0.0 && value.is_finite()) {
+            return fail(key, format!("must be a positive number, not {value}"));
+        }
+    }
+    let non_negative = [
+        ("train.weight_decay", e.train.weight_decay),
+        ("train.grad_clip", e.train.grad_clip),
+        ("train.wat_loss_weight", e.train.wat_loss_weight),
+        ("selection.op_match", e.selection.op_match),
+        ("selection.layer_position", e.selection.layer_position),
+        ("selection.reasonableness", e.selection.reasonableness),
+        ("selection.confidence", e.selection.confidence),
+        ("fusion.gate_init", e.fusion.gate_init.abs()),
+    ];
+    for (key, value) in non_negative {
+        if !(value >= 0.0 && value.is_finite()) {
+            return fail(key, format!("must be zero or positive, not {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// Shares lie in their ranges, names name something, the sandbox's policy holds.
+fn choices(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    for (i, intent) in e.selection.intents.iter().enumerate() {
+        if intent.op.trim().is_empty() || intent.words.iter().all(|w| w.trim().is_empty()) {
+            return fail(
+                &format!("selection.intents[{i}]"),
+                "needs an `op` and at least one non-empty word".into(),
+            );
+        }
+    }
+    for (key, share) in [
+        ("train.word_dropout", e.train.word_dropout),
+        ("train.carrier_dropout", e.train.carrier_dropout),
+    ] {
+        if !(0.0..1.0).contains(&share) {
+            return fail(key, "must be in [0, 1)".into());
+        }
+    }
+    if !(0.0..=1.0).contains(&e.train.copy_practice) {
+        return fail("train.copy_practice", "must be between 0 and 1".into());
+    }
+    if !(0.0..=1.0).contains(&e.train.min_lr_ratio) {
+        return fail("train.min_lr_ratio", "must be between 0 and 1".into());
+    }
+    if !["test", "validation"].contains(&e.eval.split.as_str()) {
+        return fail(
+            "eval.split",
+            format!(
+                "`{}` is not a split; use \"test\" or \"validation\"",
+                e.eval.split
+            ),
+        );
+    }
+    if let Err((key, message)) = e.sandbox.check() {
+        return fail(&format!("sandbox.{key}"), message);
+    }
+    if let Some(files) = &e.sandbox.system.files
+        && !files.is_dir()
+    {
+        return fail(
+            "sandbox.system.files",
+            format!("{} is not a directory", files.display()),
+        );
+    }
+    for key in e.sweep.keys() {
+        if key.starts_with("sweep") || key == "extends" {
+            return fail(&format!("sweep.{key}"), "cannot sweep this key".into());
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,427 @@
+//! The experiment file's schema: plain serde structs, unknown keys rejected,
+//! every default explicit. Field names follow Hugging Face's `config.json` where
+//! they mean the same.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::Policy;
+
+/// Which burn backend trains and serves the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Cpu,
+    Cuda,
+    Rocm,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Rocm => "rocm",
+        }
+    }
+}
+
+/// An experiment as written (after layering).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the run directory `runs/<name>/`; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Another experiment file this one builds on (relative to this file).
+    #[serde(default, skip_serializing)]
+    pub extends: Option<String>,
+    /// Seed for initialisation, shuffling and sampling.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu`, `cuda` or `rocm`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Curriculum file, relative to the experiment file that names it.
+    #[serde(default = "default_curriculum")]
+    pub curriculum: PathBuf,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub wat: WatConfig,
+    #[serde(default)]
+    pub fusion: FusionConfig,
+    #[serde(default)]
+    pub selection: SelectionConfig,
+    #[serde(default)]
+    pub sandbox: Policy,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Dotted key → list of values; the cartesian product makes the sweep's members.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<toml::Value>>,
+}
+
+fn default_curriculum() -> PathBuf {
+    PathBuf::from("../curricula/standard.toml")
+}
+
+/// How the text stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// A small Qwen3-shaped model with a BPE tokenizer trained on the curriculum.
+    #[default]
+    Scratch,
+    /// Weights and tokenizer from a Hugging Face Qwen3 directory (`model.checkpoint`).
+    Pretrained,
+    /// Random weights in the shapes of `model.checkpoint`'s config.json when one is
+    /// given, else of this table (with a BPE trained on the curriculum): for
+    /// benchmarking a large shape without its weights.
+    Random,
+}
+
+/// How the text stream reads a question's bound arguments (its numbers, and quoted
+/// strings inside their quotes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgumentView {
+    /// As their own tokens: the prompt is the question as written.
+    #[default]
+    Tokens,
+    /// Each argument as one `<|arg|>` token: no state of either stream depends on an
+    /// argument's value, so program choice and answer wording rest on the question's
+    /// wording alone. Values still reach the program by binding, and the answer by the
+    /// computed span. Needs a tokenizer with `<|arg|>` (scratch tokenizers have it).
+    Placeholder,
+}
+
+/// Numeric type of weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+/// The text stream: a Qwen3 decoder. Field names follow Hugging Face's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub init: Init,
+    /// Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`);
+    /// relative to the experiment file. Needed for `pretrained`; optional for `random`.
+    pub checkpoint: Option<PathBuf>,
+    pub dtype: DType,
+    /// How the text stream reads the question's bound arguments.
+    pub arguments: ArgumentView,
+    /// BPE vocabulary size for `scratch` (a checkpoint brings its own).
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+}
+
+impl ModelConfig {
+    /// The checkpoint's `tokenizer.json`, when the text stream comes from one (a
+    /// `random` init without a checkpoint trains a BPE like `scratch`).
+    pub fn checkpoint_tokenizer(&self) -> Option<PathBuf> {
+        match (self.init, &self.checkpoint) {
+            (Init::Scratch, _) | (_, None) => None,
+            (_, Some(dir)) => Some(dir.join("tokenizer.json")),
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            init: Init::Scratch,
+            checkpoint: None,
+            dtype: DType::F32,
+            arguments: ArgumentView::Tokens,
+            vocab_size: 1024,
+            hidden_size: 128,
+            intermediate_size: 384,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 32,
+            max_position_embeddings: 512,
+            rope_theta: 1_000_000.0,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+        }
+    }
+}
+
+/// The WAT stream: a small causal decoder, one segment per fusion layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatConfig {
+    pub hidden_size: usize,
+    /// Decoder layers in each segment.
+    pub layers_per_segment: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    /// Longest program, in WAT tokens.
+    pub max_tokens: usize,
+    /// Whether the WAT stream reads the tokens of the question's bound arguments
+    /// (numbers, quoted strings). Off: it reads the wording around them only — the
+    /// arguments reach the program through binding. (The text states it reads still
+    /// mix the arguments in through self-attention unless `model.arguments` is
+    /// `placeholder`.)
+    pub read_arguments: bool,
+}
+
+impl Default for WatConfig {
+    fn default() -> Self {
+        WatConfig {
+            hidden_size: 128,
+            layers_per_segment: 1,
+            num_attention_heads: 4,
+            intermediate_size: 384,
+            max_tokens: 512,
+            read_arguments: false,
+        }
+    }
+}
+
+/// Flamingo-style gated cross-attention between the streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FusionConfig {
+    /// Text layers ℓk (0-based) before which segment k is fused; strictly increasing.
+    pub layers: Vec<usize>,
+    /// Initial value of the tanh gates (0 leaves a pretrained text stream unchanged).
+    pub gate_init: f64,
+    /// Attention heads of each cross-attention block.
+    pub num_attention_heads: usize,
+}
+
+impl Default for FusionConfig {
+    fn default() -> Self {
+        FusionConfig {
+            layers: vec![1, 2, 3],
+            gate_init: 0.0,
+            num_attention_heads: 4,
+        }
+    }
+}
+
+/// Weights of the candidate-selection score terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionConfig {
+    pub op_match: f64,
+    pub layer_position: f64,
+    pub reasonableness: f64,
+    pub confidence: f64,
+    /// Softmax temperature over the weighted scores.
+    pub temperature: f64,
+    /// How a question's wording names the operation it needs, for `op_match`: the
+    /// first entry with a word the (lowercased) question contains wins.
+    pub intents: Vec<Intent>,
+}
+
+/// One row of the intent table: an operation and the words that ask for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// An operation as `wmx` names a program's operations: add, sub, mul, div, min,
+    /// max, compare, loop, text, system, ….
+    pub op: String,
+    pub words: Vec<String>,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        SelectionConfig {
+            op_match: 2.0,
+            layer_position: 1.0,
+            reasonableness: 0.5,
+            confidence: 1.0,
+            temperature: 1.0,
+            intents: default_intents(),
+        }
+    }
+}
+
+/// The built-in intent table, most specific first.
+pub fn default_intents() -> Vec<Intent> {
+    let table: [(&str, &[&str]); 10] = [
+        ("system", &["file", "year", "bytes"]),
+        ("text", &["character", "vowel", "word", "letter", "length of \""]),
+        (
+            "loop",
+            &[
+                "factorial", "!", "fibonacci", "fib(", "prime", "power", "^", "gcd", "divisor",
+                "integers from", "number from", "numbers from", "through", "one to",
+            ],
+        ),
+        ("min", &["smallest", "minimum", "least", "lowest"]),
+        ("max", &["largest", "maximum", "greatest among", "highest"]),
+        ("compare", &["greater", "larger", "exceed", "bigger"]),
+        ("div", &["÷", "/", "divide", "quotient", "shared equally", "split", "go into", "cut into"]),
+        (
+            "mul",
+            &[
+                "×", "*", "multipl", "times", "product", "groups of", "each", "rows of", "%",
+                "percent",
+            ],
+        ),
+        (
+            "sub",
+            &[
+                "-", "minus", "subtract", "difference", "less", "left", "remain", "take", "away",
+                "sold", "get off",
+            ],
+        ),
+        ("add", &["+", "plus", "add", "sum", "total", "more"]),
+    ];
+    table
+        .iter()
+        .map(|(op, words)| Intent {
+            op: op.to_string(),
+            words: words.iter().map(|w| w.to_string()).collect(),
+        })
+        .collect()
+}
+
+/// Which parameters are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trainable {
+    #[default]
+    All,
+    /// The text decoder is frozen (a tied LM head with it); an untied LM head still trains.
+    FrozenText,
+    /// Only the fusion blocks and the WAT stream train.
+    FusionAndWat,
+}
+
+/// Optimisation and checkpointing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Each micro-batch is split into this many shards, run side by side on as many
+    /// threads, their gradients summed in shard order: the trajectory depends on
+    /// `shards`, never on the machine. Use about one per core.
+    pub shards: usize,
+    pub learning_rate: f64,
+    /// Final learning rate of the cosine schedule, as a share of `learning_rate`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: usize,
+    /// Each stage after the first climbs back to the schedule's rate over this many
+    /// steps, from 1/n of it: a stage's unfamiliar programs otherwise meet the
+    /// optimizer at full rate (0 disables).
+    pub stage_warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Gradient-norm clipping threshold (0 disables).
+    pub grad_clip: f64,
+    /// Weight of the mean WAT loss over exits, added to the text loss.
+    pub wat_loss_weight: f64,
+    /// Multiplies every stage's epochs (quick trials: 0.1).
+    pub epoch_scale: f64,
+    /// Share of training rows per epoch whose computed value is swapped for a random
+    /// one of the same shape, the answer restating it: practice in answering from
+    /// the computed span rather than from memory (0 disables).
+    pub copy_practice: f64,
+    /// Share of each training question's word tokens replaced by a mask token
+    /// (word dropout), so no single word carries the decision (0 disables).
+    pub word_dropout: f64,
+    /// Share of training rows per epoch whose carrier — the sentence frame a core
+    /// was put in ("What is {core}?") — is masked, so the program is learnt from
+    /// the core alone and holds under frames never seen with it (0 disables).
+    pub carrier_dropout: f64,
+    pub parameters: Trainable,
+    /// Longest text sequence, in tokens.
+    pub max_seq_len: usize,
+    pub checkpoint: CheckpointConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 32,
+            grad_accum: 1,
+            shards: 1,
+            learning_rate: 3e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 50,
+            stage_warmup_steps: 0,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            wat_loss_weight: 1.0,
+            epoch_scale: 1.0,
+            copy_practice: 0.0,
+            word_dropout: 0.0,
+            carrier_dropout: 0.0,
+            parameters: Trainable::All,
+            max_seq_len: 128,
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+/// When checkpoints are written and how many are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Checkpoint after this share of an epoch.
+    pub every_epoch_fraction: f64,
+    /// …or after this many minutes, whichever comes first.
+    pub every_minutes: f64,
+    /// Newest checkpoints kept (the best is kept as well).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_epoch_fraction: 0.5,
+            every_minutes: 10.0,
+            keep_last: 3,
+        }
+    }
+}
+
+/// Evaluation after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// `test` or `validation`.
+    pub split: String,
+    /// Longest generated answer, in tokens.
+    pub max_new_tokens: usize,
+    /// Numeric answers are equal after rounding to this many decimals (default:
+    /// the expected answer's own decimals).
+    pub decimals: Option<u32>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            split: "test".into(),
+            max_new_tokens: 24,
+            decimals: None,
+        }
+    }
+}
+

@@ -1,0 +1,14 @@
+(module
+  (func (export "compute"){params} (result f64)
+    local.get $a
+    local.get $b
+    f64.gt
+    if (result f64)
+      local.get $a
+      local.get $b
+      f64.sub
+    else
+      local.get $a
+      local.get $b
+      f64.add
+    end))

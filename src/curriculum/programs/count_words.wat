@@ -1,0 +1,37 @@
+(module
+  (memory (export "memory") 1)
+  (func (export "compute"){params} (result f64)
+    (local $i i32) (local $count i32) (local $inside i32) (local $space i32)
+    block $done
+      loop $next
+        local.get $i
+        local.get $text_len
+        i32.ge_u
+        br_if $done
+        local.get $text
+        local.get $i
+        i32.add
+        i32.load8_u
+        i32.const 32
+        i32.le_u
+        local.set $space
+        local.get $space
+        i32.eqz
+        local.get $inside
+        i32.eqz
+        i32.and
+        local.get $count
+        i32.add
+        local.set $count
+        local.get $space
+        i32.eqz
+        local.set $inside
+        local.get $i
+        i32.const 1
+        i32.add
+        local.set $i
+        br $next
+      end
+    end
+    local.get $count
+    f64.convert_i32_u))

@@ -1,0 +1,6 @@
+(module
+  (func (export "compute"){params} (result f64)
+    local.get $a
+    local.get $b
+    f64.gt
+    f64.convert_i32_u))

@@ -1,0 +1,5 @@
+(module
+  (func (export "compute"){params} (result f64)
+    local.get $a
+    local.get $b
+    f64.mul))

@@ -1,0 +1,79 @@
+//! Files as wmx writes them: atomically (a temporary file beside the target, synced,
+//! renamed over it, the directory synced), and paths as experiment files name them.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a reader sees the old file or the new one,
+/// and after a crash the rename is durable, so a checkpoint never points at a
+/// half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = parent_dir(path);
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Makes a rename or a removal in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// A file's stem as a name (`experiments/base.toml` → `base`).
+pub fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "experiment".into())
+}
+
+/// Joins `relative` onto the directory of `file`, removing `.` and `..` lexically,
+/// so paths in messages and resolved configs read cleanly.
+pub fn relative_to(file: &Path, relative: &Path) -> PathBuf {
+    let joined = file.parent().unwrap_or(Path::new("")).join(relative);
+    let mut out = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        write_atomic(&path, b"old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("meta.json")]);
+    }
+
+    #[test]
+    fn relative_paths_join_the_files_directory_lexically() {
+        let p = relative_to(Path::new("experiments/base.toml"), Path::new("../curricula/standard.toml"));
+        assert_eq!(p, Path::new("curricula/standard.toml"));
+        assert_eq!(file_stem(Path::new("experiments/base.toml")), "base");
+    }
+}

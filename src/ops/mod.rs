@@ -1,0 +1,157 @@
+//! Tensor operations the model is built from, each the same on every backend in
+//! what it computes: burn's operations everywhere, and on CUDA cuBLAS products and
+//! wmx's own fused kernels (`cuda`), each behind a switch to compare it with burn's.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod cross_entropy;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod rms_norm;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod rotary;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod softmax;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod swiglu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod layout;
+
+/// A switch read once from the environment, on unless the variable is `0`: how
+/// wmx's CUDA paths (cuBLAS, the fused operations) can be turned back to burn's
+/// own, to compare the two.
+pub struct Switch {
+    var: &'static str,
+    on: std::sync::OnceLock<bool>,
+}
+
+impl Switch {
+    pub const fn new(var: &'static str) -> Switch {
+        Switch { var, on: std::sync::OnceLock::new() }
+    }
+
+    pub fn on(&self) -> bool {
+        *self.on.get_or_init(|| std::env::var(self.var).map_or(true, |v| v != "0"))
+    }
+}
+
+/// A fused training operation's switch: whether a backend's tensors go through
+/// the operation's own autodiff node (and, on CUDA, its kernels) rather than burn's
+/// autodiff of the operations it replaces. On when training on burn's Cuda, unless
+/// its environment variable is `0`.
+pub struct Fused(Switch);
+
+impl Fused {
+    pub const fn new(var: &'static str) -> Fused {
+        Fused(Switch::new(var))
+    }
+
+    /// Whether tensors of backend `B` go through the fused operation.
+    pub fn handles<B: Backend>(&self) -> bool {
+        training_on_cuda::<B>() && self.0.on()
+    }
+}
+
+/// `$output`, computed outside the autodiff graph from the inputs whose nodes are
+/// `$parents`, as one node of the graph whose backward pass is `$op`'s; it keeps
+/// `$state`, evaluated only when some input is tracked.
+macro_rules! tracked_node {
+    ($op:expr, $parents:expr, $state:expr, $output:expr) => {
+        match $op.prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>($parents).compute_bound().stateful() {
+            burn::backend::autodiff::ops::OpsKind::Tracked(prep) => prep.finish($state, $output),
+            burn::backend::autodiff::ops::OpsKind::UnTracked(prep) => prep.finish($output),
+        }
+    };
+}
+
+/// In a backward pass over backend `$b`: each of `$parents` the graph tracks gets
+/// its gradient, in order.
+macro_rules! register_grads {
+    ($b:ty, $grads:expr, $parents:expr, [$($grad:expr),+ $(,)?]) => {
+        for (parent, grad) in $parents.into_iter().zip([$($grad),+]) {
+            if let Some(node) = parent {
+                $grads.register::<$b>(node.id, grad);
+            }
+        }
+    };
+}
+
+pub(crate) use {register_grads, tracked_node};
+
+/// Whether `B` is burn's Cuda with autodiff: where wmx's fused training
+/// operations run their own kernels.
+pub fn training_on_cuda<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    return cuda::is::<B, cuda::CudaTrain>();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
+/// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cuda::cublas`]),
+/// burn's `matmul` on every other backend.
+pub fn matmul<B: Backend, const D: usize>(
+    lhs: burn::tensor::Tensor<B, D>,
+    rhs: burn::tensor::Tensor<B, D>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    return cuda::cublas::matmul(lhs, rhs);
+    #[cfg(not(feature = "cuda"))]
+    lhs.matmul(rhs)
+}
+
+/// `x · w` over x's last dimension: on CUDA one operation each way through cuBLAS
+/// ([`cuda::cublas::rows_product`]), burn's reshapes around `matmul` elsewhere.
+pub fn rows_product<B: Backend, const D: usize>(
+    x: burn::tensor::Tensor<B, D>,
+    w: burn::tensor::Tensor<B, 2>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    return cuda::cublas::rows_product(x, w);
+    #[cfg(not(feature = "cuda"))]
+    rows_composed(x, w)
+}
+
+/// [`rows_product`] with burn's operations: the rows of x reshaped into one
+/// matrix, multiplied by [`matmul`], reshaped back.
+pub fn rows_composed<B: Backend, const D: usize>(
+    x: burn::tensor::Tensor<B, D>,
+    w: burn::tensor::Tensor<B, 2>,
+) -> burn::tensor::Tensor<B, D> {
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let n = dims[..D - 1].iter().product::<usize>();
+    dims[D - 1] = w.dims()[1];
+    matmul(x.reshape([n, k]), w).reshape(dims)
+}
+
+/// `layer.forward(x)`. On CUDA the rows of `x` become one matrix multiplied by the
+/// weight through cuBLAS; every other backend runs burn's `Linear` as it is, so CPU
+/// results stay bit for bit what they were.
+pub fn linear<B: Backend, const D: usize>(
+    layer: &burn::nn::Linear<B>,
+    x: burn::tensor::Tensor<B, D>,
+) -> burn::tensor::Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    if cuda::cublas::handles::<B>() {
+        let y = cuda::cublas::rows_product(x, layer.weight.val());
+        return match &layer.bias {
+            Some(bias) => y + bias.val().unsqueeze::<D>(),
+            None => y,
+        };
+    }
+    layer.forward(x)
+}
+
+
+/// `f` computed in f32 on a tensor of any float dtype, the result cast back:
+/// reductions such as norms and softmax keep f32 precision in bf16 models.
+pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>, f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>) -> Tensor<B, D> {
+    use burn::tensor::{DType, FloatDType};
+    match x.dtype() {
+        DType::F32 => f(x),
+        other => f(x.cast(FloatDType::F32)).cast(FloatDType::from(other)),
+    }
+}

@@ -1,0 +1,264 @@
+//! Sweeps: an experiment's `[sweep]` table maps dotted keys to lists of values; the
+//! cartesian product gives the members, each an ordinary run in its own directory.
+//! Running a sweep again resumes unfinished members and skips finished ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Loaded};
+
+/// One member: the swept keys' values and where its run lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Dotted key → value, as TOML.
+    pub values: BTreeMap<String, String>,
+    /// `--set` overrides that make this member.
+    pub overrides: Vec<String>,
+}
+
+/// The members of `sweep`, in a fixed order (keys sorted, values as listed).
+pub fn members(sweep: &BTreeMap<String, Vec<toml::Value>>) -> Vec<Member> {
+    let mut out = vec![Member {
+        values: BTreeMap::new(),
+        overrides: Vec::new(),
+    }];
+    for (key, values) in sweep {
+        out = out
+            .into_iter()
+            .flat_map(|m| {
+                values.iter().map(move |v| {
+                    let shown = v.to_string();
+                    let mut next = m.clone();
+                    next.overrides.push(format!("{key}={shown}"));
+                    next.values.insert(key.clone(), shown);
+                    next
+                })
+            })
+            .collect();
+    }
+    if sweep.is_empty() { Vec::new() } else { out }
+}
+
+/// Where a sweep keeps its state: `sweeps/<name>/` under `root`.
+pub fn sweep_dir(root: &Path, loaded: &Loaded) -> PathBuf {
+    root.join("sweeps").join(loaded.name())
+}
+
+/// What `sweeps/<name>/sweep.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub file: PathBuf,
+    pub members: Vec<MemberRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub values: BTreeMap<String, String>,
+    pub run: PathBuf,
+    pub status: String,
+    pub accuracy: Option<f64>,
+}
+
+impl SweepRecord {
+    pub fn read(dir: &Path) -> Result<SweepRecord> {
+        let path = dir.join("sweep.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} is not a sweep directory (no sweep.json)", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        crate::fs::write_atomic(&dir.join("sweep.json"), serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Loads each member's experiment (the file with the member's overrides, then the
+/// caller's); a bad key or value stops the sweep before anything runs.
+pub fn load_members(file: &Path, overrides: &[String]) -> Result<(Loaded, Vec<(Member, Loaded)>)> {
+    let base = config::load(file, overrides)?;
+    let list = members(&base.experiment.sweep);
+    if list.is_empty() {
+        anyhow::bail!(config::ConfigError::Key {
+            key: "sweep".into(),
+            source_name: file.display().to_string(),
+            message: "has no keys to sweep: add e.g. `[sweep]` `\"fusion.layers\" = [[1], [2], [3]]`".into(),
+        });
+    }
+    let mut loaded = Vec::new();
+    for m in list {
+        let mut all = m.overrides.clone();
+        all.extend_from_slice(overrides);
+        let l = config::load(file, &all)
+            .with_context(|| format!("sweep member {}", m.overrides.join(" ")))?;
+        loaded.push((m, l));
+    }
+    Ok((base, loaded))
+}
+
+/// How a sweep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepOutcome {
+    Complete,
+    Interrupted,
+    Failed,
+}
+
+/// Waits for whichever running member ends first: its index and exit status.
+fn first_to_end(running: &mut [(std::process::Child, String)]) -> Result<(usize, std::process::ExitStatus)> {
+    loop {
+        for (i, (child, _)) in running.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                return Ok((i, status));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+impl MemberRecord {
+    /// A member as its run directory shows it now.
+    fn of(member: &Member, run: &Path) -> MemberRecord {
+        let facts = crate::compare::RunFacts::read(run).ok();
+        MemberRecord {
+            values: member.values.clone(),
+            run: run.to_path_buf(),
+            status: facts.as_ref().map_or("not started".into(), |f| f.status.clone()),
+            accuracy: facts.and_then(|f| f.summary).map(|s| s.accuracy),
+        }
+    }
+}
+
+/// Runs every unfinished member as its own `wmx run` process, `jobs` at a time,
+/// then records the sweep in `sweeps/<name>/sweep.json` and compares the members
+/// into `reports/<name>/`.
+pub fn run_sweep(
+    file: &Path,
+    overrides: &[String],
+    jobs: usize,
+    backend: Option<crate::config::Backend>,
+    root: &Path,
+) -> Result<(SweepOutcome, PathBuf)> {
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (base, members) = load_members(file, overrides)?;
+    let exe = std::env::current_exe().context("cannot find the wmx executable")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        // Ctrl-C reaches the members too (same process group): they checkpoint and
+        // stop; the sweep launches nothing more.
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let mut planned = Vec::new();
+    for (i, (member, loaded)) in members.iter().enumerate() {
+        let (dir, _) = crate::rundir::RunDir::for_experiment(root, loaded)?;
+        let done = dir.meta().is_some_and(|m| m.status == crate::rundir::Status::Complete);
+        let label = if member.values.is_empty() {
+            "(base)".to_string()
+        } else {
+            member.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        };
+        log::info!(
+            "member {}/{}: {label} → {}{}",
+            i + 1,
+            members.len(),
+            dir.path.display(),
+            if done { " (already complete)" } else { "" }
+        );
+        planned.push((member.clone(), dir.path, done, label));
+    }
+    let jobs = jobs.max(1);
+    let mut running: Vec<(std::process::Child, String)> = Vec::new();
+    let mut failed = false;
+    let mut queue = planned.iter().filter(|p| !p.2);
+    loop {
+        while running.len() < jobs && !stop.load(Ordering::SeqCst) {
+            let Some((member, _, _, label)) = queue.next() else { break };
+            let mut cmd = Command::new(&exe);
+            cmd.arg("run").arg(file).current_dir(root);
+            for o in member.overrides.iter().chain(overrides) {
+                cmd.arg("--set").arg(o);
+            }
+            if let Some(b) = backend {
+                cmd.arg("--backend").arg(format!("{b:?}").to_lowercase());
+            }
+            if jobs > 1 {
+                cmd.stdout(Stdio::null());
+            }
+            log::info!("running {label}");
+            running.push((cmd.spawn().context("cannot start a sweep member")?, label.clone()));
+        }
+        if running.is_empty() {
+            break;
+        }
+        let (i, status) = first_to_end(&mut running)?;
+        let (_, label) = running.remove(i);
+        match status.code() {
+            Some(0) => log::info!("finished {label}"),
+            Some(130) => log::info!("interrupted {label}"),
+            _ => {
+                failed = true;
+                log::info!("failed {label} ({status})");
+            }
+        }
+    }
+    let record = SweepRecord {
+        file: file.to_path_buf(),
+        members: planned.iter().map(|(m, run, _, _)| MemberRecord::of(m, run)).collect(),
+    };
+    let dir = sweep_dir(root, &base);
+    record.write(&dir)?;
+    let all_complete = record.members.iter().all(|m| m.status == "complete");
+    let outcome = if failed {
+        SweepOutcome::Failed
+    } else if all_complete {
+        SweepOutcome::Complete
+    } else {
+        SweepOutcome::Interrupted
+    };
+    let started: Vec<crate::compare::RunFacts> = record
+        .members
+        .iter()
+        .filter_map(|m| crate::compare::RunFacts::read(&m.run).ok())
+        .collect();
+    if !started.is_empty() {
+        crate::compare::compare(&started, &root.join("reports").join(base.name()))?;
+    }
+    Ok((outcome, dir))
+}
+
+/// The run directories a `compare` argument names: a run, or a sweep directory.
+pub fn runs_of(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.join("sweep.json").is_file() {
+        Ok(SweepRecord::read(path)?.members.into_iter().map(|m| m.run).collect())
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_the_cartesian_product_in_key_order() {
+        let mut sweep = BTreeMap::new();
+        sweep.insert(
+            "fusion.layers".to_string(),
+            vec![toml::Value::Array(vec![1.into()]), toml::Value::Array(vec![2.into(), 3.into()])],
+        );
+        sweep.insert("seed".to_string(), vec![0.into(), 1.into(), 2.into()]);
+        let m = members(&sweep);
+        assert_eq!(m.len(), 6);
+        assert_eq!(m[0].overrides, vec!["fusion.layers=[1]", "seed=0"]);
+        assert_eq!(m[5].overrides, vec!["fusion.layers=[2, 3]", "seed=2"]);
+        assert!(members(&BTreeMap::new()).is_empty());
+    }
+}

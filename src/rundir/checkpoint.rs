@@ -1,0 +1,230 @@
+//! Checkpoints: model, optimizer and cursor, written to a temporary directory,
+//! fsynced, renamed into place, with a manifest of checksums. Loading takes the
+//! newest checkpoint whose checksums hold and reports the ones that do not.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::world::WorldModel;
+use crate::train::fit::Cursor;
+
+/// Errors writing or reading checkpoints; each names the directory or file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("checkpoint {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The manifest written last into every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub step: usize,
+    /// File name → SHA-256 (hex).
+    pub files: BTreeMap<String, String>,
+    /// Validation loss when the checkpoint closed an epoch.
+    pub validation: Option<f64>,
+}
+
+const MODEL: &str = "model.mpk";
+const OPTIMIZER: &str = "optimizer.mpk";
+const CURSOR: &str = "cursor.json";
+const MANIFEST: &str = "manifest.json";
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn sync(path: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))
+}
+
+/// The checkpoints of one run, in `dir`.
+pub struct Checkpoints {
+    pub dir: PathBuf,
+    /// Newest checkpoints kept besides the best.
+    pub keep_last: usize,
+}
+
+impl Checkpoints {
+    fn step_dir(&self, step: usize) -> PathBuf {
+        self.dir.join(format!("step-{step:08}"))
+    }
+
+    /// Writes a checkpoint atomically, then prunes old ones.
+    pub fn save<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
+        &self,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+        validation: Option<f64>,
+    ) -> Result<PathBuf, CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let target = self.step_dir(cursor.step);
+        let tmp = self.dir.join(format!(
+            ".tmp-step-{:08}-{}",
+            cursor.step,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        // The recorder adds the `.mpk` extension to the stem it is given.
+        let stem = |name: &str| tmp.join(name.trim_end_matches(".mpk"));
+        model
+            .clone()
+            .save_file(stem(MODEL), &recorder())
+            .map_err(|e| io(&tmp.join(MODEL), e))?;
+        recorder()
+            .record(optim.to_record(), stem(OPTIMIZER))
+            .map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
+        let cursor_json = serde_json::to_vec_pretty(cursor).map_err(|e| io(&tmp, e))?;
+        crate::fs::write_atomic(&tmp.join(CURSOR), &cursor_json)
+            .map_err(|e| io(&tmp.join(CURSOR), e))?;
+        let mut files = BTreeMap::new();
+        for name in [MODEL, OPTIMIZER, CURSOR] {
+            let path = tmp.join(name);
+            sync(&path)?;
+            files.insert(name.to_string(), sha256_file(&path)?);
+        }
+        let manifest = Manifest {
+            step: cursor.step,
+            files,
+            validation,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io(&tmp, e))?;
+        crate::fs::write_atomic(&tmp.join(MANIFEST), &bytes).map_err(|e| io(&tmp.join(MANIFEST), e))?;
+        sync(&tmp)?;
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+        sync(&self.dir)?;
+        self.prune(cursor.best_validation.map(|(_, step)| step))?;
+        Ok(target)
+    }
+
+    /// Step numbers of the checkpoints present, newest first.
+    pub fn steps(&self) -> Vec<usize> {
+        let mut steps: Vec<usize> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .collect();
+        steps.sort_unstable_by(|a, b| b.cmp(a));
+        steps
+    }
+
+    /// Keeps the newest `keep_last` and the best; removes the rest.
+    fn prune(&self, best: Option<usize>) -> Result<(), CheckpointError> {
+        for (i, step) in self.steps().into_iter().enumerate() {
+            if i >= self.keep_last && Some(step) != best {
+                let dir = self.step_dir(step);
+                std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The model file of the checkpoint at `step`.
+    pub fn model_path(&self, step: usize) -> PathBuf {
+        self.step_dir(step).join(MODEL)
+    }
+
+    /// Checks a checkpoint's manifest against its files.
+    pub fn verify(&self, step: usize) -> Result<Manifest, CheckpointError> {
+        let dir = self.step_dir(step);
+        let corrupt = |message: String| CheckpointError::Corrupt {
+            path: dir.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(dir.join(MANIFEST))
+            .map_err(|e| corrupt(format!("no readable manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("bad manifest: {e}")))?;
+        for name in [MODEL, OPTIMIZER, CURSOR] {
+            let expected = manifest
+                .files
+                .get(name)
+                .ok_or_else(|| corrupt(format!("manifest lacks {name}")))?;
+            let found = sha256_file(&dir.join(name)).map_err(|e| corrupt(e.to_string()))?;
+            if &found != expected {
+                return Err(corrupt(format!("{name} does not match its checksum")));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The newest checkpoint whose files match its manifest, and the newer ones
+    /// that did not.
+    pub fn newest_valid(&self) -> (Option<usize>, Vec<CheckpointError>) {
+        let mut skipped = Vec::new();
+        for step in self.steps() {
+            match self.verify(step) {
+                Ok(_) => return (Some(step), skipped),
+                Err(e) => skipped.push(e),
+            }
+        }
+        (None, skipped)
+    }
+
+    /// Loads the newest valid checkpoint into `model` and `optim`; returns them with
+    /// the cursor, and the corrupt checkpoints that were skipped.
+    #[allow(clippy::type_complexity)]
+    pub fn load_latest<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
+        &self,
+        model: WorldModel<B>,
+        optim: O,
+        device: &B::Device,
+    ) -> Result<
+        (
+            Option<(WorldModel<B>, O, Cursor, usize)>,
+            Vec<CheckpointError>,
+        ),
+        CheckpointError,
+    > {
+        let (found, skipped) = self.newest_valid();
+        if let Some(step) = found {
+            let dir = self.step_dir(step);
+            let stem = |name: &str| dir.join(name.trim_end_matches(".mpk"));
+            let model = model
+                .load_file(stem(MODEL), &recorder(), device)
+                .map_err(|e| io(&dir.join(MODEL), e))?;
+            let record = recorder()
+                .load(stem(OPTIMIZER), device)
+                .map_err(|e| io(&dir.join(OPTIMIZER), e))?;
+            let optim = optim.load_record(record);
+            let text =
+                std::fs::read_to_string(dir.join(CURSOR)).map_err(|e| io(&dir.join(CURSOR), e))?;
+            let cursor: Cursor =
+                serde_json::from_str(&text).map_err(|e| io(&dir.join(CURSOR), e))?;
+            return Ok((Some((model, optim, cursor, step)), skipped));
+        }
+        Ok((None, skipped))
+    }
+}
