@@ -282,7 +282,7 @@ fn imports(src: &Path) -> (Vec<Import>, Vec<(String, String, String)>) {
             at.extend(inline.get(line - 1).into_iter().flatten().cloned());
             at
         };
-        let shown = file.display().to_string();
+        let shown = file.strip_prefix(src.parent().unwrap_or(src)).unwrap_or(&file).display().to_string();
         for (n, line) in code.lines().enumerate() {
             let at = format!("{shown}:{}", n + 1);
             for krate in CRATES.iter().map(|(k, _)| *k) {

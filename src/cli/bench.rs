@@ -123,6 +123,15 @@ pub struct MeasureArgs {
     json: bool,
 }
 
+impl MeasureArgs {
+    /// The experiment with its overrides, and the backend to measure on.
+    fn load(&self, experiment: &Path) -> Result<(config::Loaded, Backend)> {
+        let loaded = config::load(experiment, &self.set)?;
+        let backend = self.backend.unwrap_or(loaded.experiment.backend);
+        Ok((loaded, backend))
+    }
+}
+
 pub fn exec(command: Command) -> Result<ExitCode> {
     match command {
         Command::Model { experiment, batch, seq, wat_len, repeats, backend } => {
@@ -139,8 +148,7 @@ pub fn exec(command: Command) -> Result<ExitCode> {
             {
                 anyhow::bail!(wmx::profile::unavailable(path));
             }
-            let loaded = config::load(&experiment, &common.set)?;
-            let backend = common.backend.unwrap_or(loaded.experiment.backend);
+            let (loaded, backend) = common.load(&experiment)?;
             let task = bench::TrainBench {
                 experiment: &loaded.experiment,
                 batch,
@@ -154,8 +162,7 @@ pub fn exec(command: Command) -> Result<ExitCode> {
             measure(backend, task, common.json)
         }
         Command::Generate { experiment, prompt, new, warmup, repeats, common } => {
-            let loaded = config::load(&experiment, &common.set)?;
-            let backend = common.backend.unwrap_or(loaded.experiment.backend);
+            let (loaded, backend) = common.load(&experiment)?;
             let task = bench::GenerateBench {
                 experiment: &loaded.experiment,
                 prompt,

@@ -81,6 +81,16 @@ pub fn run(
 
     let curriculum = Curriculum::load(&e.curriculum)?;
     let dataset = curriculum.generate()?;
+    for stage in &dataset.stages {
+        log::debug!(
+            "stage {}: {} train, {} validation, {} test examples, {} epochs",
+            stage.name,
+            stage.train.len(),
+            stage.validation.len(),
+            stage.test.len(),
+            stage.epochs
+        );
+    }
     let tokenizer = text_tokenizer(&dir, e, &dataset)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {

@@ -124,6 +124,7 @@ impl Checkpoints {
         }
         std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
         sync(&self.dir)?;
+        log::debug!("checkpoint {} saved", target.display());
         self.prune(cursor.best_validation.map(|(_, step)| step))?;
         Ok(target)
     }

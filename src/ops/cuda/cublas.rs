@@ -22,29 +22,24 @@
 //! Every other backend, and any product this does not cover (broadcast batch
 //! dimensions, integer tensors), goes through burn's own `matmul`.
 
-use std::any::{Any, TypeId};
 use std::cell::RefCell;
 
-use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
-use burn::cubecl::CubeCount;
-use burn::cubecl::server::Binding;
-use burn::cubecl::cuda::{CudaRuntime, host_call};
+use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Float, Shape, Tensor, TensorKind, TensorPrimitive};
-use burn_cubecl::CubeBackend;
+use burn::tensor::{DType, Float, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::stream::{Operation, OperationStreams};
-use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+use burn_fusion::{FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cudarc::cublas::sys as cublas;
 
-use super::{Cuda, CudaTrain, HostFunction, cast, is};
+use super::{Cube, Cuda, CudaTrain, HostFunction, cast, is};
 use crate::ops::layout::layout;
 
 /// `lhs · rhs` over the last two dimensions, through cuBLAS where it is
