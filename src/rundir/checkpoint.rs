@@ -59,9 +59,7 @@ fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
 }
 
 fn sync(path: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(path, e))
+    crate::fs::sync(path).map_err(|e| io(path, e))
 }
 
 /// The checkpoints of one run, in `dir`.
