@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
 
 use crate::rundir::summary::Summary;
+use crate::report::fmt3;
 use crate::tables::TextTable;
 
 /// What a finished (or partial) run contributes to a comparison.
@@ -82,10 +83,6 @@ pub fn differing_keys(runs: &[RunFacts]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-fn fmt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
 /// The numeric columns of the comparison: per run, in run order.
@@ -222,7 +219,7 @@ fn markdown(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: u
     for (i, r) in runs.iter().enumerate() {
         let mut cells = vec![r.label.clone(), r.status.clone()];
         cells.extend(keys.iter().map(|k| r.config.get(k).cloned().unwrap_or_else(|| "-".into())));
-        cells.extend(metrics.map(|name| fmt(number(name, i))));
+        cells.extend(metrics.map(|name| fmt3(number(name, i))));
         table.row(cells);
     }
     md += &table.markdown();
@@ -232,7 +229,7 @@ fn markdown(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: u
         for (i, r) in runs.iter().enumerate() {
             let mut cells = vec![r.label.clone()];
             for k in 0..exits {
-                let [value, selected, mi] = ["value", "selected", "mi_bits"].map(|m| fmt(number(&format!("exit{k}_{m}"), i)));
+                let [value, selected, mi] = ["value", "selected", "mi_bits"].map(|m| fmt3(number(&format!("exit{k}_{m}"), i)));
                 cells.push(format!("{value} / {selected} / {mi}"));
             }
             table.row(cells);
@@ -244,7 +241,7 @@ fn markdown(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: u
         let mut table = TextTable::new(std::iter::once("operation".to_string()).chain(runs.iter().map(|r| r.label.clone())));
         for op in ops {
             let mut cells = vec![op.clone()];
-            cells.extend((0..runs.len()).map(|i| fmt(number(&format!("op_{op}"), i))));
+            cells.extend((0..runs.len()).map(|i| fmt3(number(&format!("op_{op}"), i))));
             table.row(cells);
         }
         md += &table.markdown();

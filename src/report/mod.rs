@@ -132,7 +132,8 @@ impl Contents {
     }
 }
 
-fn fmt3(v: Option<f64>) -> String {
+/// A share or measurement in tables: three decimals, `-` where there is none.
+pub(crate) fn fmt3(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
