@@ -55,6 +55,30 @@ pub fn relative_to(file: &Path, relative: &Path) -> PathBuf {
     out
 }
 
+/// `to` as seen from directory `from`: a relative path when both resolve on one
+/// filesystem tree (`../../../curricula/standard.toml`), else `to` made absolute.
+/// Run directories store their paths this way, so they work from any directory and
+/// move with the project.
+pub fn path_from(from: &Path, to: &Path) -> PathBuf {
+    let (Ok(from), Ok(to)) = (from.canonicalize(), to.canonicalize()) else {
+        return std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf());
+    };
+    let a: Vec<Component> = from.components().collect();
+    let b: Vec<Component> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return to;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..a.len() {
+        out.push("..");
+    }
+    for c in &b[common..] {
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +99,20 @@ mod tests {
         let p = relative_to(Path::new("experiments/base.toml"), Path::new("../curricula/standard.toml"));
         assert_eq!(p, Path::new("curricula/standard.toml"));
         assert_eq!(file_stem(Path::new("experiments/base.toml")), "base");
+    }
+
+    #[test]
+    fn paths_from_a_run_directory_climb_to_the_shared_ancestor() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("runs/base/abc");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(root.path().join("curricula")).unwrap();
+        let curriculum = root.path().join("curricula/standard.toml");
+        std::fs::write(&curriculum, "").unwrap();
+        let p = path_from(&run, &curriculum);
+        assert_eq!(p, Path::new("../../../curricula/standard.toml"));
+        assert!(run.join(&p).is_file());
+        let missing = path_from(&run, Path::new("nowhere/x"));
+        assert!(missing.is_absolute(), "{}", missing.display());
     }
 }

@@ -66,6 +66,8 @@ fn setup() -> (Vec<EncodedStage>, u32, usize) {
         pad,
         read_arguments: false,
         arguments: wmx::config::ArgumentView::Tokens,
+        max_text_tokens: 512,
+        max_wat_tokens: 512,
     };
     let stages = dataset
         .stages

@@ -16,6 +16,9 @@ use wmx::rundir::OpenedRun;
 pub struct Args {
     /// Run directory (runs/<experiment>/<id>).
     run: PathBuf,
+    /// Which checkpoint to load: latest, best (lowest validation loss) or step-N.
+    #[arg(long, default_value = "latest", value_name = "latest|best|step-N")]
+    checkpoint: wmx::rundir::checkpoint::Which,
     /// Questions from a JSONL file instead of the curriculum's test split.
     #[arg(long, value_name = "FILE.jsonl")]
     data: Option<PathBuf>,
@@ -53,7 +56,7 @@ enum SplitArg {
 }
 
 pub fn exec(args: Args) -> Result<ExitCode> {
-    let opened = OpenedRun::open(&args.run)?;
+    let opened = OpenedRun::open(&args.run, args.checkpoint)?;
     let backend = args.backend.unwrap_or(opened.experiment.backend);
     let data = match args.data {
         Some(path) => EvalData::Jsonl {

@@ -13,6 +13,9 @@ use wmx::rundir::OpenedRun;
 pub struct InferArgs {
     /// Run directory (runs/<experiment>/<id>).
     run: PathBuf,
+    /// Which checkpoint to load: latest, best (lowest validation loss) or step-N.
+    #[arg(long, default_value = "latest", value_name = "latest|best|step-N")]
+    checkpoint: wmx::rundir::checkpoint::Which,
     /// The question; without one, questions are read line by line from standard input.
     question: Option<String>,
     /// Print each answer as one JSON object.
@@ -24,7 +27,7 @@ pub struct InferArgs {
 }
 
 pub fn infer(args: InferArgs) -> Result<ExitCode> {
-    let opened = OpenedRun::open(&args.run)?;
+    let opened = OpenedRun::open(&args.run, args.checkpoint)?;
     let backend = args.backend.unwrap_or(opened.experiment.backend);
     let task = wmx::infer::InferRun { run: &opened, question: args.question, json: args.json };
     wmx::backend::dispatch(backend, task)??;

@@ -127,7 +127,7 @@ fn is_bad_input(cause: &(dyn std::error::Error + 'static)) -> bool {
             Some(SandboxError::Policy { .. } | SandboxError::Files { .. })
         )
         || matches!(cause.downcast_ref::<ModelError>(), Some(e) if !matches!(e, ModelError::Tensor(_)))
-        || matches!(cause.downcast_ref::<TokenizeError>(), Some(TokenizeError::Load { .. }))
+        || matches!(cause.downcast_ref::<TokenizeError>(), Some(TokenizeError::Load { .. } | TokenizeError::TooLong { .. }))
         || cause.downcast_ref::<wmx::backend::MissingBackend>().is_some()
         || cause.downcast_ref::<wmx::rundir::RunError>().is_some()
         || cause.downcast_ref::<wmx::eval::EvalInputError>().is_some()

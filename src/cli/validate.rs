@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use wmx::config;
 use wmx::curriculum::Curriculum;
@@ -26,13 +26,8 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = config::load(file, &args.set)?;
-    let curriculum = Curriculum::load(&loaded.experiment.curriculum).with_context(|| {
-        format!(
-            "{}: key `curriculum` names {}",
-            loaded.path.display(),
-            loaded.experiment.curriculum.display()
-        )
-    })?;
+    wmx::run::preflight(&loaded)?;
+    let curriculum = Curriculum::load(&loaded.experiment.curriculum)?;
     print!("{}", loaded.describe());
     print!("{}", curriculum.describe());
     println!("ok: {} is a valid experiment", file.display());

@@ -15,10 +15,92 @@ pub(super) fn check(loaded: &Loaded, figment: &Figment) -> Result<(), ConfigErro
         Err(ConfigError::key(key, source, message))
     };
     let e = &loaded.experiment;
-    sizes(e, &fail)?;
-    shapes(e, &fail)?;
-    numbers(e, &fail)?;
-    choices(e, &fail)
+    experiment(e, &fail)?;
+    name(&loaded.name(), &fail)
+}
+
+/// The checks on a stored experiment (a run directory's `config.toml`), naming `path`.
+pub fn check_experiment(e: &Experiment, path: &std::path::Path) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| Err(ConfigError::key(key, path.display().to_string(), message));
+    experiment(e, &fail)
+}
+
+fn experiment(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    sizes(e, fail)?;
+    bounds(e, fail)?;
+    shapes(e, fail)?;
+    numbers(e, fail)?;
+    choices(e, fail)
+}
+
+/// A run's name is a plain name: it becomes the directory `runs/<name>/`.
+fn name(name: &str, fail: &Fail) -> Result<(), ConfigError> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_alphanumeric() || "-_.+".contains(c));
+    if plain {
+        Ok(())
+    } else {
+        fail(
+            "name",
+            format!("`{name}` is not a plain name: use letters, digits, `-`, `_`, `.` and `+` (not first); it names the directory runs/<name>/"),
+        )
+    }
+}
+
+/// The largest tensor one declared size may make: CUDA kernels index with 32 bits.
+const MAX_TENSOR_ELEMENTS: u128 = i32::MAX as u128;
+/// The largest model the declared sizes may describe, in parameters.
+const MAX_PARAMETERS: u128 = 1 << 37;
+/// The largest rotary table (`positions × head_dim`), in elements.
+const MAX_ROTARY_ELEMENTS: u128 = 1 << 28;
+
+/// Declared sizes stay within what the model and the sandbox can hold: no allocation
+/// that the sizes cannot justify, and sequences that fit their position tables.
+fn bounds(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
+    let m = &e.model;
+    let wat_head_dim = e.wat.hidden_size / e.wat.num_attention_heads.max(1);
+    for (key, dim) in [("model.head_dim", m.head_dim), ("wat.hidden_size", wat_head_dim)] {
+        if dim % 2 != 0 {
+            let what = if key == "model.head_dim" { format!("{dim}") } else { format!("{dim} per head") };
+            return fail(key, format!("{what} must be even: rotary position embeddings rotate pairs of dimensions"));
+        }
+    }
+    let (h, v, i) = (m.hidden_size as u128, m.vocab_size as u128, m.intermediate_size as u128);
+    let (q, kv) = ((m.num_attention_heads * m.head_dim) as u128, (m.num_key_value_heads * m.head_dim) as u128);
+    let (wh, wi) = (e.wat.hidden_size as u128, e.wat.intermediate_size as u128);
+    for (key, elements) in [
+        ("model.vocab_size", v * h),
+        ("model.intermediate_size", i * h),
+        ("model.num_attention_heads", q * h),
+        ("wat.intermediate_size", wi * wh),
+        ("wat.hidden_size", wh * h),
+    ] {
+        if elements > MAX_TENSOR_ELEMENTS {
+            return fail(key, format!("makes a weight of {elements} elements; one tensor holds at most {MAX_TENSOR_ELEMENTS}"));
+        }
+    }
+    let layers = m.num_hidden_layers as u128;
+    let parameters = 2 * v * h + layers * (2 * q * h + 2 * kv * h + 3 * h * i);
+    if parameters > MAX_PARAMETERS {
+        return fail("model.num_hidden_layers", format!("the text stream would have about {parameters} parameters; wmx builds at most {MAX_PARAMETERS}"));
+    }
+    for (key, positions, dim) in [
+        ("model.max_position_embeddings", m.max_position_embeddings, m.head_dim),
+        ("wat.max_tokens", e.wat.max_tokens + 1, wat_head_dim),
+    ] {
+        let elements = positions as u128 * dim as u128;
+        if elements > MAX_ROTARY_ELEMENTS {
+            return fail(key, format!("{positions} positions × {dim} dimensions make a rotary table of {elements} elements; the limit is {MAX_ROTARY_ELEMENTS}"));
+        }
+    }
+    if e.train.max_seq_len > m.max_position_embeddings {
+        return fail(
+            "train.max_seq_len",
+            format!("{} exceeds model.max_position_embeddings ({}): a sequence cannot be longer than the positions the model has", e.train.max_seq_len, m.max_position_embeddings),
+        );
+    }
+    Ok(())
 }
 
 /// Reports the first problem: `fail(key, message)`.

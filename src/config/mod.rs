@@ -6,6 +6,7 @@ mod check;
 mod describe;
 mod schema;
 
+pub use check::check_experiment;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(
+    pub fn key(
         key: impl Into<String>,
         source_name: impl Into<String>,
         message: impl Into<String>,
@@ -90,24 +91,26 @@ impl Loaded {
 
 /// Loads an experiment: file (and what it extends) → `WMX_` env → `--set` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
-    // WMX_KERNEL_CACHE (see `backend::kernel_cache_dir`) and the tests' WMX_CHROMIUM
-    // name paths, and WMX_CUBLAS (`ops::cuda::cublas`), WMX_CUDA_MEMORY
-    // (`backend::cuda_memory`) and the WMX_FUSED_* of the fused training operations
-    // (`train::adamw`, `ops::rms_norm`, `rotary`, `softmax`, `swiglu`) are switches,
-    // not keys.
-    const SWITCHES: &[&str] = &[
-        "kernel_cache",
-        "chromium",
-        "cublas",
-        "cuda_memory",
-        "fused_adamw",
-        "fused_norm",
-        "fused_rotary",
-        "fused_softmax",
-        "fused_swiglu",
-    ];
-    let env = Env::prefixed("WMX_").ignore(SWITCHES).split("__");
-    load_with_env(path, overrides, env)
+    load_with_env(path, overrides, overrides_from_env())
+}
+
+/// The `WMX_` variables that override keys: `WMX_SECTION__KEY` for a key in a
+/// section (`WMX_TRAIN__EPOCH_SCALE=0.1`) and `WMX_SEED`, `WMX_NAME`, `WMX_BACKEND`,
+/// `WMX_CURRICULUM` for the top-level ones. Every other `WMX_` variable (the
+/// switches WMX_CUBLAS, WMX_KERNEL_CACHE, … and anything else) is not a key and is
+/// left alone.
+pub fn overrides_from_env() -> Env {
+    const SECTIONS: &[&str] = &["model", "wat", "fusion", "selection", "sandbox", "train", "eval"];
+    const TOP_LEVEL: &[&str] = &["name", "seed", "backend", "curriculum"];
+    Env::prefixed("WMX_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            match key.split_once("__") {
+                Some((section, _)) => SECTIONS.contains(&section),
+                None => TOP_LEVEL.contains(&key.as_str()),
+            }
+        })
+        .split("__")
 }
 
 /// As [`load`], with the environment provider given (tests pass their own).

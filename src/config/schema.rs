@@ -67,6 +67,17 @@ pub struct Experiment {
     pub sweep: BTreeMap<String, Vec<toml::Value>>,
 }
 
+impl Experiment {
+    /// The experiment with each path it names (curriculum, model checkpoint, sandbox
+    /// files) passed through `map`.
+    pub fn map_paths(mut self, map: impl Fn(&std::path::Path) -> PathBuf) -> Experiment {
+        self.curriculum = map(&self.curriculum);
+        self.model.checkpoint = self.model.checkpoint.as_deref().map(&map);
+        self.sandbox.system.files = self.sandbox.system.files.as_deref().map(&map);
+        self
+    }
+}
+
 fn default_curriculum() -> PathBuf {
     PathBuf::from("../curricula/standard.toml")
 }

@@ -219,6 +219,9 @@ pub struct Answerer<'a> {
     pub selection: &'a SelectionConfig,
     pub max_wat_tokens: usize,
     pub max_new_tokens: usize,
+    /// Positions the text stream has (`model.max_position_embeddings`): the prompt,
+    /// computed span and answer fit in them.
+    pub max_positions: usize,
     /// Whether the WAT stream reads the arguments' tokens (`wat.read_arguments`).
     pub read_arguments: bool,
     /// How the text stream reads the arguments (`model.arguments`).
@@ -240,9 +243,28 @@ impl<'a> Answerer<'a> {
             selection: &e.selection,
             max_wat_tokens: e.wat.max_tokens,
             max_new_tokens: e.eval.max_new_tokens,
+            max_positions: e.model.max_position_embeddings,
             read_arguments: e.wat.read_arguments,
             arguments: e.model.arguments,
         }
+    }
+
+    /// A prompt of `len` tokens leaves room for at least one answer token.
+    fn fits(&self, len: usize) -> Result<(), TokenizeError> {
+        if len < self.max_positions {
+            return Ok(());
+        }
+        Err(TokenizeError::TooLong {
+            what: "question (with its chat markers and computed value)",
+            tokens: len,
+            limit: self.max_positions.saturating_sub(1),
+            key: "model.max_position_embeddings",
+        })
+    }
+
+    /// The answer tokens that fit after a prefix of `len` tokens.
+    fn budget(&self, len: usize) -> usize {
+        self.max_new_tokens.min(self.max_positions.saturating_sub(len))
     }
 
     pub fn answer<B: Backend>(
@@ -267,12 +289,13 @@ impl<'a> Answerer<'a> {
             arguments,
             ..
         } = prompt_tokens(self.text, question, self.arguments, None)?;
+        self.fits(prompt_ids.len())?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {
             let mut ids = model
                 .text
-                .generate(&prompt_ids, self.max_new_tokens, &stop, device);
+                .generate(&prompt_ids, self.budget(prompt_ids.len()), &stop, device);
             if ids.last().is_some_and(|t| stop.contains(t)) {
                 ids.pop();
             }
@@ -336,13 +359,14 @@ impl<'a> Answerer<'a> {
         if let Some(v) = value {
             prefix.extend(computed_ids(self.text, v)?);
         }
+        self.fits(prefix.len())?;
         let mut ids = model.decode_answer(
             &prefix,
             prompt_ids.len(),
             &programs,
             &states,
             &unread,
-            self.max_new_tokens,
+            self.budget(prefix.len()),
             &stop,
         );
         if ids.last().is_some_and(|t| stop.contains(t)) {

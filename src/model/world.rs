@@ -118,10 +118,27 @@ impl<B: Backend> WorldModel<B> {
     }
 
     /// Loads parameters saved by [`WorldModel::save`] into a model of the same shape.
+    /// A file of another shape (a hand-edited `config.toml`, say) is an error naming
+    /// the first tensor that differs, never a model that fails later.
     pub fn load(self, path: &Path, device: &B::Device) -> Result<WorldModel<B>, super::ModelError> {
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.load_file(path.to_path_buf(), &recorder, device)
-            .map_err(|e| super::ModelError::io(path, e))
+        let expected = param_shapes(&self);
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.load_file(path.to_path_buf(), &recorder, device)
+        }))
+        .map_err(|_| super::ModelError::format(path, "its tensors do not fit the model the config declares".into()))?
+        .map_err(|e| super::ModelError::io(path, e))?;
+        let found = param_shapes(&loaded);
+        for (name, shape) in &expected {
+            match found.get(name) {
+                Some(f) if f == shape => {}
+                Some(f) => {
+                    return Err(super::ModelError::Shape { name: name.clone(), expected: shape.clone(), found: f.clone() });
+                }
+                None => return Err(super::ModelError::format(path, format!("it lacks tensor `{name}`"))),
+            }
+        }
+        Ok(loaded)
     }
 
     /// Teacher-forced forward pass of both streams.
@@ -402,3 +419,20 @@ fn argmax_allowed<B: Backend>(v: Tensor<B, 1>, guide: &dyn TokenGuide) -> (u32, 
     }
 }
 
+/// Every float parameter's path (`text.layers.0.attn.q.weight`) and shape.
+pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> std::collections::BTreeMap<String, Vec<usize>> {
+    struct Shapes(std::collections::BTreeMap<String, Vec<usize>>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
+        fn visit_float_with_path<const D: usize>(
+            &mut self,
+            path: &[String],
+            _id: burn::module::ParamId,
+            tensor: &burn::tensor::Tensor<B, D>,
+        ) {
+            self.0.insert(path.join("."), tensor.dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Default::default());
+    module.visit(&mut shapes);
+    shapes.0
+}

@@ -2,10 +2,10 @@
 //! then evaluates and reports it; `wmx sweep` does so for every member of a sweep.
 //! Running the same experiment again resumes an unfinished run and reports a finished one.
 
+pub mod signals;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::infer::Answerer;
 use crate::model::world::WorldModel;
 use crate::rundir::checkpoint::Checkpoints;
 use crate::rundir::metrics::MetricsCsv;
+use crate::rundir::lock::RunLock;
 use crate::rundir::{Meta, RunDir, Status, git, now};
 use crate::sandbox::Sandbox;
 use crate::tokenize::TextTokenizer;
@@ -40,14 +41,21 @@ pub enum Outcome {
 }
 
 /// Trains (or resumes) and evaluates the experiment; see the module docs.
+///
+/// The run holds its directory's lock throughout, and ends with a final status in
+/// `meta.json` however training ends: `complete`, `interrupted` (a signal; the
+/// checkpoint is saved) or `failed` (an error or a panic, with its reason).
 pub fn run(
     loaded: &Loaded,
     root: &Path,
     fresh: bool,
     backend: crate::config::Backend,
 ) -> Result<Outcome> {
-    require_checkpoint(loaded)?;
-    let (dir, config_text) = RunDir::for_experiment(root, loaded)?;
+    let (dir, _) = RunDir::for_experiment(root, loaded)?;
+    // Checked before anything is written: bad input leaves no run behind.
+    let complete = dir.meta().is_some_and(|m| m.status == Status::Complete);
+    let dataset = if complete && !fresh { None } else { Some(preflight(loaded)?) };
+    let _lock = RunLock::acquire(&dir.path)?;
     let previous = dir.meta();
     if let Some(meta) = &previous
         && meta.status == Status::Complete
@@ -65,22 +73,98 @@ pub fn run(
     let resuming = dir.path.exists() && !fresh && previous.is_some();
     std::fs::create_dir_all(&dir.path)
         .with_context(|| format!("cannot create {}", dir.path.display()))?;
-    crate::fs::write_atomic(&dir.path.join("config.toml"), config_text.as_bytes())?;
+    let portable = loaded.experiment.clone().map_paths(|p| crate::fs::path_from(&dir.path, p));
+    let mut stored = portable.clone();
+    stored.sweep.clear();
+    let config_text = toml::to_string_pretty(&stored).context("cannot serialise the resolved config")?;
+    crate::fs::write_atomic(&dir.path.join("config.toml"), config_text.as_bytes())
+        .with_context(|| format!("cannot write {}/config.toml", dir.path.display()))?;
     let e = &loaded.experiment;
     let mut meta = previous.filter(|_| resuming).unwrap_or_else(|| new_meta(e, backend));
     if resuming {
+        if meta.status == Status::Running {
+            dir.log(&format!(
+                "the previous attempt{} ended without a final status (killed or aborted)",
+                meta.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ));
+        }
         meta.resumes += 1;
     }
     meta.status = Status::Running;
+    meta.pid = Some(std::process::id());
+    meta.reason = None;
+    meta.ended = None;
     dir.write_meta(&meta)?;
     dir.log(&format!(
         "run {} ({})",
         dir.path.display(),
         if resuming { "resuming" } else { "new" }
     ));
+    signals::install();
+    let _active = signals::Active::set(dir.path.clone());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let dataset = match &dataset {
+            Some(dataset) => dataset,
+            None => &preflight(loaded)?,
+        };
+        train_and_evaluate(&dir, e, dataset, backend)
+    }))
+    .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&panic))));
+    let (status, reason) = match &result {
+        Ok(Some(_)) => (Status::Complete, None),
+        Ok(None) => (
+            Status::Interrupted,
+            Some("stopped by a signal after saving a checkpoint".to_string()),
+        ),
+        Err(err) => (Status::Failed, Some(format!("{err:#}"))),
+    };
+    if let Some(reason) = &reason {
+        dir.log(&format!("{}: {reason}", format!("{status:?}").to_lowercase()));
+    }
+    meta.status = status;
+    meta.reason = reason;
+    meta.ended = Some(now());
+    // The first error is the one shown: a failure to record the status is logged.
+    if let Err(write_err) = dir.write_meta(&meta) {
+        if result.is_err() {
+            log::warn!("{write_err:#}");
+        } else {
+            return Err(write_err);
+        }
+    }
+    let accuracy = result?;
+    Ok(match accuracy {
+        Some(accuracy) => {
+            // Drawn once meta.json is final, so the report shows the final status; a
+            // failure to draw is reported and leaves the run complete.
+            match crate::report::report(&dir.path) {
+                Ok(written) => dir.log(&format!("report: {}", written.dir.join("index.html").display())),
+                Err(err) => dir.log(&format!("cannot write the report: {err:#}")),
+            }
+            Outcome::Finished { dir: dir.path, accuracy }
+        }
+        None => Outcome::Interrupted { dir: dir.path },
+    })
+}
 
-    let curriculum = Curriculum::load(&e.curriculum)?;
-    let dataset = curriculum.generate()?;
+/// The message a panic carried.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Loads the curriculum and the tokenizer, then trains and evaluates on the backend:
+/// `Some(accuracy)` when finished, `None` when a signal stopped it.
+fn train_and_evaluate(
+    dir: &RunDir,
+    e: &Experiment,
+    dataset: &Dataset,
+    backend: crate::config::Backend,
+) -> Result<Option<f64>> {
+    Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last).clean_leftovers()?;
     for stage in &dataset.stages {
         log::debug!(
             "stage {}: {} train, {} validation, {} test examples, {} epochs",
@@ -91,47 +175,95 @@ pub fn run(
             stage.epochs
         );
     }
-    let tokenizer = text_tokenizer(&dir, e, &dataset)?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // A second handler cannot be installed in the same process (tests run several runs).
-        // The first signal asks for a checkpoint and a clean stop; a second one exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
+    let tokenizer = text_tokenizer(dir, e, dataset)?;
     let task = Train {
-        dir: &dir,
+        dir,
         experiment: e,
-        dataset: &dataset,
+        dataset,
         tokenizer: &tokenizer,
-        interrupted,
+        interrupted: signals::interrupted(),
     };
-    let result = crate::backend::dispatch(backend, task)?;
-    let (status, accuracy) = match result {
-        Ok(Some(accuracy)) => (Status::Complete, Some(accuracy)),
-        Ok(None) => (Status::Interrupted, None),
-        Err(err) => {
-            meta.status = Status::Failed;
-            meta.ended = Some(now());
-            dir.write_meta(&meta)?;
-            dir.log(&format!("failed: {err:#}"));
-            return Err(err);
+    crate::backend::dispatch(backend, task)?
+}
+
+/// Everything `run` will need, checked before anything runs (`wmx validate` and the
+/// start of `wmx run`): the curriculum loads and generates, each program fits
+/// `wat.max_tokens`, the sandbox's engine and files directory work, and a checkpoint's
+/// tokenizer and `config.json` agree with the experiment. Returns the dataset.
+pub fn preflight(loaded: &Loaded) -> Result<Dataset> {
+    let e = &loaded.experiment;
+    let key_error = |key: &str, message: String| crate::config::ConfigError::key(key, loaded.path.display().to_string(), message);
+    require_checkpoint(loaded)?;
+    Sandbox::new(&e.sandbox)?;
+    let curriculum = Curriculum::load(&e.curriculum).with_context(|| {
+        format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display())
+    })?;
+    let dataset = curriculum.generate()?;
+    let wat = WatVocab::new();
+    for stage in &dataset.stages {
+        for x in stage.train.iter().chain(&stage.validation).chain(&stage.test) {
+            let tokens = wat.encode(&x.program)?.len();
+            if tokens > e.wat.max_tokens {
+                return Err(key_error(
+                    "wat.max_tokens",
+                    format!("{} allows fewer tokens than example {}'s program takes ({tokens})", e.wat.max_tokens, x.id),
+                )
+                .into());
+            }
         }
-    };
-    meta.status = status;
-    meta.ended = Some(now());
-    dir.write_meta(&meta)?;
-    Ok(match accuracy {
-        Some(accuracy) => Outcome::Finished {
-            dir: dir.path,
-            accuracy,
-        },
-        None => Outcome::Interrupted { dir: dir.path },
-    })
+    }
+    if let Some(path) = e.model.checkpoint_tokenizer() {
+        let tokenizer = TextTokenizer::from_file(&path)?;
+        if e.model.arguments == crate::config::ArgumentView::Placeholder
+            && tokenizer.token_id(crate::prompt::ARGUMENT_TOKEN).is_none()
+        {
+            return Err(key_error(
+                "model.arguments",
+                format!(
+                    "\"placeholder\" needs the token {} in the tokenizer, and {} has none; set model.arguments = \"tokens\"",
+                    crate::prompt::ARGUMENT_TOKEN,
+                    path.display()
+                ),
+            )
+            .into());
+        }
+        if let Some(dir) = &e.model.checkpoint {
+            check_hf_shapes(loaded, dir)?;
+        }
+    }
+    Ok(dataset)
+}
+
+/// The declared text-stream shapes against a checkpoint's `config.json`.
+fn check_hf_shapes(loaded: &Loaded, dir: &Path) -> Result<()> {
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::config::ConfigError::Syntax {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let m = &loaded.experiment.model;
+    for (key, declared) in [
+        ("vocab_size", m.vocab_size),
+        ("hidden_size", m.hidden_size),
+        ("intermediate_size", m.intermediate_size),
+        ("num_hidden_layers", m.num_hidden_layers),
+        ("num_attention_heads", m.num_attention_heads),
+        ("num_key_value_heads", m.num_key_value_heads),
+        ("head_dim", m.head_dim),
+    ] {
+        if let Some(found) = json.get(key).and_then(|v| v.as_u64())
+            && found != declared as u64
+        {
+            return Err(crate::config::ConfigError::key(
+                &format!("model.{key}"),
+                loaded.path.display().to_string(),
+                format!("is {declared}, but {} says {found}; declare the checkpoint's shapes", path.display()),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// A checkpoint the experiment loads must be a Hugging Face directory.
@@ -180,6 +312,8 @@ fn new_meta(e: &Experiment, backend: crate::config::Backend) -> Meta {
         ended: None,
         status: Status::Running,
         resumes: 0,
+        pid: None,
+        reason: None,
     }
 }
 
@@ -213,7 +347,7 @@ struct Train<'a> {
     experiment: &'a Experiment,
     dataset: &'a Dataset,
     tokenizer: &'a TextTokenizer,
-    interrupted: Arc<AtomicBool>,
+    interrupted: &'static AtomicBool,
 }
 
 impl crate::backend::BackendTask for Train<'_> {
@@ -237,6 +371,8 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         pad,
         read_arguments: e.wat.read_arguments,
         arguments: e.model.arguments,
+        max_text_tokens: e.train.max_seq_len.min(e.model.max_position_embeddings),
+        max_wat_tokens: e.wat.max_tokens,
     };
     let mut stages = Vec::new();
     for stage in &t.dataset.stages {
@@ -261,10 +397,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
     let model = WorldModel::<B>::from_experiment(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
     let clipping = (e.train.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(e.train.grad_clip as f32));
     let optim_config = AdamW::new(e.train.weight_decay as f32);
-    let checkpoints = Checkpoints {
-        dir: t.dir.path.join("checkpoints"),
-        keep_last: e.train.checkpoint.keep_last,
-    };
+    let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.clone().init(clipping.as_ref()), &device)?;
     for s in &skipped {
         t.dir.log(&format!("skipping a checkpoint: {s}"));
@@ -292,7 +425,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         every_fraction: e.train.checkpoint.every_epoch_fraction,
         every_seconds: e.train.checkpoint.every_minutes * 60.0,
         last_save: Instant::now(),
-        interrupted: t.interrupted.clone(),
+        interrupted: t.interrupted,
         metrics: MetricsCsv::open(
             &t.dir.path.join("metrics.csv"),
             model.fusion.len(),
@@ -406,11 +539,6 @@ pub fn evaluate<B: Backend>(
         summary.correct,
         summary.total
     ));
-    // The drawn report; a failure to draw is reported and leaves the run complete.
-    match crate::report::report(&dir.path) {
-        Ok(written) => dir.log(&format!("report: {}", written.dir.join("index.html").display())),
-        Err(err) => dir.log(&format!("cannot write the report: {err:#}")),
-    }
     Ok(accuracy)
 }
 
@@ -420,7 +548,7 @@ struct RunHooks<'a> {
     every_fraction: f64,
     every_seconds: f64,
     last_save: Instant,
-    interrupted: Arc<AtomicBool>,
+    interrupted: &'static AtomicBool,
     metrics: MetricsCsv,
     epochs: Vec<usize>,
     stage_names: Vec<String>,

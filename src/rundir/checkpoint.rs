@@ -22,6 +22,19 @@ pub enum CheckpointError {
     Io { path: PathBuf, message: String },
     #[error("checkpoint {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Missing { path: PathBuf, message: String },
+}
+
+impl CheckpointError {
+    /// The message without the path.
+    pub fn detail(&self) -> &str {
+        match self {
+            CheckpointError::Io { message, .. }
+            | CheckpointError::Corrupt { message, .. }
+            | CheckpointError::Missing { message, .. } => message,
+        }
+    }
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
@@ -58,8 +71,69 @@ fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
         .collect())
 }
 
+/// Checks the checkpoint in `dir` (of `step`): its manifest against its files.
+fn verify_dir(dir: &Path, step: usize) -> Result<Manifest, CheckpointError> {
+    let corrupt = |message: String| CheckpointError::Corrupt {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(dir.join(MANIFEST))
+        .map_err(|e| corrupt(format!("no readable manifest: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("bad manifest: {e}")))?;
+    for name in [MODEL, OPTIMIZER, CURSOR] {
+        let expected = manifest
+            .files
+            .get(name)
+            .ok_or_else(|| corrupt(format!("manifest lacks {name}")))?;
+        let found = sha256_file(&dir.join(name)).map_err(|e| corrupt(e.to_string()))?;
+        if &found != expected {
+            return Err(corrupt(format!("{name} does not match its checksum")));
+        }
+    }
+    if manifest.step != step {
+        return Err(corrupt(format!("its manifest is of step {}", manifest.step)));
+    }
+    Ok(manifest)
+}
+
 fn sync(path: &Path) -> Result<(), CheckpointError> {
     crate::fs::sync(path).map_err(|e| io(path, e))
+}
+
+/// Which checkpoint `infer`, `eval` and `export` load: `latest`, `best` (lowest
+/// validation loss at an epoch's end) or `step-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Which {
+    #[default]
+    Latest,
+    Best,
+    Step(usize),
+}
+
+impl std::str::FromStr for Which {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Which, String> {
+        match s {
+            "latest" => Ok(Which::Latest),
+            "best" => Ok(Which::Best),
+            _ => s
+                .strip_prefix("step-")
+                .and_then(|n| n.parse().ok())
+                .map(Which::Step)
+                .ok_or_else(|| format!("`{s}` is not a checkpoint: use latest, best or step-N (e.g. step-1200)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Latest => write!(f, "latest"),
+            Which::Best => write!(f, "best"),
+            Which::Step(n) => write!(f, "step-{n}"),
+        }
+    }
 }
 
 /// The checkpoints of one run, in `dir`.
@@ -69,9 +143,55 @@ pub struct Checkpoints {
     pub keep_last: usize,
 }
 
+/// Temporary checkpoint directories start with this; a complete one (its manifest
+/// holds) whose step is missing is moved into place at the next start.
+const TMP_PREFIX: &str = ".tmp-step-";
+/// A checkpoint being replaced by a newer save of the same step.
+const REPLACED_PREFIX: &str = ".replaced-step-";
+
 impl Checkpoints {
+    pub fn at(dir: PathBuf, keep_last: usize) -> Checkpoints {
+        Checkpoints { dir, keep_last }
+    }
+
     fn step_dir(&self, step: usize) -> PathBuf {
         self.dir.join(format!("step-{step:08}"))
+    }
+
+    /// Removes what an earlier process left mid-save (the run's lock is held, so no
+    /// one else writes here): a temporary directory whose checkpoint is complete and
+    /// missing from its place is moved there; the rest are removed.
+    pub fn clean_leftovers(&self) -> Result<(), CheckpointError> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        let mut changed = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
+                let step = rest.split('-').next().and_then(|s| s.parse::<usize>().ok());
+                let target = step.map(|s| self.step_dir(s));
+                if let (Some(step), Some(target)) = (step, target)
+                    && !target.exists()
+                    && verify_dir(&path, step).is_ok()
+                {
+                    std::fs::rename(&path, &target).map_err(|e| io(&target, e))?;
+                    log::info!("completed checkpoint {} from its temporary directory", target.display());
+                } else {
+                    std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+                    log::debug!("removed the leftover {}", path.display());
+                }
+                changed = true;
+            } else if name.starts_with(REPLACED_PREFIX) {
+                std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+                changed = true;
+            }
+        }
+        if changed {
+            sync(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint atomically, then prunes old ones.
@@ -83,14 +203,26 @@ impl Checkpoints {
         validation: Option<f64>,
     ) -> Result<PathBuf, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let target = self.step_dir(cursor.step);
-        let tmp = self.dir.join(format!(
-            ".tmp-step-{:08}-{}",
-            cursor.step,
-            std::process::id()
-        ));
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{:08}-{}", cursor.step, std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let saved = self.save_in(&tmp, model, optim, cursor, validation);
+        if saved.is_err() {
+            // A full disk, say: leave no half-written directory behind.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        saved
+    }
+
+    fn save_in<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
+        &self,
+        tmp: &Path,
+        model: &WorldModel<B>,
+        optim: &O,
+        cursor: &Cursor,
+        validation: Option<f64>,
+    ) -> Result<PathBuf, CheckpointError> {
+        let target = self.step_dir(cursor.step);
+        std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
         // The recorder adds the `.mpk` extension to the stem it is given.
         let stem = |name: &str| tmp.join(name.trim_end_matches(".mpk"));
         model
@@ -100,7 +232,7 @@ impl Checkpoints {
         recorder()
             .record(optim.to_record(), stem(OPTIMIZER))
             .map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
-        let cursor_json = serde_json::to_vec_pretty(cursor).map_err(|e| io(&tmp, e))?;
+        let cursor_json = serde_json::to_vec_pretty(cursor).map_err(|e| io(tmp, e))?;
         crate::fs::write_atomic(&tmp.join(CURSOR), &cursor_json)
             .map_err(|e| io(&tmp.join(CURSOR), e))?;
         let mut files = BTreeMap::new();
@@ -114,14 +246,22 @@ impl Checkpoints {
             files,
             validation,
         };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io(&tmp, e))?;
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io(tmp, e))?;
         crate::fs::write_atomic(&tmp.join(MANIFEST), &bytes).map_err(|e| io(&tmp.join(MANIFEST), e))?;
-        sync(&tmp)?;
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+        sync(tmp)?;
+        // A directory cannot be renamed over a non-empty one: an older save of this
+        // step is renamed aside first, and removed once the new one is in place. Older
+        // steps are pruned only after that, so a complete checkpoint always exists.
+        let replaced = self.dir.join(format!("{REPLACED_PREFIX}{:08}-{}", cursor.step, std::process::id()));
+        let replacing = target.exists();
+        if replacing {
+            std::fs::rename(&target, &replaced).map_err(|e| io(&target, e))?;
         }
-        std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+        std::fs::rename(tmp, &target).map_err(|e| io(&target, e))?;
         sync(&self.dir)?;
+        if replacing {
+            std::fs::remove_dir_all(&replaced).map_err(|e| io(&replaced, e))?;
+        }
         log::debug!("checkpoint {} saved", target.display());
         self.prune(cursor.best_validation.map(|(_, step)| step))?;
         Ok(target)
@@ -157,26 +297,46 @@ impl Checkpoints {
 
     /// Checks a checkpoint's manifest against its files.
     pub fn verify(&self, step: usize) -> Result<Manifest, CheckpointError> {
-        let dir = self.step_dir(step);
-        let corrupt = |message: String| CheckpointError::Corrupt {
-            path: dir.clone(),
-            message,
+        verify_dir(&self.step_dir(step), step)
+    }
+
+
+    /// The checkpoint `which` names, verified. A corrupt one is an error naming it
+    /// and the valid ones there are: never silently another checkpoint.
+    pub fn choose(&self, which: Which) -> Result<usize, CheckpointError> {
+        let steps = self.steps();
+        let valid = || -> String {
+            let ok: Vec<String> = steps
+                .iter()
+                .filter(|&&s| self.verify(s).is_ok())
+                .map(|s| format!("step-{s}"))
+                .collect();
+            if ok.is_empty() { "none is valid".into() } else { format!("valid ones: {}", ok.join(", ")) }
         };
-        let text = std::fs::read_to_string(dir.join(MANIFEST))
-            .map_err(|e| corrupt(format!("no readable manifest: {e}")))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| corrupt(format!("bad manifest: {e}")))?;
-        for name in [MODEL, OPTIMIZER, CURSOR] {
-            let expected = manifest
-                .files
-                .get(name)
-                .ok_or_else(|| corrupt(format!("manifest lacks {name}")))?;
-            let found = sha256_file(&dir.join(name)).map_err(|e| corrupt(e.to_string()))?;
-            if &found != expected {
-                return Err(corrupt(format!("{name} does not match its checksum")));
+        let missing = |message: String| CheckpointError::Missing { path: self.dir.clone(), message };
+        let step = match which {
+            Which::Latest => *steps.first().ok_or_else(|| missing("there are no checkpoints".into()))?,
+            Which::Step(n) => {
+                if !steps.contains(&n) {
+                    return Err(missing(format!("there is no step-{n}; {}", valid())));
+                }
+                n
             }
-        }
-        Ok(manifest)
+            Which::Best => {
+                let best = steps
+                    .iter()
+                    .filter_map(|&s| Some((self.verify(s).ok()?.validation?, s)))
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                return best.map(|(_, s)| s).ok_or_else(|| {
+                    missing(format!("no valid checkpoint closes an epoch with a validation loss; {}", valid()))
+                });
+            }
+        };
+        self.verify(step).map_err(|e| CheckpointError::Corrupt {
+            path: self.step_dir(step),
+            message: format!("{}; pass --checkpoint step-N to use another ({})", e.detail(), valid()),
+        })?;
+        Ok(step)
     }
 
     /// The newest checkpoint whose files match its manifest, and the newer ones

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod list;
+pub mod lock;
 pub mod metrics;
 pub mod summary;
 
@@ -20,7 +21,7 @@ use crate::config::{Experiment, Init, Loaded};
 use crate::model::world::WorldModel;
 use crate::tokenize::TextTokenizer;
 use crate::tokenize::wat::WatVocab;
-use checkpoint::Checkpoints;
+use checkpoint::{Checkpoints, Which};
 
 /// Run status in `meta.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,12 @@ pub struct Meta {
     pub status: Status,
     /// How many times the run was resumed.
     pub resumes: usize,
+    /// The process that runs (or last ran) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Why it failed or stopped, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A run directory.
@@ -147,8 +154,12 @@ impl RunDir {
 pub enum RunError {
     #[error("{path} is not a run directory (it has no config.toml); runs live under runs/<experiment>/<id>/")]
     NotARun { path: PathBuf },
-    #[error("{path} has no valid checkpoint to load{skipped}")]
+    #[error("{path} has no checkpoint to load{skipped}")]
     NoCheckpoint { path: PathBuf, skipped: String },
+    #[error("{path} is in use by another wmx{}; wait for it to finish or stop it (a lock left by a process that died is taken over)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
 }
 
 /// A run directory opened for inference and evaluation: its resolved experiment,
@@ -163,7 +174,11 @@ pub struct OpenedRun {
 }
 
 impl OpenedRun {
-    pub fn open(path: &Path) -> Result<OpenedRun> {
+    /// Opens the run at `path` with the checkpoint `which` names. Its `config.toml`
+    /// passes the checks `validate` makes, and its paths resolve from the run
+    /// directory (or, for runs written before they were stored so, from the
+    /// directory that holds `runs/`).
+    pub fn open(path: &Path, which: Which) -> Result<OpenedRun> {
         let config = path.join("config.toml");
         if !config.is_file() {
             return Err(RunError::NotARun {
@@ -173,27 +188,27 @@ impl OpenedRun {
         }
         let text = std::fs::read_to_string(&config)
             .with_context(|| format!("cannot read {}", config.display()))?;
-        let experiment: Experiment =
+        let stored: Experiment =
             toml::from_str(&text).map_err(|err| crate::config::ConfigError::Syntax {
                 path: config.clone(),
                 message: err.to_string(),
             })?;
-        let dir = RunDir {
-            path: path.to_path_buf(),
-            progress: Default::default(),
-        };
-        let checkpoints = Checkpoints {
-            dir: path.join("checkpoints"),
-            keep_last: experiment.train.checkpoint.keep_last,
-        };
-        let (found, skipped) = checkpoints.newest_valid();
-        let Some(step) = found else {
-            return Err(RunError::NoCheckpoint {
-                path: path.to_path_buf(),
-                skipped: skipped.iter().map(|s| format!("; {s}")).collect(),
+        let root = path.ancestors().nth(3).unwrap_or(Path::new("."));
+        let experiment = stored.map_paths(|p| {
+            let from_run = path.join(p);
+            if p.is_absolute() || from_run.exists() || !root.join(p).exists() {
+                crate::fs::relative_to(&path.join("config.toml"), p)
+            } else {
+                root.join(p)
             }
-            .into());
-        };
+        });
+        crate::config::check_experiment(&experiment, &config)?;
+        let dir = RunDir::at(path);
+        let checkpoints = Checkpoints::at(path.join("checkpoints"), experiment.train.checkpoint.keep_last);
+        let step = checkpoints.choose(which).map_err(|e| RunError::NoCheckpoint {
+            path: path.to_path_buf(),
+            skipped: format!(": {e}"),
+        })?;
         let tokenizer = TextTokenizer::from_file(
             &experiment.model.checkpoint_tokenizer().unwrap_or_else(|| path.join("tokenizer.json")),
         )?;

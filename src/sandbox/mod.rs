@@ -9,6 +9,7 @@ pub mod value;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,6 +39,16 @@ pub const ARGUMENT_AREA_BYTES: usize = 1024;
 const TICK: Duration = Duration::from_millis(2);
 /// Compiled modules kept per sandbox before the cache is cleared.
 const CACHE_CAPACITY: usize = 4096;
+/// Module shape bounds, checked before compiling so that compiling stays well under
+/// any deadline (cranelift's time grows with functions × locals, which a small binary
+/// can declare by the million). `bench/RESULTS.md` has the compile times at the bounds.
+pub const MAX_FUNCTIONS: u32 = 256;
+/// Locals (parameters included) of one function.
+pub const MAX_FUNCTION_LOCALS: u64 = 1024;
+/// Locals of all functions together.
+pub const MAX_MODULE_LOCALS: u64 = 8192;
+/// The largest files directory a sandbox snapshots, in bytes.
+const MAX_FILES_BYTES: u64 = 256 << 20;
 
 /// What running a program produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +162,8 @@ pub struct Sandbox {
     linker: Linker<Host>,
     policy: Policy,
     clock: Option<Duration>,
+    /// The snapshot of the policy's files directory that programs see.
+    files: Option<tempfile::TempDir>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
     ticker: Ticker,
 }
@@ -167,14 +180,22 @@ impl Sandbox {
                 key: "system.clock".into(),
                 message,
             })?;
+        let mut files = None;
         if let Some(dir) = &policy.system.files
             && policy.allows_system()
-            && !dir.is_dir()
         {
-            return Err(SandboxError::Files {
-                path: dir.display().to_string(),
-                message: "not a directory".into(),
-            });
+            if !dir.is_dir() {
+                return Err(SandboxError::Files {
+                    path: dir.display().to_string(),
+                    message: "not a directory".into(),
+                });
+            }
+            let snapshot = tempfile::Builder::new()
+                .prefix("wmx-files-")
+                .tempdir()
+                .map_err(|e| SandboxError::Files { path: dir.display().to_string(), message: format!("cannot make a snapshot: {e}") })?;
+            snapshot_files(dir, snapshot.path())?;
+            files = Some(snapshot);
         }
         let mut config = Config::new();
         config
@@ -199,6 +220,7 @@ impl Sandbox {
             linker,
             policy: policy.clone(),
             clock,
+            files,
             cache: Mutex::new(HashMap::new()),
             ticker,
         })
@@ -257,6 +279,7 @@ impl Sandbox {
             )));
         }
         let bytes = parse_wat(wat).map_err(Outcome::Invalid)?;
+        check_shape(&bytes).map_err(Outcome::Invalid)?;
         let module =
             Module::new(&self.engine, &bytes).map_err(|e| Outcome::Invalid(format!("{e:#}")))?;
         for import in module.imports() {
@@ -368,7 +391,8 @@ impl Sandbox {
         if let Some(at) = self.clock {
             builder.wall_clock(FixedClock(at));
         }
-        if let Some(dir) = &self.policy.system.files {
+        if let Some(dir) = &self.files {
+            let dir = dir.path();
             builder
                 .preopened_dir(dir, GUEST_FILES_DIR, FsPerms::ReadOnly)
                 .map_err(|e| {
@@ -411,6 +435,75 @@ fn classify(err: wasmtime::Error) -> Outcome {
         return Outcome::Trap(TrapKind::Memory);
     }
     Outcome::Trap(TrapKind::Other(message))
+}
+
+/// Checks a module's functions and locals against [`MAX_FUNCTIONS`],
+/// [`MAX_FUNCTION_LOCALS`] and [`MAX_MODULE_LOCALS`] without compiling it.
+pub fn check_shape(bytes: &[u8]) -> Result<(), String> {
+    use wasmparser::{Parser, Payload};
+    let mut functions = 0u32;
+    let mut total = 0u64;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("{e}"))? {
+            Payload::CodeSectionStart { count, .. } if count > MAX_FUNCTIONS => {
+                return Err(format!("the module defines {count} functions; the sandbox compiles at most {MAX_FUNCTIONS}"));
+            }
+            Payload::CodeSectionEntry(body) => {
+                functions += 1;
+                let mut locals = 0u64;
+                for entry in body.get_locals_reader().map_err(|e| format!("{e}"))? {
+                    locals += u64::from(entry.map_err(|e| format!("{e}"))?.0);
+                    if locals > MAX_FUNCTION_LOCALS {
+                        return Err(format!("function {} declares more than {MAX_FUNCTION_LOCALS} locals", functions - 1));
+                    }
+                }
+                total += locals;
+                if total > MAX_MODULE_LOCALS {
+                    return Err(format!("the module's functions declare more than {MAX_MODULE_LOCALS} locals together"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Copies the regular files under `dir` into `into`, refusing anything else (FIFOs,
+/// devices, sockets, links that lead outside `dir`): a program reads a snapshot that
+/// no read can block on and nothing can change under it.
+fn snapshot_files(dir: &Path, into: &Path) -> Result<(), SandboxError> {
+    let fail = |path: &Path, message: String| SandboxError::Files { path: path.display().to_string(), message };
+    let root = dir.canonicalize().map_err(|e| fail(dir, e.to_string()))?;
+    let mut budget = MAX_FILES_BYTES;
+    let mut stack = vec![(root.clone(), into.to_path_buf())];
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).map_err(|e| fail(&to, e.to_string()))?;
+        let entries = std::fs::read_dir(&from).map_err(|e| fail(&from, e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| fail(&from, e.to_string()))?;
+            let path = entry.path();
+            let real = path.canonicalize().map_err(|e| fail(&path, e.to_string()))?;
+            if !real.starts_with(&root) {
+                return Err(fail(&path, format!("leads outside the files directory (to {})", real.display())));
+            }
+            let meta = std::fs::metadata(&real).map_err(|e| fail(&path, e.to_string()))?;
+            let target = to.join(entry.file_name());
+            if meta.is_dir() {
+                stack.push((real, target));
+            } else if meta.is_file() {
+                budget = budget.checked_sub(meta.len()).ok_or_else(|| {
+                    fail(dir, format!("holds more than {} MiB; the sandbox snapshots at most that", MAX_FILES_BYTES >> 20))
+                })?;
+                std::fs::copy(&real, &target).map_err(|e| fail(&path, e.to_string()))?;
+            } else {
+                return Err(fail(
+                    &path,
+                    "is not a regular file (a FIFO, socket or device): the files directory may hold only files and directories".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses WAT to wasm bytes; errors read `line L, column C: message`.

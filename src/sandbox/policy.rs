@@ -66,8 +66,11 @@ impl Policy {
         if self.deadline_ms == 0 || self.deadline_ms > 600_000 {
             return fail("deadline_ms", "must be between 1 and 600000 (10 minutes)");
         }
-        if self.stack_kib < 16 || self.stack_kib > 64 * 1024 {
-            return fail("stack_kib", "must be between 16 and 65536");
+        if self.stack_kib < 16 || self.stack_kib > MAX_STACK_KIB {
+            return fail(
+                "stack_kib",
+                "must be between 16 and 1024: a program's stack lives on the host thread's, and wasmtime allows no more than its 2 MiB async stack",
+            );
         }
         if self.max_source_bytes < 64 {
             return fail("max_source_bytes", "must be at least 64");
@@ -82,6 +85,10 @@ impl Policy {
         Duration::from_millis(self.deadline_ms)
     }
 }
+
+/// The largest wasm stack, in KiB: programs run on the calling thread's stack (2 MiB
+/// for threads Rust starts) and wasmtime refuses more than its async stack (2 MiB).
+pub const MAX_STACK_KIB: u32 = 1024;
 
 /// A host capability a policy may grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

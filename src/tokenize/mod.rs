@@ -14,6 +14,8 @@ pub enum TokenizeError {
     Codec(String),
     #[error("WAT tokenizer: {0}")]
     Wat(wat::UnknownToken),
+    #[error("the {what} take {tokens} tokens; `{key}` allows {limit}")]
+    TooLong { what: &'static str, tokens: usize, limit: usize, key: &'static str },
 }
 
 /// Each token's `(start, end)` character range in the encoded text.

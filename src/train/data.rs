@@ -42,6 +42,10 @@ pub struct Encoder<'a> {
     pub read_arguments: bool,
     /// How the text stream reads the arguments (`model.arguments`).
     pub arguments: ArgumentView,
+    /// Longest text sequence: `train.max_seq_len` (at most the model's positions).
+    pub max_text_tokens: usize,
+    /// Longest program, in WAT tokens (`wat.max_tokens`).
+    pub max_wat_tokens: usize,
 }
 
 impl Encoder<'_> {
@@ -60,6 +64,18 @@ impl Encoder<'_> {
         let mut text = prompt;
         text.extend(computed);
         text.extend(answer);
+        let wat = self.wat.encode(&example.program)?;
+        if text.len() > self.max_text_tokens {
+            return Err(TokenizeError::TooLong {
+                what: "question, computed value and answer",
+                tokens: text.len(),
+                limit: self.max_text_tokens,
+                key: "train.max_seq_len",
+            });
+        }
+        if wat.len() > self.max_wat_tokens {
+            return Err(TokenizeError::TooLong { what: "program", tokens: wat.len(), limit: self.max_wat_tokens, key: "wat.max_tokens" });
+        }
         Ok(Encoded {
             text,
             question_len,
@@ -67,7 +83,7 @@ impl Encoder<'_> {
             unread,
             carrier,
             answer_start,
-            wat: self.wat.encode(&example.program)?,
+            wat,
         })
     }
 }
@@ -277,6 +293,8 @@ mod tests {
             pad: text.token_id("<|endoftext|>").unwrap(),
             read_arguments: false,
             arguments: ArgumentView::Tokens,
+            max_text_tokens: 512,
+            max_wat_tokens: 512,
         };
         let example = |q: &str, v: f64| {
             Example {
