@@ -40,17 +40,45 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[test]
 fn shipped_experiments_and_curriculum_validate() {
-    for file in [
-        "experiments/base.toml",
-        "experiments/qwen3-0.6b.toml",
-        "curricula/standard.toml",
-    ] {
+    for file in ["experiments/base.toml", "curricula/standard.toml"] {
         let out = wmx(&repo(), &["validate", file]);
         assert!(out.status.success(), "{file}: {}", text(&out));
         assert!(text(&out).contains("ok:"), "{}", text(&out));
     }
+    // The seed's experiment needs a Hugging Face directory: without one, validate
+    // says so; with the 0.6B config.json and the Qwen3 tokenizer (no weights here),
+    // it validates at init = "random".
     let out = wmx(&repo(), &["validate", "experiments/qwen3-0.6b.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("model.checkpoint"), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("tests/fixtures/qwen3/tokenizer/tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let config = r#"{"architectures": ["Qwen3ForCausalLM"], "vocab_size": 151936, "hidden_size": 1024,
+        "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+        "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,
+        "rope_theta": 1000000, "rms_norm_eps": 1e-06, "tie_word_embeddings": true}"#;
+    write(dir.path(), "config.json", config);
+    let checkpoint = format!("model.checkpoint={}", dir.path().display());
+    let out = wmx(&repo(), &["validate", "experiments/qwen3-0.6b.toml", "--set", &checkpoint]);
+    assert_eq!(out.status.code(), Some(2), "no weights for pretrained: {}", text(&out));
+    assert!(text(&out).contains("safetensors"), "{}", text(&out));
+    let out = wmx(&repo(), &["validate", "experiments/qwen3-0.6b.toml", "--set", &checkpoint, "--set", "model.init=random"]);
+    assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("[3, 7, 11]"), "{}", text(&out));
+    // The placeholder mode needs a token the Qwen3 tokenizer lacks: refused, naming the fix.
+    let out = wmx(
+        &repo(),
+        &["validate", "experiments/qwen3-0.6b.toml", "--set", &checkpoint, "--set", "model.init=random", "--set", "model.arguments=placeholder"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("model.arguments = \"tokens\""), "{}", text(&out));
+    // A declared shape the checkpoint contradicts is named.
+    let out = wmx(
+        &repo(),
+        &["validate", "experiments/qwen3-0.6b.toml", "--set", &checkpoint, "--set", "model.init=random", "--set", "model.hidden_size=512"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("model.hidden_size"), "{}", text(&out));
 }
 
 /// Each bad file exits 2 with a message naming the key (or the problem) and the file.
@@ -248,7 +276,7 @@ fn exec_binds_questions_and_arguments_and_reports_outcomes() {
         "(module (func (export \"compute\") (result f64) (loop $l (br $l)) (f64.const 0)))",
     );
     let out = wmx(dir.path(), &["exec", spin.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("trap: out of fuel"), "{}", text(&out));
 }
 
@@ -274,7 +302,7 @@ fn exec_system_policy_reads_declared_files() {
         "Read \"n.txt\"",
     ];
     let denied = wmx(dir.path(), &args);
-    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(denied.status.code(), Some(2));
     assert!(
         text(&denied).contains("denied import `wasi_snapshot_preview1.path_open`"),
         "{}",

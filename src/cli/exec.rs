@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 
 use wmx::sandbox::{Arg, Outcome, Policy, Sandbox};
@@ -66,7 +66,7 @@ impl Args {
 
 pub fn exec(args: Args) -> Result<ExitCode> {
     let wat = std::fs::read_to_string(&args.program)
-        .with_context(|| format!("cannot read {}", args.program.display()))?;
+        .map_err(|e| super::BadInput(format!("{}: cannot read: {e}", args.program.display())))?;
     let bound: Vec<Arg> = match &args.question {
         Some(q) => wmx::sandbox::bind(q),
         None => args.args.iter().map(|a| Arg::parse_cli(a)).collect(),
@@ -83,5 +83,12 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         println!("outcome  {outcome}");
         println!("time     {ms:.3} ms");
     }
-    Ok(if matches!(outcome, Outcome::Value(_)) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // A program that does not compute a value (malformed, denied, trapped, out of
+    // time) is bad input to `exec`: exit 2, naming the file.
+    Ok(if matches!(outcome, Outcome::Value(_)) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {}: {outcome}", args.program.display());
+        ExitCode::from(2)
+    })
 }

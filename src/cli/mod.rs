@@ -110,6 +110,11 @@ pub fn exec(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// Input a verb refuses (a file it cannot read, say): exit 2 with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
 /// The exit code of a failed command: 2 for bad input (files that are missing,
 /// malformed or out of range), 1 for anything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
@@ -118,6 +123,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn is_bad_input(cause: &(dyn std::error::Error + 'static)) -> bool {
     cause.downcast_ref::<ConfigError>().is_some()
+        || cause.downcast_ref::<BadInput>().is_some()
         || matches!(
             cause.downcast_ref::<CurriculumError>(),
             Some(CurriculumError::Read { .. } | CurriculumError::Invalid { .. } | CurriculumError::Import { .. })

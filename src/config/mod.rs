@@ -204,7 +204,9 @@ fn layer_file(
 /// Maps a figment extraction error to one naming the full key and its source.
 fn figment_error(figment: &Figment, err: figment::Error) -> ConfigError {
     let mut key = err.path.join(".");
-    if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+    if let figment::error::Kind::UnknownField(field, _) = &err.kind
+        && err.path.last() != Some(field)
+    {
         key = if key.is_empty() {
             field.clone()
         } else {

@@ -39,6 +39,12 @@ pub fn handles<B: Backend>() -> bool {
 ///   rotate: `[head_dim, head_dim]`
 pub fn composed<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>, rotate: Tensor<B, 2>, start: usize) -> Tensor<B, 4> {
     let [b, seq, heads, hd] = x.dims();
+    assert!(
+        start + seq <= cos.dims()[0],
+        "rotary embeddings: positions {start}..{} exceed the table's {} positions",
+        start + seq,
+        cos.dims()[0]
+    );
     let cos = cos.narrow(0, start, seq).reshape([1, seq, 1, hd]);
     let sin = sin.narrow(0, start, seq).reshape([1, seq, 1, hd]);
     let rows = x.clone().reshape([b * seq * heads, hd]);
@@ -161,6 +167,19 @@ extern "C" __global__ void wmx_rotary(const void* x, const void* cos, const void
     /// `start`, or its transpose.
     pub(super) fn rotate<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>, start: usize, backward: bool) -> FloatTensor<B> {
         let [x, cos, sin] = [x, cos, sin].map(cast_primitive::<B, Cuda>);
+        // The kernel reads the tables at positions start..start + seq: check them here,
+        // as burn checks `narrow`, rather than read out of bounds.
+        let (dims, table) = (x.shape.as_slice().to_vec(), cos.shape.as_slice().to_vec());
+        assert!(
+            dims.len() == 4 && table.len() == 2 && sin.shape.as_slice() == &table[..] && table[1] == dims[3],
+            "rotary embeddings: x {dims:?} needs [batch, seq, heads, head_dim] and tables [positions, head_dim], not {table:?}"
+        );
+        assert!(
+            start + dims[1] <= table[0],
+            "rotary embeddings: positions {start}..{} exceed the table's {} positions",
+            start + dims[1],
+            table[0]
+        );
         let outputs = [(x.shape.clone(), x.dtype)];
         let [y] = custom("wmx_rotary", [x, cos, sin], outputs, move |[x, cos, sin]| {
             let shape = x.meta.shape().as_slice().to_vec();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::module::Module;
@@ -54,7 +54,7 @@ pub fn run(
     let (dir, _) = RunDir::for_experiment(root, loaded)?;
     // Checked before anything is written: bad input leaves no run behind.
     let complete = dir.meta().is_some_and(|m| m.status == Status::Complete);
-    let dataset = if complete && !fresh { None } else { Some(preflight(loaded)?) };
+    let prepared = if complete && !fresh { None } else { Some(preflight(loaded)?) };
     let _lock = RunLock::acquire(&dir.path)?;
     let previous = dir.meta();
     if let Some(meta) = &previous
@@ -103,11 +103,11 @@ pub fn run(
     signals::install();
     let _active = signals::Active::set(dir.path.clone());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let dataset = match &dataset {
-            Some(dataset) => dataset,
-            None => &preflight(loaded)?,
+        let prepared = match prepared {
+            Some(prepared) => prepared,
+            None => preflight(loaded)?,
         };
-        train_and_evaluate(&dir, e, dataset, backend)
+        train_and_evaluate(&dir, e, prepared, backend)
     }))
     .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&panic))));
     let (status, reason) = match &result {
@@ -161,7 +161,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn train_and_evaluate(
     dir: &RunDir,
     e: &Experiment,
-    dataset: &Dataset,
+    Prepared { dataset, tokenizer }: Prepared,
     backend: crate::config::Backend,
 ) -> Result<Option<f64>> {
     Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last).clean_leftovers()?;
@@ -175,22 +175,28 @@ fn train_and_evaluate(
             stage.epochs
         );
     }
-    let tokenizer = text_tokenizer(dir, e, dataset)?;
+    let tokenizer = run_tokenizer(dir, e, tokenizer)?;
     let task = Train {
         dir,
         experiment: e,
-        dataset,
+        dataset: &dataset,
         tokenizer: &tokenizer,
         interrupted: signals::interrupted(),
     };
     crate::backend::dispatch(backend, task)?
 }
 
+/// What [`preflight`] prepared: the generated dataset and the text tokenizer.
+pub struct Prepared {
+    pub dataset: Dataset,
+    pub tokenizer: TextTokenizer,
+}
+
 /// Everything `run` will need, checked before anything runs (`wmx validate` and the
 /// start of `wmx run`): the curriculum loads and generates, each program fits
 /// `wat.max_tokens`, the sandbox's engine and files directory work, and a checkpoint's
 /// tokenizer and `config.json` agree with the experiment. Returns the dataset.
-pub fn preflight(loaded: &Loaded) -> Result<Dataset> {
+pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
     let e = &loaded.experiment;
     let key_error = |key: &str, message: String| crate::config::ConfigError::key(key, loaded.path.display().to_string(), message);
     require_checkpoint(loaded)?;
@@ -199,39 +205,56 @@ pub fn preflight(loaded: &Loaded) -> Result<Dataset> {
         format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display())
     })?;
     let dataset = curriculum.generate()?;
-    let wat = WatVocab::new();
-    for stage in &dataset.stages {
-        for x in stage.train.iter().chain(&stage.validation).chain(&stage.test) {
-            let tokens = wat.encode(&x.program)?.len();
-            if tokens > e.wat.max_tokens {
-                return Err(key_error(
-                    "wat.max_tokens",
-                    format!("{} allows fewer tokens than example {}'s program takes ({tokens})", e.wat.max_tokens, x.id),
-                )
-                .into());
-            }
-        }
-    }
-    if let Some(path) = e.model.checkpoint_tokenizer() {
-        let tokenizer = TextTokenizer::from_file(&path)?;
-        if e.model.arguments == crate::config::ArgumentView::Placeholder
-            && tokenizer.token_id(crate::prompt::ARGUMENT_TOKEN).is_none()
-        {
+    if let Some(dir) = e.model.checkpoint.as_ref().filter(|_| e.model.checkpoint_tokenizer().is_some()) {
+        check_hf_shapes(loaded, dir)?;
+        let weights = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| f.path().extension().is_some_and(|x| x == "safetensors"));
+        if e.model.init == crate::config::Init::Pretrained && !weights {
             return Err(key_error(
-                "model.arguments",
-                format!(
-                    "\"placeholder\" needs the token {} in the tokenizer, and {} has none; set model.arguments = \"tokens\"",
-                    crate::prompt::ARGUMENT_TOKEN,
-                    path.display()
-                ),
+                "model.checkpoint",
+                format!("{} has no *.safetensors weights for init = \"pretrained\" (init = \"random\" takes its shapes and tokenizer alone)", dir.display()),
             )
             .into());
         }
-        if let Some(dir) = &e.model.checkpoint {
-            check_hf_shapes(loaded, dir)?;
+    }
+    let tokenizer = new_tokenizer(e, &dataset)?;
+    if e.model.arguments == crate::config::ArgumentView::Placeholder
+        && tokenizer.token_id(crate::prompt::ARGUMENT_TOKEN).is_none()
+    {
+        return Err(key_error(
+            "model.arguments",
+            format!(
+                "\"placeholder\" needs the token {} in the tokenizer, and {} has none; set model.arguments = \"tokens\"",
+                crate::prompt::ARGUMENT_TOKEN,
+                e.model.checkpoint_tokenizer().unwrap_or_default().display()
+            ),
+        )
+        .into());
+    }
+    // Every example fits the sequence lengths the experiment declares.
+    let wat = WatVocab::new();
+    let encoder = Encoder {
+        text: &tokenizer,
+        wat: &wat,
+        pad: 0,
+        read_arguments: e.wat.read_arguments,
+        arguments: e.model.arguments,
+        max_text_tokens: e.train.max_seq_len.min(e.model.max_position_embeddings),
+        max_wat_tokens: e.wat.max_tokens,
+    };
+    for x in dataset.stages.iter().flat_map(|s| s.train.iter().chain(&s.validation).chain(&s.test)) {
+        if let Err(err) = encoder.encode(x) {
+            let key = match &err {
+                crate::tokenize::TokenizeError::TooLong { key, .. } => *key,
+                _ => "curriculum",
+            };
+            return Err(key_error(key, format!("example {}: {err}", x.id)).into());
         }
     }
-    Ok(dataset)
+    Ok(Prepared { dataset, tokenizer })
 }
 
 /// The declared text-stream shapes against a checkpoint's `config.json`.
@@ -273,14 +296,18 @@ fn require_checkpoint(loaded: &Loaded) -> Result<()> {
         && m.init != Init::Scratch
         && !dir.join("config.json").is_file()
     {
-        bail!(
-            "model.checkpoint: {} is not a Hugging Face Qwen3 directory (no config.json); \
-             init = \"{}\" loads config.json, *.safetensors and tokenizer.json from it. \
-             Point model.checkpoint at one, or set model.init = \"random\" without a checkpoint \
-             for the declared shapes with random weights",
-            dir.display(),
-            format!("{:?}", m.init).to_lowercase()
-        );
+        return Err(crate::config::ConfigError::key(
+            "model.checkpoint",
+            loaded.path.display().to_string(),
+            format!(
+                "{} is not a Hugging Face Qwen3 directory (no config.json); init = \"{}\" loads config.json, \
+                 *.safetensors and tokenizer.json from it. Point model.checkpoint at one, or set \
+                 model.init = \"random\" without a checkpoint for the declared shapes with random weights",
+                dir.display(),
+                format!("{:?}", m.init).to_lowercase()
+            ),
+        )
+        .into());
     }
     Ok(())
 }
@@ -318,12 +345,11 @@ fn new_meta(e: &Experiment, backend: crate::config::Backend) -> Meta {
 }
 
 /// The text tokenizer: the checkpoint's, or a BPE trained on the curriculum and kept with the run.
-fn text_tokenizer(dir: &RunDir, e: &Experiment, dataset: &Dataset) -> Result<TextTokenizer> {
+/// The text tokenizer a new run starts from: the checkpoint's, or a BPE trained on
+/// the curriculum's training split (deterministic: the same curriculum gives the same
+/// tokenizer).
+fn new_tokenizer(e: &Experiment, dataset: &Dataset) -> Result<TextTokenizer> {
     if let Some(path) = e.model.checkpoint_tokenizer() {
-        return Ok(TextTokenizer::from_file(&path)?);
-    }
-    let path = dir.path.join("tokenizer.json");
-    if path.is_file() {
         return Ok(TextTokenizer::from_file(&path)?);
     }
     let texts: Vec<String> = dataset
@@ -337,9 +363,21 @@ fn text_tokenizer(dir: &RunDir, e: &Experiment, dataset: &Dataset) -> Result<Tex
             )
         })
         .collect();
-    let tokenizer = TextTokenizer::train_bpe(texts.iter().map(String::as_str), e.model.vocab_size)?;
-    tokenizer.save(&path)?;
-    Ok(tokenizer)
+    Ok(TextTokenizer::train_bpe(texts.iter().map(String::as_str), e.model.vocab_size)?)
+}
+
+/// The run's tokenizer: the one kept in its directory when resuming, else `fresh`
+/// (kept there for the run's later use).
+fn run_tokenizer(dir: &RunDir, e: &Experiment, fresh: TextTokenizer) -> Result<TextTokenizer> {
+    if e.model.checkpoint_tokenizer().is_some() {
+        return Ok(fresh);
+    }
+    let path = dir.path.join("tokenizer.json");
+    if path.is_file() {
+        return Ok(TextTokenizer::from_file(&path)?);
+    }
+    fresh.save(&path)?;
+    Ok(fresh)
 }
 
 struct Train<'a> {

@@ -14,6 +14,9 @@ pub struct RunRow {
     pub experiment: String,
     pub id: String,
     pub status: Option<Status>,
+    /// `running` in `meta.json` while no process holds the run's lock: the process
+    /// that ran it was killed or aborted before it could record a final status.
+    pub died: bool,
     pub started: Option<String>,
     pub ended: Option<String>,
     /// Optimizer steps in `metrics.csv`.
@@ -51,6 +54,8 @@ pub fn list_runs(root: &Path) -> Vec<RunRow> {
                 experiment: name_of(&experiment),
                 id: name_of(&run),
                 status: meta.as_ref().map(|m| m.status),
+                died: meta.as_ref().is_some_and(|m| m.status == Status::Running)
+                    && super::lock::RunLock::holder(&run).is_none(),
                 started: meta.as_ref().map(|m| m.started.clone()),
                 ended: meta.and_then(|m| m.ended),
                 steps,
@@ -70,7 +75,11 @@ pub fn runs_table(rows: &[RunRow]) -> String {
         table.row([
             r.experiment.clone(),
             r.id.clone(),
-            r.status.map_or("unknown".to_string(), |s| format!("{s:?}").to_lowercase()),
+            match (r.status, r.died) {
+                (_, true) => "died".to_string(),
+                (Some(s), false) => format!("{s:?}").to_lowercase(),
+                (None, false) => "unknown".to_string(),
+            },
             r.steps.to_string(),
             r.accuracy.map_or("-".to_string(), |a| format!("{a:.4}")),
             r.started.clone().unwrap_or_else(|| "-".into()),

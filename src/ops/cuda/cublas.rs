@@ -46,6 +46,13 @@ use crate::ops::layout::layout;
 /// [`enabled`] and both are CUDA tensors with the same batch dimensions and float
 /// type, through burn's `matmul` otherwise.
 pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+    let (l, r) = (lhs.dims(), rhs.dims());
+    assert!(
+        l[D - 1] == r[D - 2],
+        "matmul: the inner dimensions of {l:?} and {r:?} differ ({} ≠ {})",
+        l[D - 1],
+        r[D - 2]
+    );
     let same_batch = lhs.dims()[..D - 2] == rhs.dims()[..D - 2];
     if !same_batch || !takes(lhs.dtype()) || lhs.dtype() != rhs.dtype() || !enabled() {
         return lhs.matmul(rhs);
@@ -135,6 +142,8 @@ fn tracked(lhs: FloatTensor<CudaTrain>, rhs: FloatTensor<CudaTrain>) -> FloatTen
 /// operation each way, the rows of x one matrix inside it; elsewhere burn's
 /// reshapes around [`matmul`].
 pub fn rows_product<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    let (xd, wd) = (x.dims(), w.dims());
+    assert!(xd[D - 1] == wd[0], "rows product: x {xd:?} and w {wd:?} need x's last dimension = w's first");
     if x.dtype() == w.dtype() && takes(x.dtype()) && enabled() {
         if is::<B, CudaTrain>() {
             let x = cast::<B, CudaTrain, D, Float>(x).into_primitive().tensor();
@@ -192,6 +201,8 @@ fn as_matrix(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
 /// `x · w` as one operation of burn's fusion stream: x `[.., k]`, w `[k, n]`
 /// (or a transposed view) → `[.., n]`.
 fn rows(x: FloatTensor<Cuda>, w: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    let (xd, wd) = (x.shape.as_slice(), w.shape.as_slice());
+    assert!(wd.len() == 2 && xd.last() == Some(&wd[0]), "rows product: x {xd:?} and w {wd:?} need x's last dimension = w's first");
     let mut dims = x.shape.as_slice().to_vec();
     *dims.last_mut().expect("x has a last dimension") = w.shape[1];
     let out = [(Shape::from(dims.clone()), x.dtype)];
@@ -205,6 +216,13 @@ fn rows(x: FloatTensor<Cuda>, w: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
 /// `xᵀ · dy` over all rows as one operation of burn's fusion stream: x `[.., k]`,
 /// dy `[.., n]` → `[k, n]`, the gradient of [`rows`]' w.
 fn gram(x: FloatTensor<Cuda>, dy: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+    let rows = |s: &[usize]| s[..s.len() - 1].iter().product::<usize>();
+    assert!(
+        rows(x.shape.as_slice()) == rows(dy.shape.as_slice()),
+        "gram product: x {:?} and dy {:?} need the same rows",
+        x.shape.as_slice(),
+        dy.shape.as_slice()
+    );
     let (k, n) = (x.shape[x.shape.num_dims() - 1], dy.shape[dy.shape.num_dims() - 1]);
     let out = [(Shape::from(vec![k, n]), x.dtype)];
     let [dw] = super::kernel::custom_views("wmx_cublas_gram", [x, dy], out, |[x, dy]| {
@@ -311,7 +329,12 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>) -> CubeT
     let (lhs, a) = readable(lhs);
     let (rhs, b) = readable(rhs);
     let shape = lhs.meta.shape().as_slice().to_vec();
+    let other = rhs.meta.shape().as_slice().to_vec();
     let d = shape.len();
+    assert!(
+        d >= 2 && other.len() == d && shape[..d - 2] == other[..d - 2] && shape[d - 1] == other[d - 2],
+        "cuBLAS product of {shape:?} and {other:?}: needs equal batch dimensions and lhs's last = rhs's second-to-last"
+    );
     let (m, k, n) = (shape[d - 2], shape[d - 1], rhs.meta.shape()[d - 1]);
     let batch: usize = shape[..d - 2].iter().product();
     let mut out_dims = shape.clone();
@@ -382,6 +405,16 @@ fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> 
             cublas::cublasOperation_t::CUBLAS_OP_N
         }
     };
+    let int = |v: u64, what: &str| {
+        i32::try_from(v).map_err(|_| format!("a cuBLAS product's {what} ({v}) does not fit cuBLAS's 32-bit sizes"))
+    };
+    let (m32, n32, k32) = (int(m, "rows")?, int(n, "columns")?, int(k, "inner dimension")?);
+    let (lda, ldb, batch) = (int(lda, "lda")?, int(ldb, "ldb")?, int(batch, "batch")?);
+    let stride_c = m.checked_mul(n).and_then(|c| i64::try_from(c).ok()).ok_or("a cuBLAS product's output is too large")?;
+    let (stride_a, stride_b) = (
+        i64::try_from(stride_a).map_err(|_| "a cuBLAS batch stride is too large")?,
+        i64::try_from(stride_b).map_err(|_| "a cuBLAS batch stride is too large")?,
+    );
     let (alpha, beta) = (1.0f32, 0.0f32);
     let handle = handle(device as usize)?;
     unsafe {
@@ -394,24 +427,24 @@ fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> 
                 handle,
                 op(trans_a),
                 op(trans_b),
-                m as i32,
-                n as i32,
-                k as i32,
+                m32,
+                n32,
+                k32,
                 (&alpha as *const f32).cast(),
                 a as *const std::ffi::c_void,
                 kind,
-                lda as i32,
-                stride_a as i64,
+                lda,
+                stride_a,
                 b as *const std::ffi::c_void,
                 kind,
-                ldb as i32,
-                stride_b as i64,
+                ldb,
+                stride_b,
                 (&beta as *const f32).cast(),
                 c as *mut std::ffi::c_void,
                 kind,
-                m as i32,
-                (m * n) as i64,
-                batch as i32,
+                m32,
+                stride_c,
+                batch,
                 compute,
                 cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             ),
