@@ -3,7 +3,7 @@
 //! the same experiment is refused, every run ends with a final status, run
 //! directories work from anywhere, and each bad input is exit 2 naming what and where.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,18 +18,13 @@ fn meta(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
 }
 
-/// The final checkpoint's manifest: step and the checksum of every file.
-fn final_checkpoint(run: &Path) -> serde_json::Value {
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"))
-        .collect();
-    steps.sort();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(steps.last().unwrap().join("manifest.json")).unwrap()).unwrap();
-    manifest["files"].clone()
+/// The final checkpoint: its step, cursor and a digest of its weights' values.
+fn final_checkpoint(run: &Path) -> (usize, String, String) {
+    use wmx::rundir::checkpoint::Which;
+    let opened = wmx::rundir::OpenedRun::open(run, Which::Latest).unwrap();
+    let model = opened.model::<wmx::backend::Cpu>(&Default::default()).unwrap();
+    let cursor = std::fs::read_to_string(opened.model_path.with_file_name("cursor.json")).unwrap();
+    (opened.step, cursor, wmx::model::world::weights_digest(&model))
 }
 
 /// Names under `checkpoints/` that are not complete checkpoints.
@@ -58,45 +53,45 @@ fn chaos_sigkill_at_random_points_ends_as_an_uninterrupted_run() {
     let exp = experiment(straight.path());
     let started = Instant::now();
     run_ok(straight.path(), &exp);
-    let full = started.elapsed();
+    let full = started.elapsed().max(Duration::from_secs(5));
     let run = run_dir(straight.path());
     let (expected, expected_checkpoint) = (trajectory(&run), final_checkpoint(&run));
     let expected_accuracy = meta_accuracy(&run);
 
     let chaos = tempfile::tempdir().unwrap();
     let exp = experiment(chaos.path());
+    let steps = expected.len();
     let mut rng = Lcg(19);
+    // Kill points: during start-up, at 10 random steps of training (each followed by
+    // up to 150 ms more, to land in steps and checkpoint writes alike), and during the
+    // final evaluation.
+    let mut targets: Vec<usize> = (0..10).map(|_| 2 + rng.below(steps as u64 - 3) as usize).collect();
+    targets.sort_unstable();
+    let mut plan = vec![Kill::After(Duration::from_millis(300))];
+    plan.extend(targets.into_iter().map(|rows| Kill::AtRows(rows + 1, Duration::from_millis(rng.below(150)))));
+    plan.push(Kill::AtRows(steps + 1, Duration::from_millis(200 + rng.below(400))));
     let mut kills = 0;
-    // Kill points spread over a whole run's length (start-up, training, checkpoint
-    // writes, evaluation), until 12 kills landed or the run finished.
-    for _ in 0..40 {
+    for kill in plan {
         let mut child = wmx(chaos.path())
             .args(["run", exp.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let wait = Duration::from_millis(200 + rng.below(full.as_millis() as u64 / 3 + 1));
-        let deadline = Instant::now() + wait;
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let (rows, extra) = match kill {
+            Kill::After(wait) => (0, wait),
+            Kill::AtRows(rows, extra) => (rows, extra),
+        };
+        let started = Instant::now();
+        while started.elapsed() < full * 3 && metrics_rows(chaos.path()) < rows && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
         }
-        match finished {
-            Some(status) => {
-                assert!(status.success(), "a resumed run failed: {status}");
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
+        std::thread::sleep(extra);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
         }
+        child.wait().unwrap();
     }
     assert!(kills >= 10, "only {kills} kills landed before the run finished");
     // Whatever state the last kill left, one more run finishes it (or reports it complete).
@@ -107,6 +102,12 @@ fn chaos_sigkill_at_random_points_ends_as_an_uninterrupted_run() {
     assert_eq!(meta_accuracy(&run), expected_accuracy);
     assert_eq!(meta(&run)["status"], "complete");
     assert!(leftovers(&run).is_empty(), "{:?}", leftovers(&run));
+}
+
+enum Kill {
+    After(Duration),
+    /// Once `metrics.csv` has this many lines, then after the duration.
+    AtRows(usize, Duration),
 }
 
 fn meta_accuracy(run: &Path) -> serde_json::Value {
@@ -204,7 +205,7 @@ fn a_full_disk_during_a_checkpoint_fails_the_run_with_that_error_and_leaves_no_t
     let out = Command::new("bash").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("checkpoint"), "the checkpoint's error is shown: {}", text(&out));
-    assert!(text(&out).contains("File too large"), "{}", text(&out));
+    assert!(text(&out).contains("File too large"), "the operating system's reason: {}", text(&out));
     let run = run_dir(dir.path());
     let meta = meta(&run);
     assert_eq!(meta["status"], "failed");

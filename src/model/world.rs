@@ -129,13 +129,18 @@ impl<B: Backend> WorldModel<B> {
         .map_err(|_| super::ModelError::format(path, "its tensors do not fit the model the config declares".into()))?
         .map_err(|e| super::ModelError::io(path, e))?;
         let found = param_shapes(&loaded);
-        for (name, shape) in &expected {
-            match found.get(name) {
-                Some(f) if f == shape => {}
-                Some(f) => {
-                    return Err(super::ModelError::Shape { name: name.clone(), expected: shape.clone(), found: f.clone() });
-                }
-                None => return Err(super::ModelError::format(path, format!("it lacks tensor `{name}`"))),
+        if found.len() != expected.len() {
+            return Err(super::ModelError::format(
+                path,
+                format!("it holds {} tensors; the model the config declares has {}", found.len(), expected.len()),
+            ));
+        }
+        for ((name, shape), (_, f)) in expected.iter().zip(&found) {
+            if f != shape {
+                return Err(super::ModelError::format(
+                    path,
+                    format!("tensor `{name}` has shape {f:?}; the config declares {shape:?}"),
+                ));
             }
         }
         Ok(loaded)
@@ -419,20 +424,58 @@ fn argmax_allowed<B: Backend>(v: Tensor<B, 1>, guide: &dyn TokenGuide) -> (u32, 
     }
 }
 
-/// Every float parameter's path (`text.layers.0.attn.q.weight`) and shape.
-pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> std::collections::BTreeMap<String, Vec<usize>> {
-    struct Shapes(std::collections::BTreeMap<String, Vec<usize>>);
+/// Every float parameter's path (`text.layers.0.attn.q.weight`) and shape, in the
+/// order the module visits them.
+pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    struct Shapes {
+        path: Vec<String>,
+        found: Vec<(String, Vec<usize>)>,
+    }
     impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
-        fn visit_float_with_path<const D: usize>(
-            &mut self,
-            path: &[String],
-            _id: burn::module::ParamId,
-            tensor: &burn::tensor::Tensor<B, D>,
-        ) {
-            self.0.insert(path.join("."), tensor.dims().to_vec());
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            self.found.push((self.path.join("."), param.val().dims().to_vec()));
         }
     }
-    let mut shapes = Shapes(Default::default());
+    let mut shapes = Shapes { path: Vec::new(), found: Vec::new() };
     module.visit(&mut shapes);
-    shapes.0
+    shapes.found
+}
+
+/// SHA-256 (hex) of every float parameter's path, shape and values, in visiting
+/// order: equal for equal weights, whatever process made them (unlike a record's
+/// bytes, which carry each parameter's random id).
+pub fn weights_digest<B: Backend, M: Module<B>>(module: &M) -> String {
+    use sha2::{Digest, Sha256};
+    struct Hash {
+        path: Vec<String>,
+        hasher: Sha256,
+    }
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Hash {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let tensor = param.val();
+            self.hasher.update(self.path.join(".").as_bytes());
+            for d in tensor.dims() {
+                self.hasher.update((d as u64).to_le_bytes());
+            }
+            let values = tensor.into_data().convert::<f32>();
+            for v in values.iter::<f32>() {
+                self.hasher.update(v.to_le_bytes());
+            }
+        }
+    }
+    let mut hash = Hash { path: Vec::new(), hasher: Sha256::new() };
+    module.visit(&mut hash);
+    hash.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::Optimizer;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,10 +65,19 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
 
 fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex_sha256(&bytes))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a new file and makes its contents durable.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Checks the checkpoint in `dir` (of `step`): its manifest against its files.
@@ -223,23 +232,17 @@ impl Checkpoints {
     ) -> Result<PathBuf, CheckpointError> {
         let target = self.step_dir(cursor.step);
         std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
-        // The recorder adds the `.mpk` extension to the stem it is given.
-        let stem = |name: &str| tmp.join(name.trim_end_matches(".mpk"));
-        model
-            .clone()
-            .save_file(stem(MODEL), &recorder())
-            .map_err(|e| io(&tmp.join(MODEL), e))?;
-        recorder()
-            .record(optim.to_record(), stem(OPTIMIZER))
-            .map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
-        let cursor_json = serde_json::to_vec_pretty(cursor).map_err(|e| io(tmp, e))?;
-        crate::fs::write_atomic(&tmp.join(CURSOR), &cursor_json)
-            .map_err(|e| io(&tmp.join(CURSOR), e))?;
+        // Records are encoded in memory and written here, so that a write error (a
+        // full disk) reaches the message as the operating system gives it.
+        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+        let model_bytes = bytes.record(model.clone().into_record(), ()).map_err(|e| io(&tmp.join(MODEL), e))?;
+        let optim_bytes = bytes.record(optim.to_record(), ()).map_err(|e| io(&tmp.join(OPTIMIZER), e))?;
+        let cursor_bytes = serde_json::to_vec_pretty(cursor).map_err(|e| io(tmp, e))?;
         let mut files = BTreeMap::new();
-        for name in [MODEL, OPTIMIZER, CURSOR] {
+        for (name, content) in [(MODEL, &model_bytes), (OPTIMIZER, &optim_bytes), (CURSOR, &cursor_bytes)] {
             let path = tmp.join(name);
-            sync(&path)?;
-            files.insert(name.to_string(), sha256_file(&path)?);
+            write_synced(&path, content).map_err(|e| io(&path, e))?;
+            files.insert(name.to_string(), hex_sha256(content));
         }
         let manifest = Manifest {
             step: cursor.step,

@@ -102,17 +102,22 @@ pub fn trajectory(run: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Lines in `metrics.csv` (header included) of the tiny run under `dir`.
+pub fn metrics_rows(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("runs/tiny"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .find_map(|e| std::fs::read_to_string(e.path().join("metrics.csv")).ok())
+        .map_or(0, |t| t.lines().count())
+}
+
 /// Waits (up to a minute) until the run under `dir` has written `rows` lines of metrics.
 pub fn wait_for_rows(dir: &Path, rows: usize) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        let written = std::fs::read_dir(dir.join("runs/tiny"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .find_map(|e| std::fs::read_to_string(e.path().join("metrics.csv")).ok())
-            .map_or(0, |t| t.lines().count());
+        let written = metrics_rows(dir);
         if written >= rows {
             return;
         }
