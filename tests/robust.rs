@@ -145,6 +145,23 @@ fn a_second_run_of_the_same_experiment_is_refused_naming_the_first() {
 }
 
 #[test]
+fn sweep_members_that_resolve_to_one_run_train_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let mut toml = std::fs::read_to_string(&exp).unwrap();
+    toml.push_str("[sweep]\n\"train.batch_size\" = [16, 16]\n");
+    std::fs::write(&exp, toml).unwrap();
+    let out = wmx(dir.path()).args(["sweep", exp.to_str().unwrap(), "--jobs", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("member 2/2 resolves to the same run as member 1"), "{}", text(&out));
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/tiny")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert_eq!(runs.len(), 1);
+    let run = run_dir(dir.path());
+    let steps: Vec<usize> = trajectory(&run).iter().map(|(s, _)| s.parse().unwrap()).collect();
+    assert_eq!(steps, (1..=steps.len()).collect::<Vec<_>>());
+}
+
+#[test]
 fn a_run_killed_outright_shows_as_died_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());

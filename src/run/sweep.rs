@@ -144,22 +144,30 @@ pub fn run_sweep(
     root: &Path,
 ) -> Result<(SweepOutcome, PathBuf)> {
     use std::process::{Command, Stdio};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
     let (base, members) = load_members(file, overrides)?;
     let exe = std::env::current_exe().context("cannot find the wmx executable")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C reaches the members too (same process group): they checkpoint and
-        // stop; the sweep launches nothing more.
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    // Ctrl-C reaches the members too (same process group): they checkpoint and
+    // stop; the sweep launches nothing more.
+    super::signals::install();
+    let stop = super::signals::interrupted();
     let mut planned = Vec::new();
     for (i, (member, loaded)) in members.iter().enumerate() {
         let (dir, _) = crate::rundir::RunDir::for_experiment(root, loaded)?;
-        let done = dir.meta().is_some_and(|m| m.status == crate::rundir::Status::Complete);
+        // Members that resolve to the same config are one run: trained once, not twice
+        // at once in one directory.
+        let same = planned.iter().position(|(_, path, _, _): &(Member, PathBuf, bool, String)| *path == dir.path);
+        if let Some(first) = same {
+            log::info!(
+                "member {}/{} resolves to the same run as member {} ({}); it is trained once",
+                i + 1,
+                members.len(),
+                first + 1,
+                dir.path.display()
+            );
+        }
+        let done = same.is_some() || dir.meta().is_some_and(|m| m.status == crate::rundir::Status::Complete);
         let label = if member.values.is_empty() {
             "(base)".to_string()
         } else {
