@@ -390,3 +390,57 @@ impl Checkpoints {
         Ok((None, skipped))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint directory with dummy files and a manifest that holds.
+    fn fake_checkpoint(dir: &Path, step: usize) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut files = BTreeMap::new();
+        for name in [MODEL, OPTIMIZER, CURSOR] {
+            let content = format!("{name} of step {step}");
+            std::fs::write(dir.join(name), &content).unwrap();
+            files.insert(name.to_string(), hex_sha256(content.as_bytes()));
+        }
+        let manifest = Manifest { step, files, validation: Some(0.5) };
+        std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_save_are_completed_or_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::at(tmp.path().to_path_buf(), 2);
+        fake_checkpoint(&checkpoints.step_dir(3), 3);
+        // Killed between renaming the old step 5 aside and the new one into place.
+        fake_checkpoint(&tmp.path().join(format!("{TMP_PREFIX}00000005-41")), 5);
+        fake_checkpoint(&tmp.path().join(format!("{REPLACED_PREFIX}00000005-41")), 5);
+        // Killed while writing step 7: no manifest yet.
+        let torn = tmp.path().join(format!("{TMP_PREFIX}00000007-42"));
+        std::fs::create_dir_all(&torn).unwrap();
+        std::fs::write(torn.join(MODEL), b"half").unwrap();
+        checkpoints.clean_leftovers().unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["step-00000003", "step-00000005"]);
+        assert_eq!(checkpoints.choose(Which::Latest).unwrap(), 5);
+        assert_eq!(checkpoints.choose(Which::Step(3)).unwrap(), 3);
+        assert!(checkpoints.choose(Which::Step(4)).is_err());
+        assert_eq!("step-12".parse::<Which>(), Ok(Which::Step(12)));
+        assert!("newest".parse::<Which>().is_err());
+    }
+
+    #[test]
+    fn a_corrupt_latest_checkpoint_is_an_error_naming_the_valid_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::at(tmp.path().to_path_buf(), 2);
+        fake_checkpoint(&checkpoints.step_dir(3), 3);
+        fake_checkpoint(&checkpoints.step_dir(6), 6);
+        std::fs::write(checkpoints.step_dir(6).join(MODEL), b"flipped").unwrap();
+        let err = checkpoints.choose(Which::Latest).unwrap_err().to_string();
+        assert!(err.contains("step-00000006") && err.contains("valid ones: step-3"), "{err}");
+        assert_eq!(checkpoints.choose(Which::Best).unwrap(), 3);
+    }
+}
