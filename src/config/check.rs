@@ -33,17 +33,18 @@ fn experiment(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
     choices(e, fail)
 }
 
-/// A run's name is a plain name: it becomes the directory `runs/<name>/`.
+/// A run's name is a plain name: it becomes the directory `runs/<name>/`, so it has
+/// no path separator, does not start with a dot and holds no control character.
 fn name(name: &str, fail: &Fail) -> Result<(), ConfigError> {
     let plain = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_alphanumeric() || "-_.+".contains(c));
+        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
     if plain {
         Ok(())
     } else {
         fail(
             "name",
-            format!("`{name}` is not a plain name: use letters, digits, `-`, `_`, `.` and `+` (not first); it names the directory runs/<name>/"),
+            format!("`{name}` is not a plain name: it names the directory runs/<name>/, so it may not hold `/` or `\\`, start with a dot, or be empty"),
         )
     }
 }

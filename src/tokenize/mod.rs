@@ -14,7 +14,7 @@ pub enum TokenizeError {
     Codec(String),
     #[error("WAT tokenizer: {0}")]
     Wat(wat::UnknownToken),
-    #[error("the {what} take {tokens} tokens; `{key}` allows {limit}")]
+    #[error("{what}: {tokens} tokens, where `{key}` allows {limit}")]
     TooLong { what: &'static str, tokens: usize, limit: usize, key: &'static str },
 }
 
