@@ -120,12 +120,7 @@ fn meta_accuracy(run: &Path) -> serde_json::Value {
 fn a_second_run_of_the_same_experiment_is_refused_naming_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let mut first = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_rows(dir.path(), 3);
+    let mut first = start_run(dir.path(), &exp, 3);
     let second = wmx(dir.path()).args(["run", exp.to_str().unwrap()]).output().unwrap();
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
     assert!(
@@ -165,12 +160,7 @@ fn sweep_members_that_resolve_to_one_run_train_it_once() {
 fn a_run_killed_outright_shows_as_died_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let mut child = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_rows(dir.path(), 10);
+    let mut child = start_run(dir.path(), &exp, 10);
     child.kill().unwrap();
     child.wait().unwrap();
     let ls = wmx(dir.path()).arg("ls").output().unwrap();
@@ -190,12 +180,7 @@ fn a_run_killed_outright_shows_as_died_and_resumes() {
 fn sigterm_checkpoints_and_ends_interrupted_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let child = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_rows(dir.path(), 6);
+    let child = start_run(dir.path(), &exp, 6);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();

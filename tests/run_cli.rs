@@ -165,12 +165,7 @@ fn killed_run_resumes_onto_the_same_trajectory() {
 
     let killed = tempfile::tempdir().unwrap();
     let exp = experiment(killed.path());
-    let mut child = wmx(killed.path())
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_rows(killed.path(), 15);
+    let mut child = start_run(killed.path(), &exp, 15);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let run = run_dir(killed.path());
@@ -189,12 +184,7 @@ fn killed_run_resumes_onto_the_same_trajectory() {
 fn sigint_saves_and_marks_the_run_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path());
-    let mut child = wmx(dir.path())
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_rows(dir.path(), 5);
+    let mut child = start_run(dir.path(), &exp, 5);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

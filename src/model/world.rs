@@ -424,39 +424,15 @@ fn argmax_allowed<B: Backend>(v: Tensor<B, 1>, guide: &dyn TokenGuide) -> (u32, 
     }
 }
 
-/// Every float parameter's path (`text.layers.0.attn.q.weight`) and shape, in the
-/// order the module visits them.
-pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    struct Shapes {
+/// Every float parameter's path (`text.layers.0.attn.q.weight`), shape and, when
+/// `values`, its values, in the order the module visits them.
+fn float_params<B: Backend, M: Module<B>>(module: &M, values: bool) -> Vec<(String, Vec<usize>, Option<TensorData>)> {
+    struct Params {
         path: Vec<String>,
-        found: Vec<(String, Vec<usize>)>,
+        values: bool,
+        found: Vec<(String, Vec<usize>, Option<TensorData>)>,
     }
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            self.found.push((self.path.join("."), param.val().dims().to_vec()));
-        }
-    }
-    let mut shapes = Shapes { path: Vec::new(), found: Vec::new() };
-    module.visit(&mut shapes);
-    shapes.found
-}
-
-/// SHA-256 (hex) of every float parameter's path, shape and values, in visiting
-/// order: equal for equal weights, whatever process made them (unlike a record's
-/// bytes, which carry each parameter's random id).
-pub fn weights_digest<B: Backend, M: Module<B>>(module: &M) -> String {
-    use sha2::{Digest, Sha256};
-    struct Hash {
-        path: Vec<String>,
-        hasher: Sha256,
-    }
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Hash {
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Params {
         fn enter_module(&mut self, name: &str, _container: &str) {
             self.path.push(name.to_string());
         }
@@ -465,17 +441,35 @@ pub fn weights_digest<B: Backend, M: Module<B>>(module: &M) -> String {
         }
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
             let tensor = param.val();
-            self.hasher.update(self.path.join(".").as_bytes());
-            for d in tensor.dims() {
-                self.hasher.update((d as u64).to_le_bytes());
-            }
-            let values = tensor.into_data().convert::<f32>();
-            for v in values.iter::<f32>() {
-                self.hasher.update(v.to_le_bytes());
-            }
+            let dims = tensor.dims().to_vec();
+            let data = self.values.then(|| tensor.into_data());
+            self.found.push((self.path.join("."), dims, data));
         }
     }
-    let mut hash = Hash { path: Vec::new(), hasher: Sha256::new() };
-    module.visit(&mut hash);
-    hash.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let mut params = Params { path: Vec::new(), values, found: Vec::new() };
+    module.visit(&mut params);
+    params.found
+}
+
+/// Every float parameter's path and shape, in the order the module visits them.
+pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    float_params(module, false).into_iter().map(|(path, dims, _)| (path, dims)).collect()
+}
+
+/// SHA-256 (hex) of every float parameter's path, shape and values, in visiting
+/// order: equal for equal weights, whatever process made them (unlike a record's
+/// bytes, which carry each parameter's random id).
+pub fn weights_digest<B: Backend, M: Module<B>>(module: &M) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (path, dims, data) in float_params(module, true) {
+        hasher.update(path.as_bytes());
+        for d in dims {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        for v in data.expect("values were asked for").convert::<f32>().iter::<f32>() {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

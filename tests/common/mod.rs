@@ -125,3 +125,14 @@ pub fn wait_for_rows(dir: &Path, rows: usize) {
     }
 }
 
+/// Starts `wmx run` on the experiment in `dir` (output discarded) and waits until it
+/// has written `rows` lines of metrics.
+pub fn start_run(dir: &Path, exp: &Path, rows: usize) -> std::process::Child {
+    let child = wmx(dir)
+        .args(["run", exp.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_rows(dir, rows);
+    child
+}
