@@ -384,3 +384,20 @@ fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`) training shows the
+/// bar; piped, the same run prints plain lines only.
+#[test]
+fn training_shows_a_bar_on_a_terminal_and_plain_lines_when_piped() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let command = format!("{} run {} --set train.epoch_scale=0.3", env!("CARGO_BIN_EXE_wmx"), exp.display());
+    let out = Command::new("script").args(["-qfec", &command, "/dev/null"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(terminal.contains("ETA") && terminal.contains("tok/s") && terminal.contains("step 12/12"), "{terminal}");
+    let piped = wmx(dir.path()).args(["run", exp.to_str().unwrap(), "--set", "train.epoch_scale=0.2"]).output().unwrap();
+    assert!(piped.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&piped.stdout), String::from_utf8_lossy(&piped.stderr));
+    assert!(text.contains("tok/s") && !text.contains("ETA") && !text.contains('\u{1b}'), "{text}");
+}

@@ -457,6 +457,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         Trainable::FrozenText => model.text.model = model.text.model.no_grad(),
         Trainable::FusionAndWat => model.text = model.text.no_grad(),
     }
+    show_progress(t.dir, crate::train::fit::total_steps(&stages, &e.train), cursor.step);
     let mut hooks = RunHooks {
         dir: t.dir,
         checkpoints: &checkpoints,
@@ -486,6 +487,9 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         &mut cursor,
         &mut hooks,
     );
+    if let Some(bar) = t.dir.progress.get() {
+        bar.finish_and_clear();
+    }
     if let Some(err) = hooks.error {
         return Err(err);
     }
@@ -504,6 +508,24 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         &device,
     )?;
     Ok(Some(accuracy))
+}
+
+/// The training bar on a terminal: stage, epoch, losses, tokens/s and the time left
+/// (set by each step's report). Piped output, or `-q`, keeps plain log lines only.
+fn show_progress(dir: &RunDir, total: usize, done: usize) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:24}] step {pos}/{len} · {elapsed} elapsed, ETA {eta}")
+        .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    let _ = dir.progress.set(bar);
 }
 
 /// Copy-practice variants of each training example, encoded (none when
