@@ -54,7 +54,7 @@ fn run_completes_then_reports_instead_of_retraining() {
             assert!(report.join(format!("charts/{chart}.{ext}")).is_file(), "missing chart {chart}.{ext}");
         }
     }
-    assert_renders_in_chromium(&report.join("index.html"), 9);
+    assert_renders_in_chromium(&report.join("index.html"), 9, [1500, 500]);
     let again = run_ok(dir.path(), &exp);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already complete"));
     let listed = wmx(dir.path()).arg("ls").output().unwrap();
@@ -112,7 +112,9 @@ fn chromium() -> PathBuf {
 
 /// Opens the report page in headless Chromium: every chart image must decode,
 /// and a screenshot of the page must show the charts' own colours.
-fn assert_renders_in_chromium(page: &Path, charts: usize) {
+/// `least`: the fewest pixels of the palette's first two colours the screenshot
+/// must hold (short runs draw short curves).
+fn assert_renders_in_chromium(page: &Path, charts: usize, least: [usize; 2]) {
     let url = format!("file://{}", page.canonicalize().unwrap().display());
     let profile = tempfile::tempdir().unwrap();
     let browser = |args: &[&str]| {
@@ -150,7 +152,7 @@ fn assert_renders_in_chromium(page: &Path, charts: usize) {
     // is exit 0's WAT loss and exit 1's outcome bars. A page whose images did
     // not draw has none of either.
     let palette = wmx::report::charts::PALETTE;
-    for (colour, least) in [(palette[0], 1500), (palette[1], 500)] {
+    for (colour, least) in [(palette[0], least[0]), (palette[1], least[1])] {
         let n = count(colour);
         assert!(n > least, "only {n} pixels of {colour:?} in the screenshot {}", shot.display());
     }
@@ -400,4 +402,34 @@ fn training_shows_a_bar_on_a_terminal_and_plain_lines_when_piped() {
     assert!(piped.status.success());
     let text = format!("{}{}", String::from_utf8_lossy(&piped.stdout), String::from_utf8_lossy(&piped.stderr));
     assert!(text.contains("tok/s") && !text.contains("ETA") && !text.contains('\u{1b}'), "{text}");
+}
+
+/// `wmx sweep FILE --seeds 2`: every placement at two seeds, compared as groups
+/// with intervals and a paired test, on a page that draws in headless Chromium.
+#[test]
+fn a_seeded_sweep_compares_groups_on_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let mut toml = std::fs::read_to_string(&exp).unwrap();
+    toml.push_str("[sweep]\n\"fusion.layers\" = [[0], [1]]\n");
+    std::fs::write(&exp, toml).unwrap();
+    let out = wmx(dir.path())
+        .args(["sweep", exp.to_str().unwrap(), "--seeds", "2", "--jobs", "2", "--set", "train.epoch_scale=0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("complete").count(), 4, "{stdout}");
+    assert!(stdout.contains("seed=1"), "{stdout}");
+    let report = dir.path().join("reports/tiny");
+    let groups = wmx::tables::read_parquet(&report.join("tables/groups.parquet")).unwrap();
+    assert_eq!(groups.height(), 2);
+    assert_eq!(groups.column("seeds").unwrap().cast(&polars::prelude::DataType::UInt64).unwrap().u64().unwrap().get(0), Some(2));
+    let tests = wmx::tables::read_parquet(&report.join("tables/tests.parquet")).unwrap();
+    assert_eq!(tests.height(), 1);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("paired bootstrap") && md.contains("± "), "{md}");
+    assert!(report.join("charts/group_text_loss.svg").is_file());
+    // The per-run loss chart and the two group charts.
+    assert_renders_in_chromium(&report.join("index.html"), 3, [150, 100]);
 }

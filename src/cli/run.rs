@@ -54,6 +54,10 @@ pub struct SweepArgs {
     /// Members run at once, each its own process.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Run every member at this many seeds (the experiment's seed and the next ones):
+    /// the comparison groups them and tests their differences.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    seeds: Option<u64>,
     /// Override a key in every member (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -63,7 +67,7 @@ pub struct SweepArgs {
 }
 
 pub fn sweep(args: SweepArgs) -> Result<ExitCode> {
-    let (outcome, dir) = sweep::run_sweep(&args.file, &args.set, args.jobs, args.backend, Path::new("."))?;
+    let (outcome, dir) = sweep::run_sweep(&args.file, &args.set, args.seeds.map(|n| n as usize), args.jobs, args.backend, Path::new("."))?;
     let record = SweepRecord::read(&dir)?;
     for m in &record.members {
         let values: Vec<String> = m.values.iter().map(|(k, v)| format!("{k}={v}")).collect();

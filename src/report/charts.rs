@@ -60,6 +60,15 @@ pub fn smoothed(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// A shaded band around the line: (x, low, high), e.g. the spread over seeds.
+    pub band: Vec<(f64, f64, f64)>,
+}
+
+impl Series {
+    /// A plain line.
+    pub fn line(name: impl Into<String>, points: Vec<(f64, f64)>) -> Series {
+        Series { name: name.into(), points, band: Vec::new() }
+    }
 }
 
 /// One group of a bar chart: a value per category (None: no bar).
@@ -248,6 +257,19 @@ fn draw_lines<DB: DrawingBackend>(
                             (*at, hi),
                             (FAMILY, 12).into_font().color(&RGBColor(0x55, 0x55, 0x55)),
                         )))
+                        .map_err(fail)?;
+                }
+                for (i, s) in series.iter().enumerate().filter(|(_, s)| !s.band.is_empty()) {
+                    let color = PALETTE[i % PALETTE.len()];
+                    let edge = |(x, y): (f64, f64)| (x, if y.is_finite() && (!log_y || y > 0.0) { y.clamp(lo, hi) } else { lo });
+                    let outline: Vec<(f64, f64)> = s
+                        .band
+                        .iter()
+                        .map(|&(x, low, _)| edge((x, low)))
+                        .chain(s.band.iter().rev().map(|&(x, _, high)| edge((x, high))))
+                        .collect();
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled())))
                         .map_err(fail)?;
                 }
                 for (i, s) in series.iter().enumerate() {

@@ -16,7 +16,7 @@ use polars::prelude::{DataFrame, DataType};
 use crate::rundir::summary::Summary;
 use crate::rundir::{Meta, RunDir};
 pub use charts::{Chart, Group, Series, smoothed};
-use page::Table;
+pub(crate) use page::Table;
 
 /// A run's per-step training metrics (`metrics.csv`), read through Polars.
 #[derive(Debug, Clone, Default)]
@@ -109,7 +109,7 @@ pub fn smoothing_window(steps: usize) -> usize {
 }
 
 /// A chart on the page, with the name its files take and its caption.
-struct Figure {
+pub(crate) struct Figure {
     name: String,
     chart: Chart,
     caption: String,
@@ -117,17 +117,17 @@ struct Figure {
 
 /// What a report shows, in page order.
 #[derive(Default)]
-struct Contents {
+pub(crate) struct Contents {
     figures: Vec<Figure>,
-    tables: Vec<Table>,
+    pub(crate) tables: Vec<Table>,
     /// Tables written to `tables/` only: too long for the page.
     files_only: Vec<(String, DataFrame)>,
     /// What the run lacks, said at the top of the page.
-    notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Contents {
-    fn figure(&mut self, name: impl Into<String>, chart: Chart, caption: impl Into<String>) {
+    pub(crate) fn figure(&mut self, name: impl Into<String>, chart: Chart, caption: impl Into<String>) {
         self.figures.push(Figure { name: name.into(), chart, caption: caption.into() });
     }
 }
@@ -145,11 +145,6 @@ pub fn report(run: &Path) -> Result<Written> {
         return Err(crate::rundir::RunError::NotARun { path: run.to_path_buf() }.into());
     }
     let out = run.join("report");
-    let chart_dir = out.join("charts");
-    let table_dir = out.join("tables");
-    for d in [&chart_dir, &table_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
     let meta = dir.meta();
     let summary = dir.summary();
     let metrics = Metrics::read(run)?;
@@ -164,13 +159,25 @@ pub fn report(run: &Path) -> Result<Written> {
             .notes
             .push("The run has not been evaluated yet (`eval/summary.json` is missing): `wmx eval RUN` writes it.".into()),
     }
-    let pngs = write_charts(&contents, &chart_dir)?;
-    let tables = write_tables(&mut contents, &table_dir)?;
     let label = dir.label();
     let facts = facts(&label, meta.as_ref(), metrics.as_ref(), summary.as_ref());
-    page::write(&out, &label, &facts, &contents, &pngs, &tables)?;
+    write_page(&out, "Run report", &label, &facts, contents)
+}
+
+/// Writes a page of `contents` into `out`: `index.html` (self-contained),
+/// `report.md`, each chart as PNG and SVG under `charts/` and each table as parquet
+/// and CSV under `tables/`. `heading` opens the page ("Run report", "Comparison").
+pub(crate) fn write_page(out: &Path, heading: &str, label: &str, facts: &[(String, String)], mut contents: Contents) -> Result<Written> {
+    let chart_dir = out.join("charts");
+    let table_dir = out.join("tables");
+    for d in [&chart_dir, &table_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let pngs = write_charts(&contents, &chart_dir)?;
+    let tables = write_tables(&mut contents, &table_dir)?;
+    page::write(out, heading, label, facts, &contents, &pngs, &tables)?;
     let charts = contents.figures.iter().map(|f| f.name.clone()).collect();
-    Ok(Written { dir: out, charts, tables })
+    Ok(Written { dir: out.to_path_buf(), charts, tables })
 }
 
 /// Each chart as PNG and SVG; returns the PNGs, in order, for the page.

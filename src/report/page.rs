@@ -38,6 +38,7 @@ struct PageFigure<'a> {
 
 #[derive(Serialize)]
 struct Page<'a> {
+    heading: &'a str,
     label: &'a str,
     facts: &'a [(String, String)],
     notes: &'a [String],
@@ -49,6 +50,7 @@ struct Page<'a> {
 /// Writes `out/index.html` and `out/report.md`; `pngs` are the figures' images in order.
 pub(super) fn write(
     out: &Path,
+    heading: &str,
     label: &str,
     facts: &[(String, String)],
     contents: &Contents,
@@ -57,6 +59,7 @@ pub(super) fn write(
 ) -> Result<()> {
     let engine = base64::engine::general_purpose::STANDARD;
     let page = |inline: bool| Page {
+        heading,
         label,
         facts,
         notes: &contents.notes,

@@ -21,9 +21,9 @@ pub(super) fn section(m: &Metrics, contents: &mut Contents) -> Result<()> {
     let markers = m.stage_starts();
     let window = smoothing_window(m.step.len());
     let curve = |ys: &[f64]| smoothed(&m.step.iter().copied().zip(ys.iter().copied()).collect::<Vec<_>>(), window);
-    let mut series = vec![Series { name: "text".into(), points: curve(&m.text_loss) }];
+    let mut series = vec![Series::line("text", curve(&m.text_loss))];
     for (k, column) in m.wat_loss.iter().enumerate() {
-        series.push(Series { name: format!("WAT exit {k}"), points: curve(column) });
+        series.push(Series::line(format!("WAT exit {k}"), curve(column)));
     }
     contents.figure(
         "loss",
@@ -43,7 +43,7 @@ pub(super) fn section(m: &Metrics, contents: &mut Contents) -> Result<()> {
             title: "Training throughput".into(),
             x_label: "optimizer step".into(),
             y_label: "tokens / s".into(),
-            series: vec![Series { name: "tokens/s".into(), points: curve(&m.tokens_per_second) }],
+            series: vec![Series::line("tokens/s", curve(&m.tokens_per_second))],
             markers: markers.clone(),
             log_y: false,
         },
@@ -55,10 +55,7 @@ pub(super) fn section(m: &Metrics, contents: &mut Contents) -> Result<()> {
             title: "Peak memory".into(),
             x_label: "optimizer step".into(),
             y_label: "peak RSS (MiB)".into(),
-            series: vec![Series {
-                name: "peak RSS".into(),
-                points: m.step.iter().copied().zip(m.peak_rss_mib.iter().copied()).collect(),
-            }],
+            series: vec![Series::line("peak RSS", m.step.iter().copied().zip(m.peak_rss_mib.iter().copied()).collect())],
             markers,
             log_y: false,
         },

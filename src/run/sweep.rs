@@ -78,15 +78,21 @@ impl SweepRecord {
 }
 
 /// Loads each member's experiment (the file with the member's overrides, then the
-/// caller's); a bad key or value stops the sweep before anything runs.
-pub fn load_members(file: &Path, overrides: &[String]) -> Result<(Loaded, Vec<(Member, Loaded)>)> {
+/// caller's); a bad key or value stops the sweep before anything runs. `seeds`
+/// adds a seed axis: the experiment's seed and the next `seeds - 1`.
+pub fn load_members(file: &Path, overrides: &[String], seeds: Option<usize>) -> Result<(Loaded, Vec<(Member, Loaded)>)> {
     let base = config::load(file, overrides)?;
-    let list = members(&base.experiment.sweep);
+    let mut axes = base.experiment.sweep.clone();
+    if let Some(n) = seeds {
+        let first = base.experiment.seed;
+        axes.insert("seed".into(), (0..n as u64).map(|i| toml::Value::Integer((first + i) as i64)).collect());
+    }
+    let list = members(&axes);
     if list.is_empty() {
         anyhow::bail!(config::ConfigError::Key {
             key: "sweep".into(),
             source_name: file.display().to_string(),
-            message: "has no keys to sweep: add e.g. `[sweep]` `\"fusion.layers\" = [[1], [2], [3]]`".into(),
+            message: "has no keys to sweep: add e.g. `[sweep]` `\"fusion.layers\" = [[1], [2], [3]]`, or pass --seeds N".into(),
         });
     }
     let mut loaded = Vec::new();
@@ -139,6 +145,7 @@ impl MemberRecord {
 pub fn run_sweep(
     file: &Path,
     overrides: &[String],
+    seeds: Option<usize>,
     jobs: usize,
     backend: Option<crate::config::Backend>,
     root: &Path,
@@ -146,7 +153,7 @@ pub fn run_sweep(
     use std::process::{Command, Stdio};
     use std::sync::atomic::Ordering;
 
-    let (base, members) = load_members(file, overrides)?;
+    let (base, members) = load_members(file, overrides, seeds)?;
     let exe = std::env::current_exe().context("cannot find the wmx executable")?;
     // Ctrl-C reaches the members too (same process group): they checkpoint and
     // stop; the sweep launches nothing more.

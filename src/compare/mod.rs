@@ -1,6 +1,12 @@
 //! Comparing runs: the config keys that differ, final metrics side by side,
 //! accuracy per operation, per-exit specialization, and the loss curves as one
-//! long table — written as `reports/<name>/` (markdown, parquet and csv).
+//! long table. Runs that differ only in seed form a group: mean ± sd and bootstrap
+//! intervals per group, loss curves as a mean with a band, and paired tests between
+//! groups on the same questions ([`stats`]). Written as `reports/<name>/`: a
+//! self-contained `index.html` and `report.md` (like a run's report), charts and
+//! tables, and `comparison.parquet`/`losses.parquet` (with CSVs) beside them.
+
+pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -8,9 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
 
+mod groups;
+
 use crate::rundir::summary::Summary;
 use crate::report::fmt3;
-use crate::tables::TextTable;
 
 /// What a finished (or partial) run contributes to a comparison.
 #[derive(Debug, Clone)]
@@ -24,6 +31,29 @@ pub struct RunFacts {
     pub status: String,
     /// (step, stage, text loss, mean WAT loss) per optimizer step.
     pub losses: Vec<(i64, String, f64, f64)>,
+    /// Question id → whether the final answer was right (`eval/answers.jsonl`).
+    pub answers: BTreeMap<String, bool>,
+}
+
+/// The fields of an `answers.jsonl` line a comparison reads.
+#[derive(serde::Deserialize)]
+struct AnswerLine {
+    id: String,
+    correct: bool,
+}
+
+/// `eval/answers.jsonl` of `run`: question id → right or not (empty when absent).
+fn read_answers(run: &Path) -> Result<BTreeMap<String, bool>> {
+    let path = run.join("eval/answers.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(BTreeMap::new()) };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let a: AnswerLine = serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            Ok((a.id, a.correct))
+        })
+        .collect()
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
@@ -68,6 +98,7 @@ impl RunFacts {
             summary,
             status,
             losses,
+            answers: read_answers(path)?,
         })
     }
 }
@@ -88,7 +119,7 @@ pub fn differing_keys(runs: &[RunFacts]) -> Vec<String> {
 /// The numeric columns of the comparison: per run, in run order.
 type Numbers = Vec<(String, Vec<Option<f64>>)>;
 
-/// Writes the comparison into `out`; returns the markdown it wrote.
+/// Writes the comparison into `out`; returns the `report.md` it wrote.
 pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     anyhow::ensure!(!runs.is_empty(), "nothing to compare");
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -105,10 +136,47 @@ pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
         .unwrap_or(0);
     let numbers = run_table(runs, &keys, &ops, exits, out)?;
     loss_table(runs, out)?;
-    loss_chart(runs, &keys, out)?;
-    let md = markdown(runs, &keys, &ops, exits, &numbers);
-    crate::fs::write_atomic(&out.join("report.md"), md.as_bytes())?;
-    Ok(md)
+    let mut contents = crate::report::Contents::default();
+    if keys.is_empty() {
+        contents.notes.push("The runs share every config key.".into());
+    }
+    contents.figure("losses", loss_chart(runs, &keys), "Each run's curves, smoothed over about 2% of its steps; `losses.parquet` has every step.");
+    // Seed groups first: what the comparison concludes, then the runs one by one.
+    let groups = Group::of(runs, &keys);
+    if groups.iter().any(|g| g.members.len() > 1) {
+        groups::section(runs, &groups, &mut contents)?;
+    }
+    page_tables(runs, &keys, &ops, exits, &numbers, &mut contents)?;
+    let label = out.file_name().and_then(|n| n.to_str()).unwrap_or("compare").to_string();
+    let facts = vec![
+        ("runs".to_string(), runs.len().to_string()),
+        ("differing keys".to_string(), if keys.is_empty() { "none".into() } else { keys.join(", ") }),
+    ];
+    crate::report::write_page(out, "Comparison", &label, &facts, contents)?;
+    std::fs::read_to_string(out.join("report.md")).with_context(|| format!("cannot read {}/report.md", out.display()))
+}
+
+/// Runs that differ only in seed: one group, named by the other differing keys.
+pub struct Group {
+    pub label: String,
+    /// Indices into the compared runs.
+    pub members: Vec<usize>,
+}
+
+impl Group {
+    /// The runs grouped by every differing key but `seed`, in first-seen order.
+    pub fn of(runs: &[RunFacts], keys: &[String]) -> Vec<Group> {
+        let others: Vec<String> = keys.iter().filter(|k| *k != "seed").cloned().collect();
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            let label = if others.is_empty() { "all runs".to_string() } else { short_label(r, &others) };
+            match groups.iter_mut().find(|g| g.label == label) {
+                Some(g) => g.members.push(i),
+                None => groups.push(Group { label, members: vec![i] }),
+            }
+        }
+        groups
+    }
 }
 
 /// `comparison.parquet`/`.csv`: one row per run, the differing keys and the metrics.
@@ -180,75 +248,94 @@ fn loss_table(runs: &[RunFacts], out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `losses.png`/`.svg`: every run's loss curves overlaid.
-fn loss_chart(runs: &[RunFacts], keys: &[String], out: &Path) -> Result<()> {
+/// Every run's loss curves overlaid (the page's `losses` chart).
+fn loss_chart(runs: &[RunFacts], keys: &[String]) -> crate::report::Chart {
     let mut series = Vec::new();
     for r in runs {
         let name = short_label(r, keys);
         let window = crate::report::smoothing_window(r.losses.len());
         let text: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.2)).collect();
         let wat: Vec<(f64, f64)> = r.losses.iter().map(|l| (l.0 as f64, l.3)).collect();
-        series.push(crate::report::Series { name: format!("{name} text"), points: crate::report::smoothed(&text, window) });
-        series.push(crate::report::Series { name: format!("{name} WAT"), points: crate::report::smoothed(&wat, window) });
+        series.push(crate::report::Series::line(format!("{name} text"), crate::report::smoothed(&text, window)));
+        series.push(crate::report::Series::line(format!("{name} WAT"), crate::report::smoothed(&wat, window)));
     }
-    let chart = crate::report::Chart::Lines {
+    crate::report::Chart::Lines {
         title: "Loss per step (moving average): text and mean WAT, per run".into(),
         x_label: "optimizer step".into(),
         y_label: "cross-entropy (log scale)".into(),
         series,
         markers: Vec::new(),
         log_y: true,
-    };
-    crate::fs::write_atomic(&out.join("losses.png"), &chart.png()?)?;
-    crate::fs::write_atomic(&out.join("losses.svg"), chart.svg()?.as_bytes())?;
+    }
+}
 
+/// The page's tables: the runs side by side, then per exit and per operation.
+fn page_tables(
+    runs: &[RunFacts],
+    keys: &[String],
+    ops: &BTreeSet<String>,
+    exits: usize,
+    numbers: &Numbers,
+    contents: &mut crate::report::Contents,
+) -> Result<()> {
+    let number = |name: &str, i: usize| numbers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v[i]);
+    let metrics = ["accuracy", "selection", "oracle"];
+    let mut header = vec!["run".to_string(), "status".to_string()];
+    header.extend(keys.iter().cloned());
+    header.extend(metrics.map(String::from));
+    let rows = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut cells = vec![r.label.clone(), r.status.clone()];
+            cells.extend(keys.iter().map(|k| r.config.get(k).cloned().unwrap_or_else(|| "-".into())));
+            cells.extend(metrics.map(|name| fmt3(number(name, i))));
+            cells
+        })
+        .collect();
+    contents.tables.push(text_table("runs", "The runs, with only the config keys that differ", header, rows)?);
+    if exits > 0 {
+        let header = std::iter::once("run".to_string()).chain((0..exits).map(|k| format!("exit {k}"))).collect();
+        let rows = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut cells = vec![r.label.clone()];
+                for k in 0..exits {
+                    let [value, selected, mi] = ["value", "selected", "mi_bits"].map(|m| fmt3(number(&format!("exit{k}_{m}"), i)));
+                    cells.push(format!("{value} / {selected} / {mi}"));
+                }
+                cells
+            })
+            .collect();
+        let caption = "Per-exit specialization: value accuracy / share selected / mutual information (bits) between the operation needed and the one emitted";
+        contents.tables.push(text_table("exits", caption, header, rows)?);
+    }
+    if !ops.is_empty() {
+        let header = std::iter::once("operation".to_string()).chain(runs.iter().map(|r| r.label.clone())).collect();
+        let rows = ops
+            .iter()
+            .map(|op| {
+                let mut cells = vec![op.clone()];
+                cells.extend((0..runs.len()).map(|i| fmt3(number(&format!("op_{op}"), i))));
+                cells
+            })
+            .collect();
+        contents.tables.push(text_table("operations", "Accuracy per operation", header, rows)?);
+    }
     Ok(())
 }
 
-/// `report.md`: the runs side by side, then per exit and per operation.
-fn markdown(runs: &[RunFacts], keys: &[String], ops: &BTreeSet<String>, exits: usize, numbers: &Numbers) -> String {
-    let number = |name: &str, i: usize| numbers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v[i]);
-    let mut md = format!("# Comparison of {} runs\n\n", runs.len());
-    if keys.is_empty() {
-        md += "The runs share every config key.\n\n";
-    } else {
-        md += "Only the config keys that differ are shown.\n\n";
-    }
-    let metrics = ["accuracy", "selection", "oracle"];
-    let mut table = TextTable::new(["run", "status"].into_iter().map(String::from).chain(keys.iter().cloned()).chain(metrics.map(String::from)));
-    for (i, r) in runs.iter().enumerate() {
-        let mut cells = vec![r.label.clone(), r.status.clone()];
-        cells.extend(keys.iter().map(|k| r.config.get(k).cloned().unwrap_or_else(|| "-".into())));
-        cells.extend(metrics.map(|name| fmt3(number(name, i))));
-        table.row(cells);
-    }
-    md += &table.markdown();
-    if exits > 0 {
-        md += "\n## Per-exit specialization\n\nValue accuracy / share selected / mutual information (bits) between the operation needed and the one emitted.\n\n";
-        let mut table = TextTable::new(std::iter::once("run".to_string()).chain((0..exits).map(|k| format!("exit {k}"))));
-        for (i, r) in runs.iter().enumerate() {
-            let mut cells = vec![r.label.clone()];
-            for k in 0..exits {
-                let [value, selected, mi] = ["value", "selected", "mi_bits"].map(|m| fmt3(number(&format!("exit{k}_{m}"), i)));
-                cells.push(format!("{value} / {selected} / {mi}"));
-            }
-            table.row(cells);
-        }
-        md += &table.markdown();
-    }
-    if !ops.is_empty() {
-        md += "\n## Accuracy per operation\n\n";
-        let mut table = TextTable::new(std::iter::once("operation".to_string()).chain(runs.iter().map(|r| r.label.clone())));
-        for op in ops {
-            let mut cells = vec![op.clone()];
-            cells.extend((0..runs.len()).map(|i| fmt3(number(&format!("op_{op}"), i))));
-            table.row(cells);
-        }
-        md += &table.markdown();
-    }
-    md += "\n## Loss curves\n\n![Loss per step](losses.png)\n";
-    md += "\nTables: `comparison.parquet`/`.csv` (one row per run), `losses.parquet`/`.csv` (one row per run × step).\n";
-    md
+/// A page table whose parquet and CSV hold the same cells as text.
+fn text_table(name: &str, caption: &str, header: Vec<String>, rows: Vec<Vec<String>>) -> Result<crate::report::Table> {
+    let frame = DataFrame::new_infer_height(
+        header
+            .iter()
+            .enumerate()
+            .map(|(c, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[c].clone()).collect::<Vec<_>>()))
+            .collect(),
+    )?;
+    Ok(crate::report::Table { name: name.into(), caption: caption.into(), header, rows, frame })
 }
 
 /// A run's name in legends: the values of the differing keys, else its label.
@@ -276,6 +363,7 @@ mod tests {
             summary: None,
             status: "complete".into(),
             losses: Vec::new(),
+            answers: BTreeMap::new(),
         }
     }
 
