@@ -56,7 +56,8 @@ fn read_answers(run: &Path) -> Result<BTreeMap<String, bool>> {
         .collect()
 }
 
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+/// A TOML table's leaves as dotted keys (`train.batch_size`) and their values as TOML.
+pub(crate) fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {

@@ -278,6 +278,14 @@ fn choices(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
             format!("{} is not a directory", files.display()),
         );
     }
+    if let Some(url) = &e.tracking.mlflow
+        && !url.starts_with("http://")
+    {
+        return fail(
+            "tracking.mlflow",
+            format!("`{url}` is not an http:// URL of an MLflow tracking server (e.g. \"http://127.0.0.1:5000\")"),
+        );
+    }
     for key in e.sweep.keys() {
         if key.starts_with("sweep") || key == "extends" {
             return fail(&format!("sweep.{key}"), "cannot sweep this key".into());

@@ -100,7 +100,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
 /// switches WMX_CUBLAS, WMX_KERNEL_CACHE, … and anything else) is not a key and is
 /// left alone.
 pub fn overrides_from_env() -> Env {
-    const SECTIONS: &[&str] = &["model", "wat", "fusion", "selection", "sandbox", "train", "eval"];
+    const SECTIONS: &[&str] = &["model", "wat", "fusion", "selection", "sandbox", "train", "eval", "tracking"];
     const TOP_LEVEL: &[&str] = &["name", "seed", "backend", "curriculum"];
     Env::prefixed("WMX_")
         .filter(|key| {

@@ -62,9 +62,31 @@ pub struct Experiment {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Where runs are also followed (MLflow); not part of a run's identity.
+    #[serde(default, skip_serializing_if = "TrackingConfig::is_off")]
+    pub tracking: TrackingConfig,
     /// Dotted key → list of values; the cartesian product makes the sweep's members.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sweep: BTreeMap<String, Vec<toml::Value>>,
+}
+
+/// `[tracking]`: follow runs in the tools researchers already use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// An MLflow tracking server, `http://host:port`: parameters, per-step and final
+    /// metrics, and the report and predictions as artifacts, through its REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<String>,
+    /// The MLflow experiment runs are logged under [default: the experiment's name].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+}
+
+impl TrackingConfig {
+    pub fn is_off(&self) -> bool {
+        self.mlflow.is_none() && self.experiment.is_none()
+    }
 }
 
 impl Experiment {

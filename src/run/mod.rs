@@ -4,6 +4,7 @@
 
 pub mod signals;
 pub mod sweep;
+mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +101,23 @@ pub fn run(
         dir.path.display(),
         if resuming { "resuming" } else { "new" }
     ));
+    let tracker = match &e.tracking.mlflow {
+        Some(url) => {
+            let experiment = e.tracking.experiment.clone().unwrap_or_else(|| loaded.name());
+            let config = toml::Value::try_from(&stored).context("cannot serialise the resolved config")?;
+            match tracking::Tracker::start(url, &experiment, &dir, &config) {
+                Ok(t) => Some(std::sync::Mutex::new(t)),
+                Err(err) => {
+                    meta.status = Status::Failed;
+                    meta.reason = Some(format!("{err:#}"));
+                    meta.ended = Some(now());
+                    let _ = dir.write_meta(&meta);
+                    return Err(err.context("tracking.mlflow"));
+                }
+            }
+        }
+        None => None,
+    };
     signals::install();
     let _active = signals::Active::set(dir.path.clone());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -107,7 +125,7 @@ pub fn run(
             Some(prepared) => prepared,
             None => preflight(loaded)?,
         };
-        train_and_evaluate(&dir, e, prepared, backend)
+        train_and_evaluate(&dir, e, prepared, tracker.as_ref(), backend)
     }))
     .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&panic))));
     let (status, reason) = match &result {
@@ -132,17 +150,19 @@ pub fn run(
             return Err(write_err);
         }
     }
-    let accuracy = result?;
-    Ok(match accuracy {
-        Some(accuracy) => {
-            // Drawn once meta.json is final, so the report shows the final status; a
-            // failure to draw is reported and leaves the run complete.
-            match crate::report::report(&dir.path) {
-                Ok(written) => dir.log(&format!("report: {}", written.dir.join("index.html").display())),
-                Err(err) => dir.log(&format!("cannot write the report: {err:#}")),
-            }
-            Outcome::Finished { dir: dir.path, accuracy }
+    if status == Status::Complete {
+        // Drawn once meta.json is final, so the report shows the final status; a
+        // failure to draw is reported and leaves the run complete.
+        match crate::report::report(&dir.path) {
+            Ok(written) => dir.log(&format!("report: {}", written.dir.join("index.html").display())),
+            Err(err) => dir.log(&format!("cannot write the report: {err:#}")),
         }
+    }
+    if let Some(mut tracker) = tracker.and_then(|t| t.into_inner().ok()) {
+        tracker.finish(&dir.path, status);
+    }
+    Ok(match result? {
+        Some(accuracy) => Outcome::Finished { dir: dir.path, accuracy },
         None => Outcome::Interrupted { dir: dir.path },
     })
 }
@@ -162,6 +182,7 @@ fn train_and_evaluate(
     dir: &RunDir,
     e: &Experiment,
     Prepared { dataset, tokenizer }: Prepared,
+    tracker: Option<&std::sync::Mutex<tracking::Tracker>>,
     backend: crate::config::Backend,
 ) -> Result<Option<f64>> {
     Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last).clean_leftovers()?;
@@ -182,6 +203,7 @@ fn train_and_evaluate(
         dataset: &dataset,
         tokenizer: &tokenizer,
         interrupted: signals::interrupted(),
+        tracker,
     };
     crate::backend::dispatch(backend, task)?
 }
@@ -386,6 +408,7 @@ struct Train<'a> {
     dataset: &'a Dataset,
     tokenizer: &'a TextTokenizer,
     interrupted: &'static AtomicBool,
+    tracker: Option<&'a std::sync::Mutex<tracking::Tracker>>,
 }
 
 impl crate::backend::BackendTask for Train<'_> {
@@ -465,6 +488,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         every_seconds: e.train.checkpoint.every_minutes * 60.0,
         last_save: Instant::now(),
         interrupted: t.interrupted,
+        tracker: t.tracker,
         metrics: MetricsCsv::open(
             &t.dir.path.join("metrics.csv"),
             model.fusion.len(),
@@ -609,6 +633,7 @@ struct RunHooks<'a> {
     every_seconds: f64,
     last_save: Instant,
     interrupted: &'static AtomicBool,
+    tracker: Option<&'a std::sync::Mutex<tracking::Tracker>>,
     metrics: MetricsCsv,
     epochs: Vec<usize>,
     stage_names: Vec<String>,
@@ -626,6 +651,9 @@ impl<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>> Hooks<B, O> for RunHook
         if let Err(e) = self.metrics.append(r) {
             self.error = Some(anyhow::anyhow!("cannot append to metrics.csv: {e}"));
             return Control::Stop;
+        }
+        if let Some(mut tracker) = self.tracker.and_then(|t| t.lock().ok()) {
+            tracker.step(r);
         }
         if let Some(bar) = self.dir.progress.get() {
             let wat = r.wat_losses.iter().sum::<f64>() / r.wat_losses.len().max(1) as f64;

@@ -84,6 +84,8 @@ impl RunDir {
         // A run is its resolved config; a `[sweep]` table describes other runs.
         let mut experiment = loaded.experiment.clone();
         experiment.sweep.clear();
+        // Where a run is followed does not change what it computes.
+        experiment.tracking = Default::default();
         let config =
             toml::to_string_pretty(&experiment).context("cannot serialise the resolved config")?;
         // The curriculum is named by its path; its content goes into the id too, so an
