@@ -52,6 +52,14 @@ export -f sigterm_then_resume
 export WMX
 check "cuda: SIGTERM, resume, evaluate" bash -c sigterm_then_resume
 check "cuda: infer --checkpoint best" bash -c "'$WMX' infer runs/tiny/*[0-9a-f] --checkpoint best 'What is 2 + 3?'"
+sweep_pins_gpus() {
+    cp exp.toml sweep.toml
+    printf '[sweep]\n"fusion.layers" = [[0], [1]]\n' >> sweep.toml
+    "$WMX" sweep sweep.toml --jobs 2 --set train.shards=1 --set train.epoch_scale=0.3 | tee sweep.txt
+    grep -q 'on GPU 0' sweep.txt
+}
+export -f sweep_pins_gpus
+check "cuda: sweep --jobs 2 pins GPUs" bash -c sweep_pins_gpus
 cp -r runs "$OUT/runs"
 cd - > /dev/null
 echo "| check | result | time |"

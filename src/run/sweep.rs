@@ -106,6 +106,44 @@ pub fn load_members(file: &Path, overrides: &[String], seeds: Option<usize>) -> 
     Ok((base, loaded))
 }
 
+/// The variable that pins a process to GPUs on `backend`.
+fn visible_devices_variable(backend: crate::config::Backend) -> &'static str {
+    match backend {
+        crate::config::Backend::Rocm => "HIP_VISIBLE_DEVICES",
+        _ => "CUDA_VISIBLE_DEVICES",
+    }
+}
+
+/// The GPUs members can be pinned to: the ones the visible-devices variable already
+/// names, else every GPU `nvidia-smi -L` (or `rocm-smi --showid`) lists; none on the CPU.
+fn visible_gpus(backend: crate::config::Backend) -> Vec<String> {
+    if backend == crate::config::Backend::Cpu {
+        return Vec::new();
+    }
+    if let Ok(list) = std::env::var(visible_devices_variable(backend))
+        && !list.trim().is_empty()
+    {
+        return list.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+    }
+    let (tool, args, prefix) = match backend {
+        crate::config::Backend::Rocm => ("rocm-smi", &["--showid"][..], "GPU["),
+        _ => ("nvidia-smi", &["-L"][..], "GPU "),
+    };
+    let listed = std::process::Command::new(tool).args(args).output().ok().filter(|o| o.status.success());
+    let count = listed.map_or(0, |o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let ids: std::collections::BTreeSet<&str> =
+            text.lines().filter_map(|l| l.trim().strip_prefix(prefix)).filter_map(|rest| rest.split([':', ']']).next()).collect();
+        ids.len()
+    });
+    (0..count).map(|i| i.to_string()).collect()
+}
+
+/// The GPU (of `gpus`) with the fewest running members, lowest first; none without GPUs.
+fn least_busy(gpus: usize, busy: &[usize]) -> Option<usize> {
+    (0..gpus).min_by_key(|g| busy.iter().filter(|b| *b == g).count())
+}
+
 /// How a sweep ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepOutcome {
@@ -115,9 +153,9 @@ pub enum SweepOutcome {
 }
 
 /// Waits for whichever running member ends first: its index and exit status.
-fn first_to_end(running: &mut [(std::process::Child, String)]) -> Result<(usize, std::process::ExitStatus)> {
+fn first_to_end(running: &mut [(std::process::Child, String, Option<usize>)]) -> Result<(usize, std::process::ExitStatus)> {
     loop {
-        for (i, (child, _)) in running.iter_mut().enumerate() {
+        for (i, (child, _, _)) in running.iter_mut().enumerate() {
             if let Some(status) = child.try_wait()? {
                 return Ok((i, status));
             }
@@ -190,7 +228,11 @@ pub fn run_sweep(
         planned.push((member.clone(), dir.path, done, label));
     }
     let jobs = jobs.max(1);
-    let mut running: Vec<(std::process::Child, String)> = Vec::new();
+    // With several members at once on GPUs, each takes its own GPU (shared only
+    // when there are more members at once than GPUs).
+    let member_backend = backend.unwrap_or(base.experiment.backend);
+    let gpus = if jobs > 1 { visible_gpus(member_backend) } else { Vec::new() };
+    let mut running: Vec<(std::process::Child, String, Option<usize>)> = Vec::new();
     let mut failed = false;
     let mut queue = planned.iter().filter(|p| !p.2);
     loop {
@@ -207,14 +249,21 @@ pub fn run_sweep(
             if jobs > 1 {
                 cmd.stdout(Stdio::null());
             }
-            log::info!("running {label}");
-            running.push((cmd.spawn().context("cannot start a sweep member")?, label.clone()));
+            let busy: Vec<usize> = running.iter().filter_map(|r| r.2).collect();
+            let gpu = least_busy(gpus.len(), &busy);
+            if let Some(g) = gpu {
+                cmd.env(visible_devices_variable(member_backend), &gpus[g]);
+                log::info!("running {label} on GPU {}", gpus[g]);
+            } else {
+                log::info!("running {label}");
+            }
+            running.push((cmd.spawn().context("cannot start a sweep member")?, label.clone(), gpu));
         }
         if running.is_empty() {
             break;
         }
         let (i, status) = first_to_end(&mut running)?;
-        let (_, label) = running.remove(i);
+        let (_, label, _) = running.remove(i);
         match status.code() {
             Some(0) => log::info!("finished {label}"),
             Some(130) => log::info!("interrupted {label}"),
@@ -261,6 +310,15 @@ pub fn runs_of(path: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_take_the_least_busy_gpu() {
+        assert_eq!(least_busy(0, &[]), None);
+        assert_eq!(least_busy(2, &[]), Some(0));
+        assert_eq!(least_busy(2, &[0]), Some(1));
+        assert_eq!(least_busy(2, &[0, 1]), Some(0));
+        assert_eq!(least_busy(3, &[0, 0, 2]), Some(1));
+    }
 
     #[test]
     fn members_are_the_cartesian_product_in_key_order() {
