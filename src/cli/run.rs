@@ -47,11 +47,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// Where a sweep's members run.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LauncherKind {
+    /// Here, each member its own process (`--jobs` at once).
+    Local,
+    /// A Slurm job array (`sbatch`), one task per unfinished member.
+    Slurm,
+}
+
 #[derive(clap::Args)]
 pub struct SweepArgs {
     /// Experiment TOML file with a [sweep] table.
     file: PathBuf,
-    /// Members run at once, each its own process.
+    /// Members run at once, each its own process (local launcher).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Run every member at this many seeds (the experiment's seed and the next ones):
@@ -64,10 +73,60 @@ pub struct SweepArgs {
     /// Backend [default: the experiment's].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Where the members run.
+    #[arg(long, value_enum, default_value = "local")]
+    launcher: LauncherKind,
+    /// Slurm partition (slurm launcher).
+    #[arg(long)]
+    partition: Option<String>,
+    /// GPUs each member asks Slurm for (slurm launcher).
+    #[arg(long, value_name = "N")]
+    gpus_per_member: Option<u32>,
+    /// Each member's time limit on Slurm, HH:MM; SIGTERM two minutes before it
+    /// checkpoints the run (slurm launcher).
+    #[arg(long, value_name = "HH:MM")]
+    time: Option<String>,
+    /// Show each member's state (run directory and scheduler) instead of running;
+    /// once every member is complete, write the comparison.
+    #[arg(long)]
+    status: bool,
 }
 
 pub fn sweep(args: SweepArgs) -> Result<ExitCode> {
-    let (outcome, dir) = sweep::run_sweep(&args.file, &args.set, args.seeds.map(|n| n as usize), args.jobs, args.backend, Path::new("."))?;
+    let spec = sweep::SweepSpec {
+        file: &args.file,
+        overrides: &args.set,
+        seeds: args.seeds.map(|n| n as usize),
+        backend: args.backend,
+        root: Path::new("."),
+    };
+    if args.status {
+        let (states, complete) = sweep::sweep_status(&spec)?;
+        let mut table = wmx::tables::TextTable::new(["member", "status", "scheduler", "accuracy", "run"]).right(&[3]);
+        for s in &states {
+            table.row([
+                s.label.clone(),
+                s.status.clone(),
+                s.scheduler.clone(),
+                s.accuracy.map_or("-".into(), |a| format!("{a:.4}")),
+                s.run.display().to_string(),
+            ]);
+        }
+        print!("{}", table.terminal());
+        if complete {
+            println!("every member is complete; comparison written");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let launcher = match args.launcher {
+        LauncherKind::Local => sweep::Launcher::Local { jobs: args.jobs },
+        LauncherKind::Slurm => sweep::Launcher::Slurm(wmx::run::slurm::SlurmOptions {
+            partition: args.partition.clone(),
+            gpus_per_member: args.gpus_per_member,
+            time: args.time.clone(),
+        }),
+    };
+    let (outcome, dir) = sweep::run_sweep(&spec, &launcher)?;
     let record = SweepRecord::read(&dir)?;
     for m in &record.members {
         let values: Vec<String> = m.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -79,10 +138,17 @@ pub fn sweep(args: SweepArgs) -> Result<ExitCode> {
         );
     }
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sweep");
-    println!("sweep recorded in {}; comparison in reports/{name}/", dir.display());
     Ok(match outcome {
-        SweepOutcome::Complete => ExitCode::SUCCESS,
+        SweepOutcome::Submitted { job } => {
+            println!("submitted as Slurm job {job}; `wmx sweep {} --status` follows it and compares the members once all are complete", args.file.display());
+            ExitCode::SUCCESS
+        }
+        SweepOutcome::Complete => {
+            println!("sweep recorded in {}; comparison in reports/{name}/", dir.display());
+            ExitCode::SUCCESS
+        }
         SweepOutcome::Interrupted => {
+            println!("sweep recorded in {}; comparison in reports/{name}/", dir.display());
             println!("not every member finished: run the same command to continue");
             ExitCode::from(130)
         }

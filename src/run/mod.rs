@@ -3,6 +3,7 @@
 //! Running the same experiment again resumes an unfinished run and reports a finished one.
 
 pub mod signals;
+pub mod slurm;
 pub mod sweep;
 mod tracking;
 

@@ -52,6 +52,9 @@ pub fn sweep_dir(root: &Path, loaded: &Loaded) -> PathBuf {
 pub struct SweepRecord {
     pub file: PathBuf,
     pub members: Vec<MemberRecord>,
+    /// The Slurm job array of the members, when submitted there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,11 +148,13 @@ fn least_busy(gpus: usize, busy: &[usize]) -> Option<usize> {
 }
 
 /// How a sweep ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SweepOutcome {
     Complete,
     Interrupted,
     Failed,
+    /// Submitted to Slurm as this job array: `wmx sweep FILE --status` follows it.
+    Submitted { job: String },
 }
 
 /// Waits for whichever running member ends first: its index and exit status.
@@ -177,75 +182,132 @@ impl MemberRecord {
     }
 }
 
-/// Runs every unfinished member as its own `wmx run` process, `jobs` at a time,
-/// then records the sweep in `sweeps/<name>/sweep.json` and compares the members
-/// into `reports/<name>/`.
-pub fn run_sweep(
-    file: &Path,
-    overrides: &[String],
-    seeds: Option<usize>,
-    jobs: usize,
-    backend: Option<crate::config::Backend>,
-    root: &Path,
-) -> Result<(SweepOutcome, PathBuf)> {
+/// Where and how a sweep's members run.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// Each member its own `wmx run` process here, `jobs` at a time.
+    Local { jobs: usize },
+    /// The unfinished members as one Slurm job array.
+    Slurm(super::slurm::SlurmOptions),
+}
+
+/// A sweep as the command line names it.
+pub struct SweepSpec<'a> {
+    pub file: &'a Path,
+    pub overrides: &'a [String],
+    /// `--seeds N`: a seed axis.
+    pub seeds: Option<usize>,
+    pub backend: Option<crate::config::Backend>,
+    /// The directory holding `runs/`, `sweeps/` and `reports/`.
+    pub root: &'a Path,
+}
+
+/// A sweep's members with their run directories: (member, run, done, label).
+struct Plan {
+    base: Loaded,
+    members: Vec<(Member, PathBuf, bool, String)>,
+}
+
+impl Plan {
+    fn of(spec: &SweepSpec) -> Result<Plan> {
+        let (base, members) = load_members(spec.file, spec.overrides, spec.seeds)?;
+        let mut planned: Vec<(Member, PathBuf, bool, String)> = Vec::new();
+        for (i, (member, loaded)) in members.iter().enumerate() {
+            let (dir, _) = crate::rundir::RunDir::for_experiment(spec.root, loaded)?;
+            // Members that resolve to the same config are one run: trained once, not
+            // twice at once in one directory.
+            let same = planned.iter().position(|(_, path, _, _)| *path == dir.path);
+            if let Some(first) = same {
+                log::info!(
+                    "member {}/{} resolves to the same run as member {} ({}); it is trained once",
+                    i + 1,
+                    members.len(),
+                    first + 1,
+                    dir.path.display()
+                );
+            }
+            let done = same.is_some() || dir.meta().is_some_and(|m| m.status == crate::rundir::Status::Complete);
+            let label = if member.values.is_empty() {
+                "(base)".to_string()
+            } else {
+                member.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            };
+            log::info!(
+                "member {}/{}: {label} → {}{}",
+                i + 1,
+                members.len(),
+                dir.path.display(),
+                if done { " (already complete)" } else { "" }
+            );
+            planned.push((member.clone(), dir.path, done, label));
+        }
+        Ok(Plan { base, members: planned })
+    }
+
+    /// `wmx run` of member `m`, as arguments after the executable.
+    fn run_args(&self, spec: &SweepSpec, m: &Member) -> Vec<String> {
+        let mut args = vec!["run".to_string(), spec.file.display().to_string()];
+        for o in m.overrides.iter().chain(spec.overrides) {
+            args.push("--set".into());
+            args.push(o.clone());
+        }
+        if let Some(b) = spec.backend {
+            args.push("--backend".into());
+            args.push(format!("{b:?}").to_lowercase());
+        }
+        args
+    }
+
+    /// Records the sweep and, once a member has started, compares the members.
+    fn record(&self, spec: &SweepSpec, slurm_job: Option<String>) -> Result<(SweepRecord, PathBuf)> {
+        let record = SweepRecord {
+            file: spec.file.to_path_buf(),
+            members: self.members.iter().map(|(m, run, _, _)| MemberRecord::of(m, run)).collect(),
+            slurm_job,
+        };
+        let dir = sweep_dir(spec.root, &self.base);
+        record.write(&dir)?;
+        let started: Vec<crate::compare::RunFacts> =
+            record.members.iter().filter_map(|m| crate::compare::RunFacts::read(&m.run).ok()).collect();
+        if !started.is_empty() {
+            crate::compare::compare(&started, &spec.root.join("reports").join(self.base.name()))?;
+        }
+        Ok((record, dir))
+    }
+}
+
+/// Runs (or submits) every unfinished member, then records the sweep in
+/// `sweeps/<name>/sweep.json` and compares the members into `reports/<name>/`.
+pub fn run_sweep(spec: &SweepSpec, launcher: &Launcher) -> Result<(SweepOutcome, PathBuf)> {
+    let plan = Plan::of(spec)?;
+    match launcher {
+        Launcher::Local { jobs } => run_local(spec, &plan, *jobs),
+        Launcher::Slurm(options) => submit_slurm(spec, &plan, options),
+    }
+}
+
+fn run_local(spec: &SweepSpec, plan: &Plan, jobs: usize) -> Result<(SweepOutcome, PathBuf)> {
     use std::process::{Command, Stdio};
     use std::sync::atomic::Ordering;
 
-    let (base, members) = load_members(file, overrides, seeds)?;
     let exe = std::env::current_exe().context("cannot find the wmx executable")?;
     // Ctrl-C reaches the members too (same process group): they checkpoint and
     // stop; the sweep launches nothing more.
     super::signals::install();
     let stop = super::signals::interrupted();
-    let mut planned = Vec::new();
-    for (i, (member, loaded)) in members.iter().enumerate() {
-        let (dir, _) = crate::rundir::RunDir::for_experiment(root, loaded)?;
-        // Members that resolve to the same config are one run: trained once, not twice
-        // at once in one directory.
-        let same = planned.iter().position(|(_, path, _, _): &(Member, PathBuf, bool, String)| *path == dir.path);
-        if let Some(first) = same {
-            log::info!(
-                "member {}/{} resolves to the same run as member {} ({}); it is trained once",
-                i + 1,
-                members.len(),
-                first + 1,
-                dir.path.display()
-            );
-        }
-        let done = same.is_some() || dir.meta().is_some_and(|m| m.status == crate::rundir::Status::Complete);
-        let label = if member.values.is_empty() {
-            "(base)".to_string()
-        } else {
-            member.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-        };
-        log::info!(
-            "member {}/{}: {label} → {}{}",
-            i + 1,
-            members.len(),
-            dir.path.display(),
-            if done { " (already complete)" } else { "" }
-        );
-        planned.push((member.clone(), dir.path, done, label));
-    }
     let jobs = jobs.max(1);
     // With several members at once on GPUs, each takes its own GPU (shared only
     // when there are more members at once than GPUs).
-    let member_backend = backend.unwrap_or(base.experiment.backend);
+    let member_backend = spec.backend.unwrap_or(plan.base.experiment.backend);
     let gpus = if jobs > 1 { visible_gpus(member_backend) } else { Vec::new() };
     let mut running: Vec<(std::process::Child, String, Option<usize>)> = Vec::new();
     let mut failed = false;
-    let mut queue = planned.iter().filter(|p| !p.2);
+    let mut queue = plan.members.iter().filter(|p| !p.2);
     loop {
         while running.len() < jobs && !stop.load(Ordering::SeqCst) {
             let Some((member, _, _, label)) = queue.next() else { break };
             let mut cmd = Command::new(&exe);
-            cmd.arg("run").arg(file).current_dir(root);
-            for o in member.overrides.iter().chain(overrides) {
-                cmd.arg("--set").arg(o);
-            }
-            if let Some(b) = backend {
-                cmd.arg("--backend").arg(format!("{b:?}").to_lowercase());
-            }
+            cmd.args(plan.run_args(spec, member)).current_dir(spec.root);
             if jobs > 1 {
                 cmd.stdout(Stdio::null());
             }
@@ -273,12 +335,7 @@ pub fn run_sweep(
             }
         }
     }
-    let record = SweepRecord {
-        file: file.to_path_buf(),
-        members: planned.iter().map(|(m, run, _, _)| MemberRecord::of(m, run)).collect(),
-    };
-    let dir = sweep_dir(root, &base);
-    record.write(&dir)?;
+    let (record, dir) = plan.record(spec, None)?;
     let all_complete = record.members.iter().all(|m| m.status == "complete");
     let outcome = if failed {
         SweepOutcome::Failed
@@ -287,15 +344,88 @@ pub fn run_sweep(
     } else {
         SweepOutcome::Interrupted
     };
-    let started: Vec<crate::compare::RunFacts> = record
+    Ok((outcome, dir))
+}
+
+/// Submits the unfinished members as one job array; task i runs member i.
+fn submit_slurm(spec: &SweepSpec, plan: &Plan, options: &super::slurm::SlurmOptions) -> Result<(SweepOutcome, PathBuf)> {
+    let exe = std::env::current_exe().context("cannot find the wmx executable")?;
+    let root = std::path::absolute(spec.root)?;
+    let file = std::path::absolute(spec.file)?;
+    let absolute = SweepSpec { file: &file, overrides: spec.overrides, seeds: spec.seeds, backend: spec.backend, root: &root };
+    let tasks: Vec<super::slurm::Task> = plan
         .members
         .iter()
-        .filter_map(|m| crate::compare::RunFacts::read(&m.run).ok())
+        .enumerate()
+        .filter(|(_, p)| !p.2)
+        .map(|(index, (m, ..))| {
+            let mut args = vec![exe.display().to_string()];
+            args.extend(plan.run_args(&absolute, m));
+            super::slurm::Task { index, args }
+        })
         .collect();
-    if !started.is_empty() {
-        crate::compare::compare(&started, &root.join("reports").join(base.name()))?;
+    let dir = sweep_dir(spec.root, &plan.base);
+    if tasks.is_empty() {
+        let (_, dir) = plan.record(spec, None)?;
+        return Ok((SweepOutcome::Complete, dir));
     }
-    Ok((outcome, dir))
+    let logs = std::path::absolute(dir.join("slurm"))?;
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let script = super::slurm::script(&plan.base.name(), &root, &logs, &tasks, options)?;
+    let job = super::slurm::submit(&logs.join("job.sh"), &script)?;
+    log::info!("submitted {} members as Slurm job array {job} (logs in {})", tasks.len(), logs.display());
+    plan.record(spec, Some(job.clone()))?;
+    Ok((SweepOutcome::Submitted { job }, dir))
+}
+
+/// One member as `wmx sweep --status` shows it.
+#[derive(Debug, Clone)]
+pub struct MemberState {
+    pub label: String,
+    pub run: PathBuf,
+    /// From the run directory: complete, running, died, failed, interrupted, not started.
+    pub status: String,
+    /// From the scheduler: pending, running, … or `-` when not queued.
+    pub scheduler: String,
+    pub accuracy: Option<f64>,
+}
+
+/// Each member's state, from its run directory and the scheduler; when every
+/// member is complete, the comparison is (re)written. Returns the states and
+/// whether all are complete.
+pub fn sweep_status(spec: &SweepSpec) -> Result<(Vec<MemberState>, bool)> {
+    let plan = Plan::of(spec)?;
+    let dir = sweep_dir(spec.root, &plan.base);
+    let job = SweepRecord::read(&dir).ok().and_then(|r| r.slurm_job);
+    let queued = job.as_deref().map(super::slurm::states).unwrap_or_default();
+    let states: Vec<MemberState> = plan
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, (_, run, _, label))| {
+            let dir = crate::rundir::RunDir::at(run);
+            let meta = dir.meta();
+            let died = meta.as_ref().is_some_and(|m| m.status == crate::rundir::Status::Running)
+                && crate::rundir::lock::RunLock::holder(run).is_none();
+            let status = match (&meta, died) {
+                (_, true) => "died".to_string(),
+                (Some(m), false) => format!("{:?}", m.status).to_lowercase(),
+                (None, false) => "not started".to_string(),
+            };
+            MemberState {
+                label: label.clone(),
+                run: run.clone(),
+                status,
+                scheduler: queued.get(&i).cloned().unwrap_or_else(|| "-".into()),
+                accuracy: dir.summary().map(|s| s.accuracy),
+            }
+        })
+        .collect();
+    let complete = states.iter().all(|s| s.status == "complete");
+    if complete {
+        plan.record(spec, job)?;
+    }
+    Ok((states, complete))
 }
 
 /// The run directories a `compare` argument names: a run, or a sweep directory.
