@@ -123,6 +123,14 @@ type Numbers = Vec<(String, Vec<Option<f64>>)>;
 /// Writes the comparison into `out`; returns the `report.md` it wrote.
 pub fn compare(runs: &[RunFacts], out: &Path) -> Result<String> {
     anyhow::ensure!(!runs.is_empty(), "nothing to compare");
+    // A run named twice (two sweep members resolving to it, say) is compared once.
+    let mut unique: Vec<RunFacts> = Vec::new();
+    for r in runs {
+        if !unique.iter().any(|u| u.path == r.path) {
+            unique.push(r.clone());
+        }
+    }
+    let runs = &unique[..];
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let keys = differing_keys(runs);
     let ops: BTreeSet<String> = runs
@@ -329,8 +337,14 @@ fn page_tables(
 
 /// A page table whose parquet and CSV hold the same cells as text.
 fn text_table(name: &str, caption: &str, header: Vec<String>, rows: Vec<Vec<String>>) -> Result<crate::report::Table> {
+    // Column names are unique in a frame: a repeated header gets its position.
+    let names: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(c, h)| if header[..c].contains(h) { format!("{h} ({})", c + 1) } else { h.clone() })
+        .collect();
     let frame = DataFrame::new_infer_height(
-        header
+        names
             .iter()
             .enumerate()
             .map(|(c, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[c].clone()).collect::<Vec<_>>()))
