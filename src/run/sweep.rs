@@ -209,7 +209,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn of(spec: &SweepSpec) -> Result<Plan> {
+    /// The plan; `announce` logs each member (running a sweep, not `--status`).
+    fn of(spec: &SweepSpec, announce: bool) -> Result<Plan> {
+        let level = if announce { log::Level::Info } else { log::Level::Debug };
         let (base, members) = load_members(spec.file, spec.overrides, spec.seeds)?;
         let mut planned: Vec<(Member, PathBuf, bool, String)> = Vec::new();
         for (i, (member, loaded)) in members.iter().enumerate() {
@@ -218,7 +220,8 @@ impl Plan {
             // twice at once in one directory.
             let same = planned.iter().position(|(_, path, _, _)| *path == dir.path);
             if let Some(first) = same {
-                log::info!(
+                log::log!(
+                    level,
                     "member {}/{} resolves to the same run as member {} ({}); it is trained once",
                     i + 1,
                     members.len(),
@@ -232,7 +235,8 @@ impl Plan {
             } else {
                 member.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
             };
-            log::info!(
+            log::log!(
+                level,
                 "member {}/{}: {label} → {}{}",
                 i + 1,
                 members.len(),
@@ -279,7 +283,7 @@ impl Plan {
 /// Runs (or submits) every unfinished member, then records the sweep in
 /// `sweeps/<name>/sweep.json` and compares the members into `reports/<name>/`.
 pub fn run_sweep(spec: &SweepSpec, launcher: &Launcher) -> Result<(SweepOutcome, PathBuf)> {
-    let plan = Plan::of(spec)?;
+    let plan = Plan::of(spec, true)?;
     match launcher {
         Launcher::Local { jobs } => run_local(spec, &plan, *jobs),
         Launcher::Slurm(options) => submit_slurm(spec, &plan, options),
@@ -394,7 +398,7 @@ pub struct MemberState {
 /// member is complete, the comparison is (re)written. Returns the states and
 /// whether all are complete.
 pub fn sweep_status(spec: &SweepSpec) -> Result<(Vec<MemberState>, bool)> {
-    let plan = Plan::of(spec)?;
+    let plan = Plan::of(spec, false)?;
     let dir = sweep_dir(spec.root, &plan.base);
     let job = SweepRecord::read(&dir).ok().and_then(|r| r.slurm_job);
     let queued = job.as_deref().map(super::slurm::states).unwrap_or_default();
