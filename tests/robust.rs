@@ -142,10 +142,7 @@ fn a_second_run_of_the_same_experiment_is_refused_naming_the_first() {
 #[test]
 fn sweep_members_that_resolve_to_one_run_train_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let mut toml = std::fs::read_to_string(&exp).unwrap();
-    toml.push_str("[sweep]\n\"train.batch_size\" = [16, 16]\n");
-    std::fs::write(&exp, toml).unwrap();
+    let exp = sweep_experiment(dir.path(), "\"train.batch_size\" = [16, 16]");
     let out = wmx(dir.path()).args(["sweep", exp.to_str().unwrap(), "--jobs", "2"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("member 2/2 resolves to the same run as member 1"), "{}", text(&out));

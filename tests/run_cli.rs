@@ -293,10 +293,7 @@ fn infer_and_eval_answer_from_a_finished_run() {
 #[test]
 fn sweep_finishes_only_missing_members_and_compares_differing_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let mut text = std::fs::read_to_string(&exp).unwrap();
-    text.push_str("[sweep]\n\"fusion.layers\" = [[0], [1], [0, 1]]\n");
-    std::fs::write(&exp, text).unwrap();
+    let exp = sweep_experiment(dir.path(), "\"fusion.layers\" = [[0], [1], [0, 1]]");
     let complete = || -> Vec<PathBuf> {
         std::fs::read_dir(dir.path().join("runs/tiny"))
             .map(|d| {
@@ -409,10 +406,7 @@ fn training_shows_a_bar_on_a_terminal_and_plain_lines_when_piped() {
 #[test]
 fn a_seeded_sweep_compares_groups_on_a_page() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let mut toml = std::fs::read_to_string(&exp).unwrap();
-    toml.push_str("[sweep]\n\"fusion.layers\" = [[0], [1]]\n");
-    std::fs::write(&exp, toml).unwrap();
+    let exp = sweep_experiment(dir.path(), "\"fusion.layers\" = [[0], [1]]");
     let out = wmx(dir.path())
         .args(["sweep", exp.to_str().unwrap(), "--seeds", "2", "--jobs", "2", "--set", "train.epoch_scale=0.5"])
         .output()

@@ -26,10 +26,7 @@ fn status(dir: &std::path::Path, exp: &std::path::Path) -> String {
 fn a_sweep_runs_as_a_slurm_job_array_and_a_requeued_member_resumes() {
     assert!(slurm_is_up(), "no Slurm node is up: run scripts/slurm-local.sh (as .ci/run does)");
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let mut toml = std::fs::read_to_string(&exp).unwrap();
-    toml.push_str("[sweep]\n\"fusion.layers\" = [[0], [1]]\n");
-    std::fs::write(&exp, toml).unwrap();
+    let exp = sweep_experiment(dir.path(), "\"fusion.layers\" = [[0], [1]]");
     let out = wmx(dir.path())
         .args(["sweep", exp.to_str().unwrap(), "--launcher", "slurm", "--time", "00:20"])
         .output()

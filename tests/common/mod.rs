@@ -136,3 +136,12 @@ pub fn start_run(dir: &Path, exp: &Path, rows: usize) -> std::process::Child {
     wait_for_rows(dir, rows);
     child
 }
+
+/// The tiny experiment in `dir` with a `[sweep]` table of `axes` (`"key" = [values]` lines).
+pub fn sweep_experiment(dir: &Path, axes: &str) -> PathBuf {
+    let exp = experiment(dir);
+    let mut toml = std::fs::read_to_string(&exp).unwrap();
+    toml.push_str(&format!("[sweep]\n{axes}\n"));
+    std::fs::write(&exp, toml).unwrap();
+    exp
+}
