@@ -1,0 +1,161 @@
+//! Everything `wmx run` will need, checked before anything runs: `wmx validate`
+//! makes the same checks.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Experiment, Init, Loaded};
+use crate::curriculum::{Curriculum, Dataset, Split};
+use crate::prompt::{computed_span, prompt, shown_question};
+use crate::sandbox::Sandbox;
+use crate::tokenize::TextTokenizer;
+use crate::tokenize::wat::WatVocab;
+use crate::train::data::Encoder;
+
+/// What [`preflight`] prepared: the generated dataset and the text tokenizer.
+pub struct Prepared {
+    pub dataset: Dataset,
+    pub tokenizer: TextTokenizer,
+}
+
+/// Everything `run` will need, checked before anything runs (`wmx validate` and the
+/// start of `wmx run`): the curriculum loads and generates, each program fits
+/// `wat.max_tokens`, the sandbox's engine and files directory work, and a checkpoint's
+/// tokenizer and `config.json` agree with the experiment. Returns the dataset.
+pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
+    let e = &loaded.experiment;
+    let key_error = |key: &str, message: String| crate::config::ConfigError::key(key, loaded.path.display().to_string(), message);
+    require_checkpoint(loaded)?;
+    Sandbox::new(&e.sandbox)?;
+    let curriculum = Curriculum::load(&e.curriculum).with_context(|| {
+        format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display())
+    })?;
+    let dataset = curriculum.generate()?;
+    if let Some(dir) = e.model.checkpoint.as_ref().filter(|_| e.model.checkpoint_tokenizer().is_some()) {
+        check_hf_shapes(loaded, dir)?;
+        let weights = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| f.path().extension().is_some_and(|x| x == "safetensors"));
+        if e.model.init == crate::config::Init::Pretrained && !weights {
+            return Err(key_error(
+                "model.checkpoint",
+                format!("{} has no *.safetensors weights for init = \"pretrained\" (init = \"random\" takes its shapes and tokenizer alone)", dir.display()),
+            )
+            .into());
+        }
+    }
+    let tokenizer = new_tokenizer(e, &dataset)?;
+    if e.model.arguments == crate::config::ArgumentView::Placeholder
+        && tokenizer.token_id(crate::prompt::ARGUMENT_TOKEN).is_none()
+    {
+        return Err(key_error(
+            "model.arguments",
+            format!(
+                "\"placeholder\" needs the token {} in the tokenizer, and {} has none; set model.arguments = \"tokens\"",
+                crate::prompt::ARGUMENT_TOKEN,
+                e.model.checkpoint_tokenizer().unwrap_or_default().display()
+            ),
+        )
+        .into());
+    }
+    // Every example fits the sequence lengths the experiment declares.
+    let wat = WatVocab::new();
+    let encoder = Encoder {
+        text: &tokenizer,
+        wat: &wat,
+        pad: 0,
+        read_arguments: e.wat.read_arguments,
+        arguments: e.model.arguments,
+        max_text_tokens: e.train.max_seq_len.min(e.model.max_position_embeddings),
+        max_wat_tokens: e.wat.max_tokens,
+    };
+    for x in dataset.stages.iter().flat_map(|s| s.train.iter().chain(&s.validation).chain(&s.test)) {
+        if let Err(err) = encoder.encode(x) {
+            let key = match &err {
+                crate::tokenize::TokenizeError::TooLong { key, .. } => *key,
+                _ => "curriculum",
+            };
+            return Err(key_error(key, format!("example {}: {err}", x.id)).into());
+        }
+    }
+    Ok(Prepared { dataset, tokenizer })
+}
+
+/// The declared text-stream shapes against a checkpoint's `config.json`.
+fn check_hf_shapes(loaded: &Loaded, dir: &Path) -> Result<()> {
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::config::ConfigError::Syntax {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let m = &loaded.experiment.model;
+    for (key, declared) in [
+        ("vocab_size", m.vocab_size),
+        ("hidden_size", m.hidden_size),
+        ("intermediate_size", m.intermediate_size),
+        ("num_hidden_layers", m.num_hidden_layers),
+        ("num_attention_heads", m.num_attention_heads),
+        ("num_key_value_heads", m.num_key_value_heads),
+        ("head_dim", m.head_dim),
+    ] {
+        if let Some(found) = json.get(key).and_then(|v| v.as_u64())
+            && found != declared as u64
+        {
+            return Err(crate::config::ConfigError::key(
+                &format!("model.{key}"),
+                loaded.path.display().to_string(),
+                format!("is {declared}, but {} says {found}; declare the checkpoint's shapes", path.display()),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint the experiment loads must be a Hugging Face directory.
+fn require_checkpoint(loaded: &Loaded) -> Result<()> {
+    let m = &loaded.experiment.model;
+    if let Some(dir) = &m.checkpoint
+        && m.init != Init::Scratch
+        && !dir.join("config.json").is_file()
+    {
+        return Err(crate::config::ConfigError::key(
+            "model.checkpoint",
+            loaded.path.display().to_string(),
+            format!(
+                "{} is not a Hugging Face Qwen3 directory (no config.json); init = \"{}\" loads config.json, \
+                 *.safetensors and tokenizer.json from it. Point model.checkpoint at one, or set \
+                 model.init = \"random\" without a checkpoint for the declared shapes with random weights",
+                dir.display(),
+                format!("{:?}", m.init).to_lowercase()
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The text tokenizer a new run starts from: the checkpoint's, or a BPE trained on
+/// the curriculum's training split (deterministic: the same curriculum gives the same
+/// tokenizer).
+pub(super) fn new_tokenizer(e: &Experiment, dataset: &Dataset) -> Result<TextTokenizer> {
+    if let Some(path) = e.model.checkpoint_tokenizer() {
+        return Ok(TextTokenizer::from_file(&path)?);
+    }
+    let texts: Vec<String> = dataset
+        .examples(Split::Train)
+        .map(|x| {
+            format!(
+                "{}{}{}",
+                prompt(&shown_question(&x.question, e.model.arguments).0),
+                computed_span(x.value),
+                x.answer
+            )
+        })
+        .collect();
+    Ok(TextTokenizer::train_bpe(texts.iter().map(String::as_str), e.model.vocab_size)?)
+}
