@@ -26,10 +26,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = config::load(file, &args.set)?;
-    wmx::run::preflight(&loaded)?;
-    let curriculum = Curriculum::load(&loaded.experiment.curriculum)?;
+    let prepared = wmx::run::preflight(&loaded)?;
     print!("{}", loaded.describe());
-    print!("{}", curriculum.describe());
+    print!("{}", prepared.curriculum.describe());
     println!("ok: {} is a valid experiment", file.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -197,7 +197,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn train_and_evaluate(
     dir: &RunDir,
     e: &Experiment,
-    Prepared { dataset, tokenizer }: Prepared,
+    Prepared { dataset, tokenizer, .. }: Prepared,
     tracker: Option<&std::sync::Mutex<tracking::Tracker>>,
     backend: crate::config::Backend,
 ) -> Result<Option<f64>> {

@@ -13,8 +13,10 @@ use crate::tokenize::TextTokenizer;
 use crate::tokenize::wat::WatVocab;
 use crate::train::data::Encoder;
 
-/// What [`preflight`] prepared: the generated dataset and the text tokenizer.
+/// What [`preflight`] prepared: the curriculum, its generated dataset and the text tokenizer.
 pub struct Prepared {
+    /// The curriculum as loaded (for `validate` to describe).
+    pub curriculum: Curriculum,
     pub dataset: Dataset,
     pub tokenizer: TextTokenizer,
 }
@@ -81,7 +83,7 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
             return Err(key_error(key, format!("example {}: {err}", x.id)).into());
         }
     }
-    Ok(Prepared { dataset, tokenizer })
+    Ok(Prepared { curriculum, dataset, tokenizer })
 }
 
 /// The declared text-stream shapes against a checkpoint's `config.json`.

@@ -408,18 +408,10 @@ pub fn sweep_status(spec: &SweepSpec) -> Result<(Vec<MemberState>, bool)> {
         .enumerate()
         .map(|(i, (_, run, _, label))| {
             let dir = crate::rundir::RunDir::at(run);
-            let meta = dir.meta();
-            let died = meta.as_ref().is_some_and(|m| m.status == crate::rundir::Status::Running)
-                && crate::rundir::lock::RunLock::holder(run).is_none();
-            let status = match (&meta, died) {
-                (_, true) => "died".to_string(),
-                (Some(m), false) => format!("{:?}", m.status).to_lowercase(),
-                (None, false) => "not started".to_string(),
-            };
             MemberState {
                 label: label.clone(),
                 run: run.clone(),
-                status,
+                status: dir.state().unwrap_or_else(|| "not started".into()),
                 scheduler: queued.get(&i).cloned().unwrap_or_else(|| "-".into()),
                 accuracy: dir.summary().map(|s| s.accuracy),
             }

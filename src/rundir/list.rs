@@ -54,8 +54,7 @@ pub fn list_runs(root: &Path) -> Vec<RunRow> {
                 experiment: name_of(&experiment),
                 id: name_of(&run),
                 status: meta.as_ref().map(|m| m.status),
-                died: meta.as_ref().is_some_and(|m| m.status == Status::Running)
-                    && super::lock::RunLock::holder(&run).is_none(),
+                died: dir.died(meta.as_ref()),
                 started: meta.as_ref().map(|m| m.started.clone()),
                 ended: meta.and_then(|m| m.ended),
                 steps,

@@ -124,6 +124,19 @@ impl RunDir {
         format!("{}/{}", self.path.parent().map(name_of).unwrap_or_default(), name_of(&self.path))
     }
 
+    /// Whether `meta` says `running` while no process holds the run's lock: the
+    /// process that ran it was killed or aborted before it recorded a final status.
+    pub fn died(&self, meta: Option<&Meta>) -> bool {
+        meta.is_some_and(|m| m.status == Status::Running) && lock::RunLock::holder(&self.path).is_none()
+    }
+
+    /// The run's state as `wmx ls` and `wmx sweep --status` show it: its status in
+    /// lower case, or `died`; `None` before it has a `meta.json`.
+    pub fn state(&self) -> Option<String> {
+        let meta = self.meta()?;
+        Some(if self.died(Some(&meta)) { "died".into() } else { format!("{:?}", meta.status).to_lowercase() })
+    }
+
     pub fn meta(&self) -> Option<Meta> {
         serde_json::from_str(&std::fs::read_to_string(self.path.join("meta.json")).ok()?).ok()
     }
