@@ -4,6 +4,7 @@
 
 mod check;
 mod describe;
+mod hf_shapes;
 mod schema;
 
 pub use check::check_experiment;
@@ -140,6 +141,7 @@ pub fn load_with_env(path: &Path, overrides: &[String], env: Env) -> Result<Load
     if let Some(files_dir) = &experiment.sandbox.system.files {
         experiment.sandbox.system.files = Some(resolve("sandbox.system.files", files_dir));
     }
+    hf_shapes::take_shapes(&mut experiment, &figment, path)?;
     let loaded = Loaded {
         experiment,
         path: path.to_path_buf(),

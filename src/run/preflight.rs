@@ -1,7 +1,6 @@
 //! Everything `wmx run` will need, checked before anything runs: `wmx validate`
 //! makes the same checks.
 
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -35,7 +34,6 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
     })?;
     let dataset = curriculum.generate()?;
     if let Some(dir) = e.model.checkpoint.as_ref().filter(|_| e.model.checkpoint_tokenizer().is_some()) {
-        check_hf_shapes(loaded, dir)?;
         let weights = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -84,38 +82,6 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
         }
     }
     Ok(Prepared { curriculum, dataset, tokenizer })
-}
-
-/// The declared text-stream shapes against a checkpoint's `config.json`.
-fn check_hf_shapes(loaded: &Loaded, dir: &Path) -> Result<()> {
-    let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::config::ConfigError::Syntax {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    let m = &loaded.experiment.model;
-    for (key, declared) in [
-        ("vocab_size", m.vocab_size),
-        ("hidden_size", m.hidden_size),
-        ("intermediate_size", m.intermediate_size),
-        ("num_hidden_layers", m.num_hidden_layers),
-        ("num_attention_heads", m.num_attention_heads),
-        ("num_key_value_heads", m.num_key_value_heads),
-        ("head_dim", m.head_dim),
-    ] {
-        if let Some(found) = json.get(key).and_then(|v| v.as_u64())
-            && found != declared as u64
-        {
-            return Err(crate::config::ConfigError::key(
-                &format!("model.{key}"),
-                loaded.path.display().to_string(),
-                format!("is {declared}, but {} says {found}; declare the checkpoint's shapes", path.display()),
-            )
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// A checkpoint the experiment loads must be a Hugging Face directory.
