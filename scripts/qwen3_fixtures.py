@@ -15,7 +15,7 @@ Writes, under tests/fixtures/qwen3/:
       gives for a set of chat-format texts (expected.json).
 The fixtures are committed; this script is only rerun to change them.
 
-    python3 scripts/qwen3_fixtures.py --check-export DIR [--fixture tiny-untied]
+    python3 scripts/qwen3_fixtures.py --check-export DIR [--fixture tiny-untied | --expected FILE]
 
 instead loads a directory wmx exported (the parity test writes one to
 target/tmp/exported-tiny-untied) with transformers and checks its logits against
@@ -163,17 +163,28 @@ def real_tokenizer(source):
     print(f"tokenizer: {len(cases)} texts; first ids {cases[0]['ids']}")
 
 
-def check_export(path, fixture):
+def check_export(path, fixture, expected_path=None):
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    expected = load_file(os.path.join(ROOT, fixture, "expected.safetensors"))
+    expected_path = expected_path or os.path.join(ROOT, fixture, "expected.safetensors")
+    expected = load_file(expected_path)
     model = Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     with torch.no_grad():
         logits = model(input_ids=expected["input_ids"]).logits
     worst = (logits - expected["logits"]).abs().max().item()
     scale = expected["logits"].abs().max().item()
-    ok = worst <= 1e-4 * scale
+    ok = worst <= 1e-4 * scale + 1e-5
     print(f"transformers loaded {path}: max |Δlogit| {worst:.2e} (max |logit| {scale:.2f}) -> {'ok' if ok else 'MISMATCH'}")
+    # With the text the ids came from (in the file's metadata), the exported
+    # tokenizer must give the same ids.
+    with safe_open(expected_path, "pt") as f:
+        text = (f.metadata() or {}).get("text")
+    if text is not None:
+        ids = AutoTokenizer.from_pretrained(path)(text, add_special_tokens=False)["input_ids"]
+        same = ids == expected["input_ids"][0].tolist()
+        print(f"tokenizer: {len(ids)} ids for the text -> {'ok' if same else 'MISMATCH'}")
+        ok = ok and same
     if not ok:
         raise SystemExit(1)
 
@@ -183,6 +194,7 @@ def main():
     parser.add_argument("--qwen3-tokenizer", help="directory with the real Qwen3 tokenizer.json and tokenizer_config.json")
     parser.add_argument("--check-export", help="a directory wmx exported, to load with transformers")
     parser.add_argument("--fixture", default="tiny-untied", help="fixture the export was made from")
+    parser.add_argument("--expected", help="with --check-export: a safetensors of input_ids and logits to match instead of the fixture's")
     parser.add_argument("--bf16-only", action="store_true", help="only add the bf16 reference logits to the existing fixtures")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -191,7 +203,7 @@ def main():
             add_bf16_reference(os.path.join(ROOT, name))
         return
     if args.check_export:
-        check_export(args.check_export, args.fixture)
+        check_export(args.check_export, args.fixture, args.expected)
         return
     build("tiny-tied", tie=True, dtype=torch.float32, shard=False)
     build("tiny-untied", tie=False, dtype=torch.bfloat16, shard=True)

@@ -98,3 +98,82 @@ fn the_seed_experiment_runs_as_shipped_on_a_small_qwen3() {
     assert!(run.join("eval/summary.json").is_file());
     assert!(run.join("report/index.html").is_file());
 }
+
+/// The Python that has torch and transformers (`.ci/run` makes a virtual
+/// environment and names it in `WMX_TRANSFORMERS_PYTHON`).
+fn transformers_python() -> PathBuf {
+    std::env::var_os("WMX_TRANSFORMERS_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// The tiny experiment trained to completion in `dir`; its run directory.
+fn trained_tiny(dir: &Path) -> PathBuf {
+    let exp = common::experiment(dir);
+    common::run_ok(dir, &exp);
+    common::run_dir(dir)
+}
+
+#[test]
+fn an_exported_run_loads_in_transformers_with_the_same_logits() {
+    use burn::tensor::backend::Backend as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = trained_tiny(dir);
+    let out = dir.join("exported");
+    let shown = wmx(dir, &["export", run.to_str().unwrap(), "--out", out.to_str().unwrap(), "--checkpoint", "best"]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "worldmodel.safetensors", "worldmodel.json"] {
+        assert!(out.join(file).is_file(), "no {file}: {}", text(&shown));
+    }
+    // The whole WorldModel's tensors are the checkpoint's, named as worldmodel.json lists them.
+    let opened = wmx::rundir::OpenedRun::open(&run, "best".parse().unwrap()).unwrap();
+    let device = Default::default();
+    Cpu::seed(&device, 0);
+    let model = opened.model::<Cpu>(&device).unwrap();
+    let description: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("worldmodel.json")).unwrap()).unwrap();
+    let listed = description["tensors"].as_array().unwrap();
+    let bytes = std::fs::read(out.join("worldmodel.safetensors")).unwrap();
+    let stored = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mine = wmx::model::world::named_tensors(&model).unwrap();
+    assert_eq!(listed.len(), mine.len());
+    assert_eq!(stored.len(), mine.len());
+    for (name, (shape, values)) in &mine {
+        let t = stored.tensor(name).unwrap();
+        assert_eq!(t.shape(), shape.as_slice(), "{name}");
+        let got: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(&got, values, "{name}");
+    }
+    assert!(description["wat_vocabulary"].as_array().unwrap().len() > 10);
+    // transformers loads the text stream and computes wmx's logits, and the
+    // exported tokenizer gives wmx's ids.
+    let question = "<|im_start|>user\nWhat is 12 * 7?<|im_end|>\n<|im_start|>assistant\n";
+    let ids: Vec<i64> = opened.tokenizer.encode(question).unwrap().into_iter().map(i64::from).collect();
+    let shape = [1, ids.len()];
+    let logits = wmx::model::parity::logits(&model.text, &ids, &shape, &device);
+    let expected = dir.join("expected.safetensors");
+    let id_bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let logit_bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let vocab = logits.len() / ids.len();
+    let views = vec![
+        ("input_ids", safetensors::tensor::TensorView::new(safetensors::Dtype::I64, shape.to_vec(), &id_bytes).unwrap()),
+        ("logits", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, ids.len(), vocab], &logit_bytes).unwrap()),
+    ];
+    let metadata = std::collections::HashMap::from([("text".to_string(), question.to_string())]);
+    std::fs::write(&expected, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+    let script = repo().join("scripts/qwen3_fixtures.py");
+    let checked = std::process::Command::new(transformers_python())
+        .args([script.as_os_str(), "--check-export".as_ref(), out.as_os_str(), "--expected".as_ref(), expected.as_os_str()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {} ({e}): install torch and transformers (.ci/run does) or set WMX_TRANSFORMERS_PYTHON", transformers_python().display()));
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert!(text(&checked).contains("tokenizer:"), "{}", text(&checked));
+}
+
+#[test]
+fn export_names_a_missing_run_or_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = wmx(tmp.path(), &["export", "runs/none/abc", "--out", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("runs/none/abc"), "{}", text(&out));
+    assert!(!tmp.path().join("x").exists());
+}

@@ -5,6 +5,7 @@ mod bench;
 mod data;
 mod eval;
 mod exec;
+mod export;
 mod infer;
 mod report;
 mod run;
@@ -75,6 +76,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Evaluate a trained run on its test split or a JSONL file, with per-exit specialization.
     Eval(eval::Args),
+    /// Export a run's checkpoint: the text stream as a Hugging Face directory, the WorldModel as safetensors.
+    Export(export::Args),
     /// Draw a run's report: RUN/report/index.html, report.md, charts (PNG, SVG) and tables.
     Report(report::ReportArgs),
     /// Run every member of an experiment's [sweep] (unfinished ones only), then compare them.
@@ -101,6 +104,7 @@ pub fn exec(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Infer(args) => infer::infer(args),
         Command::Eval(args) => eval::exec(args),
+        Command::Export(args) => export::exec(args),
         Command::Report(args) => report::report(args),
         Command::Sweep(args) => run::sweep(args),
         Command::Compare(args) => report::compare(args),

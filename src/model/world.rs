@@ -451,6 +451,21 @@ fn float_params<B: Backend, M: Module<B>>(module: &M, values: bool) -> Vec<(Stri
     params.found
 }
 
+/// Every float parameter as path → (shape, f32 values), for export.
+pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Result<super::weights::Export, super::ModelError> {
+    float_params(module, true)
+        .into_iter()
+        .map(|(path, dims, data)| {
+            let values = data
+                .expect("values were asked for")
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| super::ModelError::Tensor(format!("{e:?}")))?;
+            Ok((path, (dims, values)))
+        })
+        .collect()
+}
+
 /// Every float parameter's path and shape, in the order the module visits them.
 pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
     float_params(module, false).into_iter().map(|(path, dims, _)| (path, dims)).collect()

@@ -3,6 +3,7 @@
 //! module knows their layout; `run` decides what to do with them.
 
 pub mod checkpoint;
+pub mod export;
 pub mod list;
 pub mod lock;
 pub mod metrics;
