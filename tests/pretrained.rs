@@ -177,3 +177,98 @@ fn export_names_a_missing_run_or_checkpoint() {
     assert!(text(&out).contains("runs/none/abc"), "{}", text(&out));
     assert!(!tmp.path().join("x").exists());
 }
+
+/// The text stream's tensors of a run's checkpoint.
+fn text_tensors(run: &Path, which: &str) -> Vec<(String, Vec<f32>)> {
+    let opened = wmx::rundir::OpenedRun::open(run, which.parse().unwrap()).unwrap();
+    let model = opened.model::<Cpu>(&Default::default()).unwrap();
+    wmx::model::world::named_tensors(&model.text)
+        .unwrap()
+        .into_iter()
+        .map(|(name, (_, values))| (name, values))
+        .collect()
+}
+
+fn run_with(dir: &Path, args: &[&str]) -> Output {
+    let exp = dir.join("tiny.toml");
+    let mut all = vec!["run", exp.to_str().unwrap()];
+    all.extend_from_slice(args);
+    wmx(dir, &all)
+}
+
+/// The run directories under runs/tiny, oldest first.
+fn tiny_runs(dir: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs/tiny"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    runs.sort_by_key(|p| std::fs::metadata(p.join("config.toml")).and_then(|m| m.modified()).unwrap());
+    runs
+}
+
+#[test]
+fn a_run_starts_from_another_runs_weights_on_another_curriculum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = trained_tiny(dir);
+    // Another curriculum: subtraction beside addition.
+    let other = CURRICULUM.replace("task = \"mul\"", "task = \"sub\"").replace("{a} * {b}", "{a} - {b}").replace("Multiply {a} by {b}.", "Subtract {b} from {a}.");
+    std::fs::write(dir.join("other.toml"), other).unwrap();
+    let from = format!("{}:best", source.display());
+    // With the text stream frozen, the new run's text stream is exactly the source's best.
+    let out = run_with(dir, &["--init-from", &from, "--set", "curriculum=other.toml", "--set", "train.parameters=fusion-and-wat"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = tiny_runs(dir);
+    assert_eq!(runs.len(), 2);
+    let started = &runs[1];
+    let log = std::fs::read_to_string(started.join("log.txt")).unwrap();
+    assert!(log.contains("starting from the weights of tiny/"), "{log}");
+    let config = std::fs::read_to_string(started.join("config.toml")).unwrap();
+    assert!(config.contains("[train.init_from]") && config.contains("state = \"weights\""), "{config}");
+    assert_eq!(text_tensors(started, "latest"), text_tensors(&source, "best"));
+    // It kept the source's tokenizer, which its weights index.
+    assert_eq!(
+        std::fs::read_to_string(started.join("tokenizer.json")).unwrap(),
+        std::fs::read_to_string(source.join("tokenizer.json")).unwrap()
+    );
+    // The same command again is the same (complete) run: the id is the source's weights, not the path.
+    let again = run_with(dir, &["--init-from", &from, "--set", "curriculum=other.toml", "--set", "train.parameters=fusion-and-wat"]);
+    assert!(text(&again).contains("already complete"), "{}", text(&again));
+    // A model the weights do not fit, a missing run or checkpoint: exit 2, naming it, and no run is made.
+    for (args, needle) in [
+        (vec!["--init-from", from.as_str(), "--set", "wat.hidden_size=64"], "wat.hidden_size"),
+        (vec!["--init-from", "runs/tiny/nothing"], "runs/tiny/nothing"),
+        (vec!["--init-from", &format!("{}:step-999", source.display())], "step-999"),
+    ] {
+        let out = run_with(dir, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(tiny_runs(dir).len(), 2);
+}
+
+#[test]
+fn a_finished_run_continues_with_more_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let source = trained_tiny(dir);
+    let before = std::fs::read_to_string(source.join("metrics.csv")).unwrap();
+    let out = run_with(dir, &["--continue", source.to_str().unwrap(), "--set", "train.epoch_scale=1.5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let continued = &tiny_runs(dir)[1];
+    let log = std::fs::read_to_string(continued.join("log.txt")).unwrap();
+    assert!(log.contains("continuing tiny/") && log.contains("resuming from checkpoint step 36"), "{log}");
+    // Its metrics go on from the source's: the same rows, then the new epochs' steps.
+    let after = std::fs::read_to_string(continued.join("metrics.csv")).unwrap();
+    assert!(after.starts_with(&before), "the source's rows come first");
+    assert_eq!(before.lines().count(), 1 + 36);
+    assert_eq!(after.lines().count(), 1 + 54, "12 epochs of 3 steps, then 6 more");
+    assert!(continued.join("eval/summary.json").is_file());
+    // The source is untouched, and continuing on other data is refused, naming why.
+    assert_eq!(std::fs::read_to_string(source.join("metrics.csv")).unwrap(), before);
+    let out = run_with(dir, &["--continue", source.to_str().unwrap(), "--set", "train.batch_size=8"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("train.batch_size") && text(&out).contains("--init-from"), "{}", text(&out));
+}

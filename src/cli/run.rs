@@ -22,10 +22,47 @@ pub struct RunArgs {
     /// Backend [default: the experiment's].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Start from another run's weights (and tokenizer), with a fresh optimizer and
+    /// schedule: RUN or RUN:CHECKPOINT (latest, best or step-N). Sets [train.init_from].
+    #[arg(long, value_name = "RUN[:CHECKPOINT]", conflicts_with = "continue_run")]
+    init_from: Option<String>,
+    /// Continue a run (a finished one too) from its latest checkpoint: weights,
+    /// optimizer, place in the curriculum and metrics, under this experiment's epochs
+    /// (raise train.epoch_scale for more). Sets [train.init_from] with state = "all".
+    #[arg(long = "continue", value_name = "RUN")]
+    continue_run: Option<PathBuf>,
+}
+
+/// `--init-from RUN[:CHECKPOINT]` and `--continue RUN` as the `--set` overrides of
+/// `[train.init_from]` they stand for.
+fn init_overrides(args: &RunArgs) -> Result<Vec<String>> {
+    let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    Ok(match (&args.init_from, &args.continue_run) {
+        (Some(spec), _) => {
+            // RUN:CHECKPOINT when what follows the last colon names a checkpoint.
+            let (run, which) = match spec.rsplit_once(':') {
+                Some((run, which)) if which.parse::<wmx::rundir::checkpoint::Which>().is_ok() => (run, which),
+                _ => (spec.as_str(), "latest"),
+            };
+            vec![
+                format!("train.init_from.run={}", quoted(Path::new(run))),
+                format!("train.init_from.checkpoint=\"{which}\""),
+                "train.init_from.state=\"weights\"".into(),
+            ]
+        }
+        (None, Some(run)) => vec![
+            format!("train.init_from.run={}", quoted(run)),
+            "train.init_from.checkpoint=\"latest\"".into(),
+            "train.init_from.state=\"all\"".into(),
+        ],
+        (None, None) => Vec::new(),
+    })
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let loaded = config::load(&args.file, &args.set)?;
+    let mut set = args.set.clone();
+    set.extend(init_overrides(&args)?);
+    let loaded = config::load(&args.file, &set)?;
     let backend = args.backend.unwrap_or(loaded.experiment.backend);
     Ok(match wmx::run::run(&loaded, Path::new("."), args.fresh, backend)? {
         Outcome::AlreadyComplete { dir, accuracy } => {

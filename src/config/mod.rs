@@ -141,6 +141,9 @@ pub fn load_with_env(path: &Path, overrides: &[String], env: Env) -> Result<Load
     if let Some(files_dir) = &experiment.sandbox.system.files {
         experiment.sandbox.system.files = Some(resolve("sandbox.system.files", files_dir));
     }
+    if let Some(init) = &mut experiment.train.init_from {
+        init.run = resolve("train.init_from.run", &init.run);
+    }
     hf_shapes::take_shapes(&mut experiment, &figment, path)?;
     let loaded = Loaded {
         experiment,

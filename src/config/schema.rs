@@ -96,12 +96,64 @@ impl Experiment {
         self.curriculum = map(&self.curriculum);
         self.model.checkpoint = self.model.checkpoint.as_deref().map(&map);
         self.sandbox.system.files = self.sandbox.system.files.as_deref().map(&map);
+        if let Some(init) = &mut self.train.init_from {
+            init.run = map(&init.run);
+        }
         self
     }
 }
 
 fn default_curriculum() -> PathBuf {
     PathBuf::from("../curricula/standard.toml")
+}
+
+/// Which checkpoint of a run `infer`, `eval`, `export` and `train.init_from` load:
+/// `latest`, `best` (lowest validation loss at an epoch's end) or `step-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Which {
+    #[default]
+    Latest,
+    Best,
+    Step(usize),
+}
+
+impl std::str::FromStr for Which {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Which, String> {
+        match s {
+            "latest" => Ok(Which::Latest),
+            "best" => Ok(Which::Best),
+            _ => s
+                .strip_prefix("step-")
+                .and_then(|n| n.parse().ok())
+                .map(Which::Step)
+                .ok_or_else(|| format!("`{s}` is not a checkpoint: use latest, best or step-N (e.g. step-1200)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Latest => write!(f, "latest"),
+            Which::Best => write!(f, "best"),
+            Which::Step(n) => write!(f, "step-{n}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Which {
+    type Error = String;
+    fn try_from(s: String) -> Result<Which, String> {
+        s.parse()
+    }
+}
+
+impl From<Which> for String {
+    fn from(w: Which) -> String {
+        w.to_string()
+    }
 }
 
 /// How the text stream starts.
@@ -387,6 +439,38 @@ pub struct TrainConfig {
     /// Longest text sequence, in tokens.
     pub max_seq_len: usize,
     pub checkpoint: CheckpointConfig,
+    /// Start from another run's checkpoint instead of `model.init` (`--init-from`,
+    /// `--continue`). Absent: a new run starts from `model.init`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+/// Another run a new run starts from: `[train.init_from]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    /// The run directory (`runs/<experiment>/<id>`), relative to the file that names it.
+    pub run: PathBuf,
+    /// Which of its checkpoints.
+    #[serde(default)]
+    pub checkpoint: Which,
+    /// What is taken from it.
+    #[serde(default)]
+    pub state: InitState,
+}
+
+/// What a run takes from the run it starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitState {
+    /// Its weights (and tokenizer): a fresh optimizer and schedule, from step 0, on
+    /// this experiment's curriculum (fine-tuning a trained WorldModel on another).
+    #[default]
+    Weights,
+    /// Everything its checkpoint holds: weights, optimizer and its place in the
+    /// curriculum, with its metrics so far; training goes on under this
+    /// experiment's epochs (a finished run continued with a larger `epoch_scale`).
+    All,
 }
 
 impl Default for TrainConfig {
@@ -409,6 +493,7 @@ impl Default for TrainConfig {
             parameters: Trainable::All,
             max_seq_len: 128,
             checkpoint: CheckpointConfig::default(),
+            init_from: None,
         }
     }
 }

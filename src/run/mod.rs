@@ -24,14 +24,14 @@ use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::train::adamw::AdamW;
-use crate::config::{Experiment, Loaded, Trainable};
+use crate::config::{Experiment, InitState, Loaded, Trainable};
 use crate::curriculum::{Dataset, Split};
 use crate::infer::Answerer;
 use crate::model::world::WorldModel;
 use crate::rundir::checkpoint::Checkpoints;
 use crate::rundir::metrics::MetricsCsv;
 use crate::rundir::lock::RunLock;
-use crate::rundir::{Meta, RunDir, Status, git, now};
+use crate::rundir::{Meta, OpenedRun, RunDir, Status, git, now};
 use crate::sandbox::Sandbox;
 use crate::tokenize::TextTokenizer;
 use crate::tokenize::wat::WatVocab;
@@ -197,11 +197,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn train_and_evaluate(
     dir: &RunDir,
     e: &Experiment,
-    Prepared { dataset, tokenizer, .. }: Prepared,
+    Prepared { dataset, tokenizer, source, .. }: Prepared,
     tracker: Option<&std::sync::Mutex<tracking::Tracker>>,
     backend: crate::config::Backend,
 ) -> Result<Option<f64>> {
-    Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last).clean_leftovers()?;
+    let checkpoints = Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
+    checkpoints.clean_leftovers()?;
+    if let (Some(source), Some(init)) = (&source, &e.train.init_from)
+        && checkpoints.steps().is_empty()
+    {
+        start_from(dir, &checkpoints, source, init.state)?;
+    }
     for stage in &dataset.stages {
         log::debug!(
             "stage {}: {} train, {} validation, {} test examples, {} epochs",
@@ -218,10 +224,37 @@ fn train_and_evaluate(
         experiment: e,
         dataset: &dataset,
         tokenizer: &tokenizer,
+        init_weights: match (&source, &e.train.init_from) {
+            (Some(source), Some(init)) if init.state == InitState::Weights => Some(source.model_path.clone()),
+            _ => None,
+        },
         interrupted: signals::interrupted(),
         tracker,
     };
     crate::backend::dispatch(backend, task)?
+}
+
+/// The first start of a run that starts from another: with `state = "all"` that
+/// run's checkpoint (and its metrics up to it) become this run's own, so training
+/// resumes from it; with `weights` the log says where the weights come from (they
+/// are loaded into the new model).
+fn start_from(dir: &RunDir, checkpoints: &Checkpoints, source: &OpenedRun, state: InitState) -> Result<()> {
+    match state {
+        InitState::All => {
+            let theirs = Checkpoints::at(source.dir.path.join("checkpoints"), 1);
+            checkpoints.adopt(&theirs, source.step)?;
+            let metrics = source.dir.path.join("metrics.csv");
+            let mine = dir.path.join("metrics.csv");
+            if metrics.is_file() && !mine.exists() {
+                std::fs::copy(&metrics, &mine).with_context(|| format!("cannot copy {}", metrics.display()))?;
+            }
+            dir.log(&format!("continuing {} from its checkpoint step {}", source.dir.label(), source.step));
+        }
+        InitState::Weights => {
+            dir.log(&format!("starting from the weights of {} at step {}", source.dir.label(), source.step));
+        }
+    }
+    Ok(())
 }
 
 /// Keeps what was there: a run started `--fresh` moves the old one aside.
@@ -275,6 +308,8 @@ struct Train<'a> {
     experiment: &'a Experiment,
     dataset: &'a Dataset,
     tokenizer: &'a TextTokenizer,
+    /// `model.mpk` whose weights a new run starts from (`train.init_from`, weights).
+    init_weights: Option<PathBuf>,
     interrupted: &'static AtomicBool,
     tracker: Option<&'a std::sync::Mutex<tracking::Tracker>>,
 }
@@ -323,10 +358,15 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
             validation: encode(&stage.validation)?,
         });
     }
-    let model = WorldModel::<B>::from_experiment(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
+    let mut model = WorldModel::<B>::from_experiment(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
+    let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
+    if let Some(weights) = &t.init_weights
+        && checkpoints.steps().is_empty()
+    {
+        model = model.load(weights, &device)?;
+    }
     let clipping = (e.train.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(e.train.grad_clip as f32));
     let optim_config = AdamW::new(e.train.weight_decay as f32);
-    let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.clone().init(clipping.as_ref()), &device)?;
     for s in &skipped {
         t.dir.log(&format!("skipping a checkpoint: {s}"));

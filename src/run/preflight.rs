@@ -2,9 +2,12 @@
 //! makes the same checks.
 
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 
-use crate::config::{Experiment, Init, Loaded};
+use crate::config::{Experiment, Init, InitFrom, InitState, Loaded};
+use crate::rundir::OpenedRun;
 use crate::curriculum::{Curriculum, Dataset, Split};
 use crate::prompt::{computed_span, prompt, shown_question};
 use crate::sandbox::Sandbox;
@@ -18,6 +21,8 @@ pub struct Prepared {
     pub curriculum: Curriculum,
     pub dataset: Dataset,
     pub tokenizer: TextTokenizer,
+    /// The run `train.init_from` names, opened at its checkpoint.
+    pub source: Option<OpenedRun>,
 }
 
 /// Everything `run` will need, checked before anything runs (`wmx validate` and the
@@ -47,7 +52,15 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
             .into());
         }
     }
-    let tokenizer = new_tokenizer(e, &dataset)?;
+    let source = match &e.train.init_from {
+        Some(init) => Some(open_source(loaded, init)?),
+        None => None,
+    };
+    // A run started from another keeps that run's tokenizer: its weights index it.
+    let tokenizer = match &source {
+        Some(source) => source.tokenizer.clone(),
+        None => new_tokenizer(e, &dataset)?,
+    };
     if e.model.arguments == crate::config::ArgumentView::Placeholder
         && tokenizer.token_id(crate::prompt::ARGUMENT_TOKEN).is_none()
     {
@@ -81,7 +94,67 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
             return Err(key_error(key, format!("example {}: {err}", x.id)).into());
         }
     }
-    Ok(Prepared { curriculum, dataset, tokenizer })
+    Ok(Prepared { curriculum, dataset, tokenizer, source })
+}
+
+/// Opens the run `train.init_from` names, and checks that its model has this
+/// experiment's shapes and, to continue it (`state = "all"`), that this experiment
+/// trains on the same data in the same order.
+fn open_source(loaded: &Loaded, init: &InitFrom) -> Result<OpenedRun> {
+    let e = &loaded.experiment;
+    let source = OpenedRun::open(&init.run, init.checkpoint).context("train.init_from")?;
+    let s = &source.experiment;
+    let (m, sm) = (&e.model, &s.model);
+    let mut differ: Vec<(&str, String, String)> = Vec::new();
+    let mut same = |key: &'static str, here: String, there: String| {
+        if here != there {
+            differ.push((key, here, there));
+        }
+    };
+    for (key, here, there) in [
+        ("model.hidden_size", m.hidden_size, sm.hidden_size),
+        ("model.intermediate_size", m.intermediate_size, sm.intermediate_size),
+        ("model.num_hidden_layers", m.num_hidden_layers, sm.num_hidden_layers),
+        ("model.num_attention_heads", m.num_attention_heads, sm.num_attention_heads),
+        ("model.num_key_value_heads", m.num_key_value_heads, sm.num_key_value_heads),
+        ("model.head_dim", m.head_dim, sm.head_dim),
+        ("wat.hidden_size", e.wat.hidden_size, s.wat.hidden_size),
+        ("wat.layers_per_segment", e.wat.layers_per_segment, s.wat.layers_per_segment),
+        ("wat.num_attention_heads", e.wat.num_attention_heads, s.wat.num_attention_heads),
+        ("wat.intermediate_size", e.wat.intermediate_size, s.wat.intermediate_size),
+        ("wat.max_tokens", e.wat.max_tokens, s.wat.max_tokens),
+        ("fusion.num_attention_heads", e.fusion.num_attention_heads, s.fusion.num_attention_heads),
+    ] {
+        same(key, here.to_string(), there.to_string());
+    }
+    same("model.tie_word_embeddings", m.tie_word_embeddings.to_string(), sm.tie_word_embeddings.to_string());
+    same("fusion.layers", format!("{:?}", e.fusion.layers), format!("{:?}", s.fusion.layers));
+    if init.state == InitState::All {
+        let digest = |p: &Path| std::fs::read(p).map(|b| format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&b))).unwrap_or_default();
+        same("seed", e.seed.to_string(), s.seed.to_string());
+        same("curriculum", digest(&e.curriculum), digest(&s.curriculum));
+        same("train.batch_size", e.train.batch_size.to_string(), s.train.batch_size.to_string());
+        same("train.grad_accum", e.train.grad_accum.to_string(), s.train.grad_accum.to_string());
+        same("model.arguments", format!("{:?}", m.arguments), format!("{:?}", sm.arguments));
+    }
+    if let Some((key, here, there)) = differ.first() {
+        let what = if init.state == InitState::All {
+            "continuing a run (state = \"all\") needs its model, data and batches; to start from its weights alone, use --init-from"
+        } else {
+            "its weights must fit this experiment's model"
+        };
+        let differs = match *key {
+            "curriculum" => format!("the curriculum's content differs from the one {} trained on", init.run.display()),
+            _ => format!("`{key}` is {here} here but {there} in {}", init.run.display()),
+        };
+        return Err(crate::config::ConfigError::key(
+            "train.init_from",
+            loaded.path.display().to_string(),
+            format!("{differs}; {what}"),
+        )
+        .into());
+    }
+    Ok(source)
 }
 
 /// A checkpoint the experiment loads must be a Hugging Face directory.

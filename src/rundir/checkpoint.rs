@@ -110,40 +110,7 @@ fn sync(path: &Path) -> Result<(), CheckpointError> {
     crate::fs::sync(path).map_err(|e| io(path, e))
 }
 
-/// Which checkpoint `infer`, `eval` and `export` load: `latest`, `best` (lowest
-/// validation loss at an epoch's end) or `step-N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Which {
-    #[default]
-    Latest,
-    Best,
-    Step(usize),
-}
-
-impl std::str::FromStr for Which {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Which, String> {
-        match s {
-            "latest" => Ok(Which::Latest),
-            "best" => Ok(Which::Best),
-            _ => s
-                .strip_prefix("step-")
-                .and_then(|n| n.parse().ok())
-                .map(Which::Step)
-                .ok_or_else(|| format!("`{s}` is not a checkpoint: use latest, best or step-N (e.g. step-1200)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Which {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Which::Latest => write!(f, "latest"),
-            Which::Best => write!(f, "best"),
-            Which::Step(n) => write!(f, "step-{n}"),
-        }
-    }
-}
+pub use crate::config::Which;
 
 /// The checkpoints of one run, in `dir`.
 pub struct Checkpoints {
@@ -268,6 +235,33 @@ impl Checkpoints {
         log::debug!("checkpoint {} saved", target.display());
         self.prune(cursor.best_validation.map(|(_, step)| step))?;
         Ok(target)
+    }
+
+    /// Copies checkpoint `step` of `from` (another run's) in as this run's own, whole
+    /// or not at all: copied into a temporary directory, checked against its
+    /// manifest, then renamed into place.
+    pub fn adopt(&self, from: &Checkpoints, step: usize) -> Result<PathBuf, CheckpointError> {
+        let source = from.step_dir(step);
+        from.verify(step)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{step:08}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let copied = (|| {
+            std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+            for name in [MODEL, OPTIMIZER, CURSOR, MANIFEST] {
+                std::fs::copy(source.join(name), tmp.join(name)).map_err(|e| io(&source.join(name), e))?;
+            }
+            verify_dir(&tmp, step)?;
+            sync(&tmp)?;
+            let target = self.step_dir(step);
+            std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+            sync(&self.dir)?;
+            Ok(target)
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        copied
     }
 
     /// Step numbers of the checkpoints present, newest first.

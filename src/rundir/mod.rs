@@ -87,6 +87,10 @@ impl RunDir {
         experiment.sweep.clear();
         // Where a run is followed does not change what it computes.
         experiment.tracking = Default::default();
+        // A run started from another is that run's weights, not the path to it.
+        if let Some(init) = &mut experiment.train.init_from {
+            init.run = PathBuf::from(source_identity(&init.run, init.checkpoint));
+        }
         let config =
             toml::to_string_pretty(&experiment).context("cannot serialise the resolved config")?;
         // The curriculum is named by its path; its content goes into the id too, so an
@@ -249,6 +253,21 @@ impl OpenedRun {
     }
 }
 
+
+/// What a run started from another is started from: that run's label, the step
+/// `which` picks and its weights' checksum; the path as given when it cannot be
+/// opened (the run's preflight then says why).
+fn source_identity(run: &Path, which: Which) -> String {
+    let checkpoints = Checkpoints::at(run.join("checkpoints"), 1);
+    let label = RunDir::at(&run.canonicalize().unwrap_or_else(|_| run.to_path_buf())).label();
+    match checkpoints.choose(which).and_then(|step| Ok((step, checkpoints.verify(step)?))) {
+        Ok((step, manifest)) => {
+            let weights = manifest.files.get("model.mpk").cloned().unwrap_or_default();
+            format!("{label}@step-{step}#{weights}")
+        }
+        Err(_) => run.display().to_string(),
+    }
+}
 
 /// The last component of a path, as a name.
 pub(crate) fn name_of(path: &Path) -> String {

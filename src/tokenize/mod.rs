@@ -22,6 +22,7 @@ pub enum TokenizeError {
 pub type Offsets = Vec<(usize, usize)>;
 
 /// The text stream's tokenizer: encodes and decodes exactly as transformers does.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
 }
