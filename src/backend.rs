@@ -13,8 +13,23 @@ pub type CpuTrain = Autodiff<Cpu>;
 
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32>;
+/// CUDA without burn's operation fusion, for inference (answers, evaluation,
+/// generation): burn-cubecl-fusion 0.21 panics generating some fused bf16 kernels
+/// of the decoding path (`engine/codegen/ir.rs:500`), and a panic inside a kernel
+/// launch can leave the process's heap corrupt. Training keeps fusion.
+#[cfg(feature = "cuda")]
+pub type CudaInference = burn_cubecl::CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
+
+/// Whether `B` runs on the host's cores (the CPU backend, with or without
+/// gradients): work split across threads runs there side by side. A GPU backend
+/// has one device queue, and its memory manager is not made for several threads
+/// allocating at once, so work split for it runs one part after another.
+pub fn runs_on_host<B: Backend>() -> bool {
+    let b = std::any::TypeId::of::<B>();
+    b == std::any::TypeId::of::<Cpu>() || b == std::any::TypeId::of::<CpuTrain>()
+}
 
 /// Work generic over the backend.
 pub trait BackendTask {
@@ -23,7 +38,9 @@ pub trait BackendTask {
 }
 
 /// Makes `dtype` the device's float type for every tensor created after this
-/// (weights, activations, optimizer state). Must run before the first tensor.
+/// (weights, activations, optimizer state). Must run before the first tensor, or
+/// find the device already set to `dtype` (evaluation after training in one
+/// process: burn keeps one setting per device, whatever backend type drives it).
 pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: crate::config::DType) -> Result<(), String> {
     use burn::tensor::{FloatDType, IntDType};
     let float = match dtype {
@@ -31,8 +48,11 @@ pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: crate::config::DTy
         crate::config::DType::Bf16 => FloatDType::BF16,
         crate::config::DType::F16 => FloatDType::F16,
     };
-    burn::tensor::set_default_dtypes::<B>(device, float, IntDType::I32)
-        .map_err(|e| format!("this backend cannot compute in {dtype:?}: {e:?}"))
+    match burn::tensor::set_default_dtypes::<B>(device, float, IntDType::I32) {
+        Ok(()) => Ok(()),
+        Err(_) if burn::tensor::get_device_settings::<B>(device).float_dtype == float => Ok(()),
+        Err(e) => Err(format!("this backend cannot compute in {dtype:?}: {e:?}")),
+    }
 }
 
 /// The named backend is not compiled into this binary.
@@ -139,6 +159,23 @@ pub fn dispatch<T: BackendTask>(
         }
         #[cfg(not(feature = "rocm"))]
         BackendName::Rocm => Err(MissingBackend { name: "rocm" }),
+    }
+}
+
+/// As [`dispatch`], for inference: on CUDA the backend without fusion
+/// ([`CudaInference`]).
+pub fn dispatch_inference<T: BackendTask>(
+    backend: BackendName,
+    task: T,
+) -> Result<T::Output, MissingBackend> {
+    match backend {
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => {
+            use_kernel_cache();
+            cuda_memory();
+            Ok(task.run::<CudaInference>(Default::default()))
+        }
+        other => dispatch(other, task),
     }
 }
 

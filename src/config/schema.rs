@@ -406,8 +406,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub grad_accum: usize,
     /// Each micro-batch is split into this many shards, run side by side on as many
-    /// threads, their gradients summed in shard order: the trajectory depends on
-    /// `shards`, never on the machine. Use about one per core.
+    /// threads on the CPU (one after another on a GPU), their gradients summed in
+    /// shard order: the trajectory depends on `shards`, never on the machine. Use
+    /// about one per core; on a GPU, 1.
     pub shards: usize,
     pub learning_rate: f64,
     /// Final learning rate of the cosine schedule, as a share of `learning_rate`.

@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -93,6 +92,9 @@ pub fn run(
     };
     signals::install();
     let _active = signals::Active::set(dir.path.clone());
+    if backend != crate::config::Backend::Cpu {
+        signals::fail_fast_on_device_panics(dir.path.clone());
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let prepared = match prepared {
             Some(prepared) => prepared,
@@ -231,7 +233,33 @@ fn train_and_evaluate(
         interrupted: signals::interrupted(),
         tracker,
     };
-    crate::backend::dispatch(backend, task)?
+    if !crate::backend::dispatch(backend, task)?? {
+        return Ok(None);
+    }
+    let evaluation = Evaluate { dir, experiment: e, dataset: &dataset, tokenizer: &tokenizer };
+    Ok(Some(crate::backend::dispatch_inference(backend, evaluation)??))
+}
+
+/// The finished run's evaluation, on the backend inference runs on
+/// ([`crate::backend::dispatch_inference`]), from its last checkpoint: the
+/// weights training ended with.
+struct Evaluate<'a> {
+    dir: &'a RunDir,
+    experiment: &'a Experiment,
+    dataset: &'a Dataset,
+    tokenizer: &'a TextTokenizer,
+}
+
+impl crate::backend::BackendTask for Evaluate<'_> {
+    type Output = Result<f64>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<f64> {
+        let e = self.experiment;
+        crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
+        let opened = OpenedRun::open(&self.dir.path, crate::rundir::checkpoint::Which::Latest)?;
+        let model = opened.model::<B>(&device)?;
+        evaluate(self.dir, e, self.dataset, self.tokenizer, &WatVocab::new(), &model, &device)
+    }
 }
 
 /// The first start of a run that starts from another: with `state = "all"` that
@@ -315,16 +343,16 @@ struct Train<'a> {
 }
 
 impl crate::backend::BackendTask for Train<'_> {
-    /// `Some(accuracy)` when finished, `None` when interrupted.
-    type Output = Result<Option<f64>>;
+    /// Whether training finished (false: a signal stopped it).
+    type Output = Result<bool>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<bool> {
         crate::backend::set_float_dtype::<B>(&device, self.experiment.model.dtype).map_err(anyhow::Error::msg)?;
         train::<Autodiff<B>>(self, device)
     }
 }
 
-fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f64>> {
+fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     let e = t.experiment;
     B::seed(&device, e.seed);
     let wat_vocab = WatVocab::new();
@@ -409,7 +437,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
         stage_names: stages.iter().map(|s| s.name.clone()).collect(),
         error: None,
     };
-    let (trained, finished) = fit(
+    let (_, finished) = fit(
         model,
         &mut optim,
         &stages,
@@ -428,18 +456,9 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<Option<f
     if !finished {
         t.dir
             .log("interrupted: the checkpoint is saved; run the same command to resume");
-        return Ok(None);
+        return Ok(false);
     }
-    let accuracy = evaluate(
-        t.dir,
-        e,
-        t.dataset,
-        t.tokenizer,
-        &wat_vocab,
-        &trained.valid(),
-        &device,
-    )?;
-    Ok(Some(accuracy))
+    Ok(true)
 }
 
 /// Copy-practice variants of each training example, encoded (none when

@@ -58,3 +58,52 @@ impl Drop for Active {
         }
     }
 }
+
+/// Whether a panic comes from the GPU libraries (cubecl, burn's CubeCL backends and
+/// fusion, cudarc), by the file it was raised in.
+fn from_device(file: &str) -> bool {
+    ["cubecl", "burn-fusion", "cudarc"].iter().any(|lib| file.contains(lib))
+}
+
+/// On a GPU backend: a panic inside the device libraries (an allocation the memory
+/// manager refuses, a kernel that fails to generate, an illegal address) can leave
+/// the device context or the process's heap corrupt, so unwinding from it may hang.
+/// This hook records the run as `failed`, with the panic as its reason, and ends the
+/// process at once (exit 1) without running exit handlers. Other panics unwind as
+/// usual, into the run's own handling.
+pub fn fail_fast_on_device_panics(run: PathBuf) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let Some(location) = info.location().filter(|l| from_device(l.file())) else { return };
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let reason = format!("the GPU backend panicked at {}:{}: {message}", location.file(), location.line());
+        let dir = crate::rundir::RunDir::at(&run);
+        if let Some(mut meta) = dir.meta() {
+            meta.status = crate::rundir::Status::Failed;
+            meta.ended = Some(crate::rundir::now());
+            meta.reason = Some(reason.clone());
+            let _ = dir.write_meta(&meta);
+        }
+        dir.log(&format!("failed: {reason}"));
+        eprintln!("error: {reason}; the run is marked failed");
+        // SAFETY: _exit only ends the process; nothing after it runs.
+        unsafe { libc::_exit(1) }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_panics_are_told_by_their_file() {
+        assert!(super::from_device("/root/.cargo/registry/src/index/burn-cubecl-fusion-0.21.0/src/engine/codegen/ir.rs"));
+        assert!(super::from_device("vendor/cubecl-cuda/src/compute/server.rs"));
+        assert!(!super::from_device("src/train/fit.rs"));
+        assert!(!super::from_device("/root/.cargo/registry/src/index/burn-core-0.21.0/src/module/param.rs"));
+    }
+}

@@ -214,7 +214,9 @@ struct ShardGradients {
 }
 
 /// Forward and backward over one micro-batch, split into `config.shards` shards run
-/// on as many threads. Each shard's losses are weighted by its share of the
+/// on as many threads on the CPU, and one after another on a GPU (whose device
+/// one thread drives best, and whose allocator is not safe to share between
+/// threads training at once). Each shard's losses are weighted by its share of the
 /// micro-batch's loss tokens, so the shards' gradients sum to exactly the
 /// gradient of the whole micro-batch's mean loss (times `scale`). With more than
 /// one shard, each thread trains its own copy of the model (same parameter ids,
@@ -254,6 +256,9 @@ fn micro_batch_gradients<B: AutodiffBackend>(
     let parts: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(config.shards.max(1)).max(1)).collect();
     if parts.len() <= 1 {
         return vec![shard(model, rows)];
+    }
+    if !crate::backend::runs_on_host::<B>() {
+        return parts.iter().map(|part| shard(model, part)).collect();
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = parts
