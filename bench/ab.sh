@@ -21,6 +21,8 @@ ROUNDS=${ROUNDS:-2}
 LIMIT=${LIMIT:-240}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
+# shellcheck source=bench/qwen3-shape.sh
+. bench/qwen3-shape.sh
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 [ $# -gt 0 ] || set -- ""
@@ -30,7 +32,7 @@ RESULTS=$DIR/ab.tsv
 for round in $(seq "$ROUNDS"); do
     for variant in "$@"; do
         # shellcheck disable=SC2086
-        line=$(env $variant timeout "$LIMIT" "$WMX" bench train "$EXP" --set model.init=random --backend cuda \
+        line=$(env $variant timeout "$LIMIT" "$WMX" bench train "$EXP" --set model.init=random --set "model.checkpoint=$QWEN3_DIR" --backend cuda \
             --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --phases --json 2> "$DIR/ab.err" | tail -1)
         row=$(python3 -c 'import json,sys
 m = json.loads(sys.argv[1]); p = m.get("phases_s") or {}

@@ -6,6 +6,7 @@
 #
 #   bench/gpu.sh [path/to/wmx]            # from the repository root, on the GPU machine
 #
+# The 0.6B shape is Qwen3-0.6B's config.json with random weights (bench/qwen3-shape.sh).
 # Environment: EXP (experiment, default experiments/qwen3-0.6b.toml), BATCH (8),
 # SEQ (512), REPEATS (10), ROUNDS (3: wmx and PyTorch take turns this many times,
 # and the table shows each side's median round, since either one's speed moves
@@ -36,6 +37,8 @@ PARTS=${PARTS:-train generate parity}
 ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
+# shellcheck source=bench/qwen3-shape.sh
+. bench/qwen3-shape.sh
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
@@ -63,7 +66,7 @@ sampled() {
     [ $rc -eq 0 ] || tail -5 "$DIR/$tag.err"
 }
 
-RANDOM_SHAPE=(--set model.init=random --backend cuda)
+RANDOM_SHAPE=(--set model.init=random --set "model.checkpoint=$QWEN3_DIR" --backend cuda)
 if has train; then
     for round in $(seq "$ROUNDS"); do
         sampled "wmx-train.$round" "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json

@@ -21,9 +21,11 @@ WMX=${1:-${WMX:-./wmx}}
 EXP=${EXP:-experiments/qwen3-0.6b.toml}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
+# shellcheck source=bench/qwen3-shape.sh
+. bench/qwen3-shape.sh
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
-"$WMX" bench train "$EXP" --set model.init=random --backend cuda --batch "${BATCH:-8}" --seq "${SEQ:-512}" \
+"$WMX" bench train "$EXP" --set model.init=random --set "model.checkpoint=$QWEN3_DIR" --backend cuda --batch "${BATCH:-8}" --seq "${SEQ:-512}" \
     --warmup 3 --repeats "${REPEATS:-40}" --host-profile "$DIR/host.folded" --json \
     > "$DIR/host-train.json" 2> "$DIR/host-profile.err" &
 pid=$!

@@ -24,12 +24,14 @@ BATCH=${BATCH:-8}
 SEQ=${SEQ:-512}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
+# shellcheck source=bench/qwen3-shape.sh
+. bench/qwen3-shape.sh
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 WHAT=${WHAT:-train}
 args() {
-    ARGS=(bench "$WHAT" "$EXP" --set model.init=random --set "model.num_hidden_layers=$1"
+    ARGS=(bench "$WHAT" "$EXP" --set model.init=random --set "model.checkpoint=$(qwen3_dir_layers "$1")"
         --set "fusion.layers=[1, 2, 3]" --backend cuda)
     [ "$WHAT" = train ] && ARGS+=(--batch "$BATCH" --seq "$SEQ")
 }

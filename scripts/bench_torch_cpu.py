@@ -8,6 +8,7 @@ Prints one line per measurement; bench/RESULTS.md keeps the numbers beside wmx's
 """
 
 import argparse
+import json
 import statistics
 import time
 import tomllib
@@ -17,13 +18,28 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 
-def model_section(path):
-    """The [model] table, following `extends` like wmx does."""
+def model_section(path, checkpoint=None):
+    """The [model] table, following `extends` like wmx does; with a checkpoint
+    directory (`checkpoint`, or a pretrained/random experiment's own), the text
+    stream's shapes come from its config.json, as in wmx."""
     data = tomllib.loads(Path(path).read_text())
     base = {}
     if "extends" in data:
         base = model_section(Path(path).parent / data["extends"])
-    base.update(data.get("model", {}))
+    model = data.get("model", {})
+    if "checkpoint" in model:
+        model = dict(model, checkpoint=str(Path(path).parent / model["checkpoint"]))
+    base.update(model)
+    directory = checkpoint or (base.get("checkpoint") if base.get("init", "scratch") != "scratch" else None)
+    config = Path(directory or "/nonexistent") / "config.json"
+    if config.is_file():
+        c = json.loads(config.read_text())
+        for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings"]:
+            if key in c:
+                base[key] = c[key]
+        base["head_dim"] = c.get("head_dim", c["hidden_size"] // c["num_attention_heads"])
+        base["rope_theta"] = c.get("rope_theta", (c.get("rope_parameters") or {}).get("rope_theta", 10000.0))
     return base
 
 

@@ -22,6 +22,7 @@ wmx ÷ PyTorch ratios; it writes gpu-latest.json and results.md beside them.
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ def build(path, dtype_name):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    m = model_section(path)
+    m = model_section(path, os.environ.get("QWEN3_DIR"))
     dtype = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[dtype_name or m.get("dtype", "f32")]
     config = Qwen3Config(
         vocab_size=m["vocab_size"],
@@ -164,7 +165,7 @@ def report(args):
 
     wt, tt, wg, tg = load("wmx-train"), load("torch-train"), load("wmx-gen"), load("torch-gen")
     wc = load("wmx-train-cubecl")
-    m = model_section(args.experiment)
+    m = model_section(args.experiment, os.environ.get("QWEN3_DIR"))
     peak = next((p for name, p in PEAK_BF16 if name in args.card), None)
     attn = m["num_attention_heads"] * m["head_dim"]
 

@@ -51,6 +51,26 @@ pub struct Answer {
     pub selected: Option<usize>,
     pub value: Option<f64>,
     pub text: String,
+    /// Where the time went, in milliseconds.
+    pub timings: Timings,
+}
+
+/// Milliseconds each part of answering took: the question's prefill, decoding
+/// every exit's candidate program, running them in the sandbox, selection, and
+/// decoding the answer. On a GPU, work is queued: a part's time includes what the
+/// parts before it queued and the next read waited for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub prefill_ms: f64,
+    pub candidates_ms: f64,
+    pub sandbox_ms: f64,
+    pub selection_ms: f64,
+    pub answer_ms: f64,
+    pub total_ms: f64,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// The operations a WAT program performs, for op_match and specialization.
@@ -290,6 +310,8 @@ impl<'a> Answerer<'a> {
             ..
         } = prompt_tokens(self.text, question, self.arguments, None)?;
         self.fits(prompt_ids.len())?;
+        let started = std::time::Instant::now();
+        let mut timings = Timings::default();
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
         if ablation == Ablation::TextOnly {
@@ -306,9 +328,12 @@ impl<'a> Answerer<'a> {
                 selected: None,
                 value: None,
                 text: self.text.decode(&ids)?.trim().to_string(),
+                timings: Timings { answer_ms: ms_since(started), total_ms: ms_since(started), ..timings },
             });
         }
+        let phase = std::time::Instant::now();
         let states = model.question_states(&prompt_ids, device);
+        timings.prefill_ms = ms_since(phase);
         let exits = model.fusion_layers.len();
         let args = bind(question);
         let mut programs = Vec::new();
@@ -320,10 +345,14 @@ impl<'a> Answerer<'a> {
             } else {
                 &mut signature
             };
+            let phase = std::time::Instant::now();
             let (ids, logprob) =
                 model.decode_guided(&states, exit, self.max_wat_tokens, guide, &unread, device);
             let program = self.wat.decode(&ids);
+            timings.candidates_ms += ms_since(phase);
+            let phase = std::time::Instant::now();
             let outcome = self.sandbox.run(&program, &args);
+            timings.sandbox_ms += ms_since(phase);
             let operations = operations(&program);
             let scores = scores(
                 question,
@@ -345,6 +374,7 @@ impl<'a> Answerer<'a> {
             });
             programs.push(ids);
         }
+        let phase = std::time::Instant::now();
         let selected = match ablation {
             Ablation::NoExec => None,
             // Candidates are in exit order: selection runs over exit k's alone.
@@ -355,6 +385,8 @@ impl<'a> Answerer<'a> {
             _ => select(&mut candidates, self.selection.temperature),
         };
         let value = selected.and_then(|i| candidates[i].outcome.value());
+        timings.selection_ms = ms_since(phase);
+        let phase = std::time::Instant::now();
         let mut prefix = prompt_ids.clone();
         if let Some(v) = value {
             prefix.extend(computed_ids(self.text, v)?);
@@ -373,6 +405,8 @@ impl<'a> Answerer<'a> {
             ids.pop();
         }
         let text = self.text.decode(&ids)?.trim().to_string();
+        timings.answer_ms = ms_since(phase);
+        timings.total_ms = ms_since(started);
         Ok(Answer {
             question: question.to_string(),
             args,
@@ -380,6 +414,7 @@ impl<'a> Answerer<'a> {
             selected,
             value,
             text,
+            timings,
         })
     }
 }
