@@ -104,14 +104,26 @@ fn agree(a: Value, b: Value) -> bool {
 
 /// Takes the text stream's shapes from the checkpoint's `config.json` (see the
 /// module's documentation). `leaf` is the experiment file named on the command
-/// line. A checkpoint without a `config.json` is left to the run's preflight, which
-/// names it.
+/// line. A checkpoint that is not a Hugging Face directory is an error naming
+/// `model.checkpoint`.
 pub(super) fn take_shapes(e: &mut Experiment, figment: &Figment, leaf: &Path) -> Result<(), ConfigError> {
     let Some(dir) = e.model.checkpoint.as_ref().filter(|_| e.model.init != Init::Scratch) else {
         return Ok(());
     };
     let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Err(ConfigError::key(
+            "model.checkpoint",
+            figment.find_metadata("model.checkpoint").map(describe_source).unwrap_or_else(|| leaf.display().to_string()),
+            format!(
+                "{} is not a Hugging Face Qwen3 directory (no config.json); init = \"{}\" loads config.json, \
+                 *.safetensors and tokenizer.json from it. Point model.checkpoint at one, or set \
+                 model.init = \"random\" without a checkpoint for the declared shapes with random weights",
+                dir.display(),
+                format!("{:?}", e.model.init).to_lowercase()
+            ),
+        ));
+    };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|err| ConfigError::Syntax {
         path: path.clone(),
         message: err.to_string(),

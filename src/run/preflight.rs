@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::config::{Experiment, Init, InitFrom, InitState, Loaded};
+use crate::config::{Experiment, InitFrom, InitState, Loaded};
 use crate::rundir::OpenedRun;
 use crate::curriculum::{Curriculum, Dataset, Split};
 use crate::prompt::{computed_span, prompt, shown_question};
@@ -32,7 +32,6 @@ pub struct Prepared {
 pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
     let e = &loaded.experiment;
     let key_error = |key: &str, message: String| crate::config::ConfigError::key(key, loaded.path.display().to_string(), message);
-    require_checkpoint(loaded)?;
     Sandbox::new(&e.sandbox)?;
     let curriculum = Curriculum::load(&e.curriculum).with_context(|| {
         format!("{}: key `curriculum` names {}", loaded.path.display(), e.curriculum.display())
@@ -155,29 +154,6 @@ fn open_source(loaded: &Loaded, init: &InitFrom) -> Result<OpenedRun> {
         .into());
     }
     Ok(source)
-}
-
-/// A checkpoint the experiment loads must be a Hugging Face directory.
-fn require_checkpoint(loaded: &Loaded) -> Result<()> {
-    let m = &loaded.experiment.model;
-    if let Some(dir) = &m.checkpoint
-        && m.init != Init::Scratch
-        && !dir.join("config.json").is_file()
-    {
-        return Err(crate::config::ConfigError::key(
-            "model.checkpoint",
-            loaded.path.display().to_string(),
-            format!(
-                "{} is not a Hugging Face Qwen3 directory (no config.json); init = \"{}\" loads config.json, \
-                 *.safetensors and tokenizer.json from it. Point model.checkpoint at one, or set \
-                 model.init = \"random\" without a checkpoint for the declared shapes with random weights",
-                dir.display(),
-                format!("{:?}", m.init).to_lowercase()
-            ),
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// The text tokenizer a new run starts from: the checkpoint's, or a BPE trained on
