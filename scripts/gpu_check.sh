@@ -3,7 +3,8 @@
 # wmx's kernels against burn's autodiff (f32, bf16), logits parity with
 # transformers' fixtures (f32, bf16), and a small WorldModel trained end to end on
 # CUDA — SIGTERM mid-run (interrupted, checkpoint kept), resumed to the end,
-# evaluated and reported — then answered from its best checkpoint.
+# evaluated and reported — then answered from its best checkpoint, a sweep pinned
+# to GPUs, and the same model in bf16 with 4 shards trained and evaluated.
 #
 #   scripts/gpu_check.sh path/to/wmx        # from the repository root
 #
@@ -60,6 +61,17 @@ sweep_pins_gpus() {
 }
 export -f sweep_pins_gpus
 check "cuda: sweep --jobs 2 pins GPUs" bash -c sweep_pins_gpus
+# base.toml's 4 shards (one after another on a GPU) and bf16, trained and
+# evaluated (evaluation runs on CUDA without fusion).
+bf16_shards() {
+    mkdir -p bf16 && cd bf16 && cp ../curriculum.toml ../exp.toml . || return 1
+    "$WMX" run exp.toml --set model.dtype=bf16 --set train.shards=4 --set train.epoch_scale=0.5 > run.txt 2>&1
+    local code=$?
+    tail -3 run.txt
+    [ "$code" = 0 ] && grep -q '"complete"' runs/tiny/*/meta.json
+}
+export -f bf16_shards
+check "cuda: bf16, 4 shards, evaluate" bash -c bf16_shards
 cp -r runs "$OUT/runs"
 cd - > /dev/null
 echo "| check | result | time |"
