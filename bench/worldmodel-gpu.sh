@@ -50,7 +50,7 @@ for s in "${EXTRA[@]}"; do OVERRIDES+=(--set "$s"); done
 echo "== wmx run experiments/qwen3-0.6b.toml ${OVERRIDES[*]}"
 sample_memory run
 start=$SECONDS
-(cd "$WORK" && timeout "${RUN_LIMIT:-420}" "$WMX" run "$REPO/experiments/qwen3-0.6b.toml" "${OVERRIDES[@]}" > "$DIR/run.log" 2>&1)
+(cd "$WORK" && timeout -k 15 "${RUN_LIMIT:-420}" "$WMX" run "$REPO/experiments/qwen3-0.6b.toml" "${OVERRIDES[@]}" > "$DIR/run.log" 2>&1)
 RC=$?
 kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null
 echo "   exit $RC after $((SECONDS - start)) s"
@@ -64,14 +64,14 @@ if [ -n "$RUN" ]; then
 fi
 
 # Answer latency by part, over a fixed set of questions (one process, model loaded once).
-if [ -n "$RUN" ] && [ -f "$RUN/eval/summary.json" ]; then
-    echo "== latency: wmx infer --json"
+if [ -n "$RUN" ] && [ -n "$(ls "$RUN/checkpoints" 2>/dev/null)" ]; then
+    echo "== latency: wmx infer --json (latest checkpoint)"
     sample_memory infer
     printf '%s\n' "What is 4127 + 6350?" "What is 12 * 7?" "Divide 144 by 12." "Subtract 9 from 20." \
         "What is 305 minus 78?" "Multiply 16 by 25." "Add 3.5 and 4." "What is 9 * 13?" \
         "Count the 's' characters in: \"Database systems store and retrieve information\"" \
         "How many words are in: \"the quick brown fox jumps\"?" "What is 81 / 9?" "What is 1000 - 1?" \
-        | (cd "$WORK" && timeout "${LATENCY_LIMIT:-90}" "$WMX" infer "$RUN" --backend cuda --json > "$DIR/infer.jsonl" 2> "$DIR/infer.err")
+        | (cd "$WORK" && timeout -k 5 "${LATENCY_LIMIT:-90}" "$WMX" infer "$RUN" --backend cuda --json > "$DIR/infer.jsonl" 2> "$DIR/infer.err")
     echo "   exit $?"
     kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null
 fi

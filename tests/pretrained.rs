@@ -97,6 +97,12 @@ fn the_seed_experiment_runs_as_shipped_on_a_small_qwen3() {
     assert!(config.contains("hidden_size = 32"), "{config}");
     assert!(run.join("eval/summary.json").is_file());
     assert!(run.join("report/index.html").is_file());
+    // transformers 4.x's config.json style (a top-level rope_theta), an untied head:
+    // the same file validates, its shapes taken from there.
+    let old = small_qwen3(&dir.join("qwen3-old-style"), false, false);
+    let out = wmx(dir, &["validate", file.to_str().unwrap(), "--set", &format!("model.checkpoint={}", old.display())]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("12 layers × 32 hidden"), "{}", text(&out));
 }
 
 /// The Python that has torch and transformers (`.ci/run` makes a virtual
