@@ -216,8 +216,18 @@ struct Scored {
     emitted: Vec<String>,
 }
 
+/// The evaluation was asked to stop (a signal) before its last question.
+#[derive(Debug, thiserror::Error)]
+#[error("evaluation stopped after {done} of {total} questions")]
+pub struct Stopped {
+    pub done: usize,
+    pub total: usize,
+}
+
 /// Answers every question, writes the tables and `summary.json` into `options.out`,
-/// and returns the summary.
+/// and returns the summary. `progress` hears of each answered question and says
+/// whether to go on; when it says no, nothing is written and the error is
+/// [`Stopped`].
 pub fn evaluate<B: Backend>(
     model: &WorldModel<B>,
     answerer: &Answerer<'_>,
@@ -225,7 +235,7 @@ pub fn evaluate<B: Backend>(
     table: &OperationTable,
     options: &EvalOptions,
     device: &B::Device,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Summary> {
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
@@ -256,7 +266,9 @@ pub fn evaluate<B: Backend>(
             exit_correct,
             emitted,
         });
-        progress(i + 1, questions.len());
+        if !progress(i + 1, questions.len()) && i + 1 < questions.len() {
+            return Err(Stopped { done: i + 1, total: questions.len() }.into());
+        }
     }
     write_predictions(&scored, &options.out)?;
     let lines: Vec<String> = scored
@@ -521,7 +533,10 @@ impl crate::backend::BackendTask for EvalRun<'_> {
             &OperationTable::from_dataset(&dataset),
             &options,
             &device,
-            |done, _| bar.set_position(done as u64),
+            |done, _| {
+                bar.set_position(done as u64);
+                true
+            },
         )?;
         bar.finish_and_clear();
         Ok((summary, out))

@@ -237,7 +237,7 @@ fn train_and_evaluate(
         return Ok(None);
     }
     let evaluation = Evaluate { dir, experiment: e, dataset: &dataset, tokenizer: &tokenizer };
-    Ok(Some(crate::backend::dispatch_inference(backend, evaluation)??))
+    crate::backend::dispatch_inference(backend, evaluation)?
 }
 
 /// The finished run's evaluation, on the backend inference runs on
@@ -251,9 +251,10 @@ struct Evaluate<'a> {
 }
 
 impl crate::backend::BackendTask for Evaluate<'_> {
-    type Output = Result<f64>;
+    /// The accuracy, or None when a signal stopped the evaluation.
+    type Output = Result<Option<f64>>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<f64> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
         let e = self.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
         let opened = OpenedRun::open(&self.dir.path, crate::rundir::checkpoint::Which::Latest)?;
@@ -492,7 +493,8 @@ fn copy_variants(
 }
 
 /// Answers the evaluation split through the whole path into `eval/` (tables,
-/// answers and `summary.json`); returns the accuracy.
+/// answers and `summary.json`); returns the accuracy, or None when a signal
+/// stopped it.
 pub fn evaluate<B: Backend>(
     dir: &RunDir,
     e: &Experiment,
@@ -501,7 +503,7 @@ pub fn evaluate<B: Backend>(
     wat: &WatVocab,
     model: &WorldModel<B>,
     device: &B::Device,
-) -> Result<f64> {
+) -> Result<Option<f64>> {
     let split = if e.eval.split == "validation" {
         Split::Validation
     } else {
@@ -515,6 +517,10 @@ pub fn evaluate<B: Backend>(
         data: split.name().to_string(),
         out: dir.path.join("eval"),
     };
+    // A line every tenth of the questions, or every minute; a signal stops it (the
+    // run ends interrupted, and running it again evaluates from the start).
+    let started = Instant::now();
+    let mut shown = Instant::now();
     let summary = crate::eval::evaluate(
         model,
         &answerer,
@@ -522,8 +528,22 @@ pub fn evaluate<B: Backend>(
         &crate::eval::OperationTable::from_dataset(dataset),
         &options,
         device,
-        |_, _| {},
-    )?;
+        |done, total| {
+            if done % total.div_ceil(10).max(1) == 0 || shown.elapsed().as_secs() >= 60 {
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                dir.log(&format!("evaluating on {}: {done}/{total} questions, {rate:.2} questions/s", split.name()));
+                shown = Instant::now();
+            }
+            !signals::interrupted().load(std::sync::atomic::Ordering::SeqCst)
+        },
+    );
+    let summary = match summary {
+        Err(err) if err.downcast_ref::<crate::eval::Stopped>().is_some() => {
+            dir.log(&format!("interrupted: {err}; run the same command to evaluate again"));
+            return Ok(None);
+        }
+        other => other?,
+    };
     let accuracy = summary.accuracy;
     dir.log(&format!(
         "evaluation on {}: accuracy {:.4} ({}/{})",
@@ -532,5 +552,5 @@ pub fn evaluate<B: Backend>(
         summary.correct,
         summary.total
     ));
-    Ok(accuracy)
+    Ok(Some(accuracy))
 }
