@@ -13,7 +13,9 @@
 # Environment: SCALE (train.epoch_scale, 0.02), PARAMETERS (train.parameters,
 # frozen-text as in the seed; "all" trains the text stream too), RUN_LIMIT
 # (seconds for the run, 420), LATENCY_LIMIT (seconds for the latency sample, 90),
-# SET (more --set overrides, space-separated). CUBECL_AUTOTUNE_LEVEL and the kernel
+# SET (more --set overrides, space-separated), CURRICULUM ("standard", the
+# experiment's own, or "short": the tests' two-family curriculum of
+# tests/common/mod.rs, whose evaluation is a handful of questions). CUBECL_AUTOTUNE_LEVEL and the kernel
 # cache come from bench/kernel-cache.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +43,10 @@ sample_memory() {
 }
 
 WORK=$(mktemp -d)
+if [ "${CURRICULUM:-standard}" = short ]; then
+    sed -n '/^pub const CURRICULUM/,/^"#;/p' tests/common/mod.rs | sed '1d;$d' > "$WORK/short.toml"
+    SET="curriculum=$WORK/short.toml ${SET:-}"
+fi
 # shellcheck disable=SC2206
 EXTRA=(${SET:-})
 OVERRIDES=(--backend cuda --set "model.checkpoint=$QWEN3_DIR" --set model.init=random
