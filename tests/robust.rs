@@ -190,6 +190,38 @@ fn sigterm_checkpoints_and_ends_interrupted_with_its_reason() {
     assert!(leftovers(&run).is_empty(), "{:?}", leftovers(&run));
 }
 
+#[test]
+fn sigterm_during_evaluation_ends_interrupted_and_the_next_run_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    // More questions than the tiny curriculum's five, one epoch: evaluation takes a while.
+    let curriculum = std::fs::read_to_string(dir.path().join("curriculum.toml")).unwrap();
+    std::fs::write(dir.path().join("curriculum.toml"), curriculum.replace("count = 48", "count = 600")).unwrap();
+    let child = wmx(dir.path())
+        .args(["run", exp.to_str().unwrap(), "--set", "train.epoch_scale=0.05"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_dir(dir.path().join("runs/tiny")).ok().into_iter().flatten().flatten()
+        .find_map(|e| std::fs::read_to_string(e.path().join("log.txt")).ok()).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !log().contains("evaluating on test: ") {
+        assert!(started.elapsed().as_secs() < 300, "no evaluation progress: {}", log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", log());
+    let run = run_dir(dir.path());
+    assert_eq!(meta(&run)["status"], "interrupted");
+    assert!(log().contains("interrupted: evaluation stopped after"), "{}", log());
+    assert!(!run.join("eval/summary.json").exists());
+    let again = wmx(dir.path()).args(["run", exp.to_str().unwrap(), "--set", "train.epoch_scale=0.05"]).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(meta(&run)["status"], "complete");
+    assert!(run.join("eval/summary.json").is_file());
+}
+
 /// A file-size limit (`ulimit -f`, with SIGXFSZ ignored) makes writes fail as a full
 /// disk does.
 #[test]
