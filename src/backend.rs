@@ -13,12 +13,6 @@ pub type CpuTrain = Autodiff<Cpu>;
 
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32>;
-/// CUDA without burn's operation fusion, for inference (answers, evaluation,
-/// generation): burn-cubecl-fusion 0.21 panics generating some fused bf16 kernels
-/// of the decoding path (`engine/codegen/ir.rs:500`), and a panic inside a kernel
-/// launch can leave the process's heap corrupt. Training keeps fusion.
-#[cfg(feature = "cuda")]
-pub type CudaInference = burn_cubecl::CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
@@ -159,23 +153,6 @@ pub fn dispatch<T: BackendTask>(
         }
         #[cfg(not(feature = "rocm"))]
         BackendName::Rocm => Err(MissingBackend { name: "rocm" }),
-    }
-}
-
-/// As [`dispatch`], for inference: on CUDA the backend without fusion
-/// ([`CudaInference`]).
-pub fn dispatch_inference<T: BackendTask>(
-    backend: BackendName,
-    task: T,
-) -> Result<T::Output, MissingBackend> {
-    match backend {
-        #[cfg(feature = "cuda")]
-        BackendName::Cuda => {
-            use_kernel_cache();
-            cuda_memory();
-            Ok(task.run::<CudaInference>(Default::default()))
-        }
-        other => dispatch(other, task),
     }
 }
 

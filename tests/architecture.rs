@@ -457,16 +457,15 @@ fn every_top_level_module_has_a_layer() {
 
 /// Writes a small crate into a temporary directory and returns what the checker says of it.
 fn check_planted(files: &[(&str, &str)]) -> Vec<String> {
-    let root = std::env::temp_dir().join(format!("wmx-architecture-{}-{}", std::process::id(), files.len()));
-    let _ = std::fs::remove_dir_all(&root);
+    // Its own directory: tests run side by side, and two may plant as many files.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("src");
     for (path, text) in files {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().expect("a parent")).expect("temp dir");
         std::fs::write(path, text).expect("temp file");
     }
-    let problems = violations(&root);
-    let _ = std::fs::remove_dir_all(&root);
-    problems
+    violations(&root)
 }
 
 #[test]

@@ -76,7 +76,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         decimals: args.decimals,
         out: args.out,
     };
-    let (summary, out) = wmx::backend::dispatch_inference(backend, task)??;
+    let (summary, out) = wmx::backend::dispatch(backend, task)??;
     print!("{}", summary.describe());
     println!("wrote {}", out.display());
     println!("accuracy {:.4} ({}/{})", summary.accuracy, summary.correct, summary.total);

@@ -30,7 +30,7 @@ pub fn infer(args: InferArgs) -> Result<ExitCode> {
     let opened = OpenedRun::open(&args.run, args.checkpoint)?;
     let backend = args.backend.unwrap_or(opened.experiment.backend);
     let task = wmx::infer::InferRun { run: &opened, question: args.question, json: args.json };
-    wmx::backend::dispatch_inference(backend, task)??;
+    wmx::backend::dispatch(backend, task)??;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -52,7 +52,7 @@ pub struct GenerateArgs {
 
 pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let task = wmx::model::generate::Generate { dir: args.model, prompt: args.prompt, max_new_tokens: args.max_new_tokens };
-    let generated = wmx::backend::dispatch_inference(args.backend, task)??;
+    let generated = wmx::backend::dispatch(args.backend, task)??;
     if args.ids {
         let shown: Vec<String> = generated.ids.iter().map(u32::to_string).collect();
         println!("{}", shown.join(" "));

@@ -237,12 +237,11 @@ fn train_and_evaluate(
         return Ok(None);
     }
     let evaluation = Evaluate { dir, experiment: e, dataset: &dataset, tokenizer: &tokenizer };
-    crate::backend::dispatch_inference(backend, evaluation)?
+    crate::backend::dispatch(backend, evaluation)?
 }
 
-/// The finished run's evaluation, on the backend inference runs on
-/// ([`crate::backend::dispatch_inference`]), from its last checkpoint: the
-/// weights training ended with.
+/// The finished run's evaluation, from its last checkpoint (the weights training
+/// ended with), without training's autodiff graph or optimizer state in memory.
 struct Evaluate<'a> {
     dir: &'a RunDir,
     experiment: &'a Experiment,
