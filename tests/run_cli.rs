@@ -243,6 +243,10 @@ fn infer_and_eval_answer_from_a_finished_run() {
     assert_eq!(answer["question"], "What is 4 * 6?");
     assert_eq!(answer["candidates"].as_array().unwrap().len(), 2);
     assert_eq!(answer["args"].as_array().unwrap().len(), 2);
+    // Each answer says where its time went, part by part.
+    let t = &answer["timings"];
+    let parts: f64 = ["prefill_ms", "candidates_ms", "sandbox_ms", "selection_ms", "answer_ms"].iter().map(|k| t[k].as_f64().unwrap()).sum();
+    assert!(parts > 0.0 && parts <= t["total_ms"].as_f64().unwrap() + 1e-6, "{t}");
 
     // External JSONL with its own field names; answers as numbers or strings.
     std::fs::write(
@@ -277,6 +281,23 @@ fn infer_and_eval_answer_from_a_finished_run() {
         serde_json::from_str(&std::fs::read_to_string(ablated.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["ablation"], "text-only");
     assert_eq!(wmx::tables::read_parquet(&ablated.join("predictions.parquet")).unwrap().height(), 3);
+
+    // The hand-written questions (tests/fixtures/handwritten/): at least 60, all
+    // different, each with a numeric answer, through the whole path.
+    let handwritten = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/handwritten/questions.jsonl");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&handwritten)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["question"].as_str().unwrap()).collect();
+    assert!(rows.len() >= 60 && distinct.len() == rows.len(), "{} questions, {} distinct", rows.len(), distinct.len());
+    assert!(rows.iter().all(|r| r["answer"].is_number()));
+    let out = wmx(dir.path()).args(["eval", run_arg, "--data", handwritten.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/questions/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["total"].as_u64().unwrap() as usize, rows.len());
 
     // Bad input exits 2 and says what and where.
     let out = eval("answer", &[]);
