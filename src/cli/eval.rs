@@ -58,6 +58,9 @@ enum SplitArg {
 pub fn exec(args: Args) -> Result<ExitCode> {
     let opened = OpenedRun::open(&args.run, args.checkpoint)?;
     let backend = args.backend.unwrap_or(opened.experiment.backend);
+    if backend != Backend::Cpu {
+        wmx::run::signals::fail_fast_on_device_panics(None);
+    }
     let data = match args.data {
         Some(path) => EvalData::Jsonl {
             path,

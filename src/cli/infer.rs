@@ -29,6 +29,9 @@ pub struct InferArgs {
 pub fn infer(args: InferArgs) -> Result<ExitCode> {
     let opened = OpenedRun::open(&args.run, args.checkpoint)?;
     let backend = args.backend.unwrap_or(opened.experiment.backend);
+    if backend != Backend::Cpu {
+        wmx::run::signals::fail_fast_on_device_panics(None);
+    }
     let task = wmx::infer::InferRun { run: &opened, question: args.question, json: args.json };
     wmx::backend::dispatch(backend, task)??;
     Ok(ExitCode::SUCCESS)

@@ -93,7 +93,7 @@ pub fn run(
     signals::install();
     let _active = signals::Active::set(dir.path.clone());
     if backend != crate::config::Backend::Cpu {
-        signals::fail_fast_on_device_panics(dir.path.clone());
+        signals::fail_fast_on_device_panics(Some(dir.path.clone()));
     }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let prepared = match prepared {

@@ -68,10 +68,10 @@ fn from_device(file: &str) -> bool {
 /// On a GPU backend: a panic inside the device libraries (an allocation the memory
 /// manager refuses, a kernel that fails to generate, an illegal address) can leave
 /// the device context or the process's heap corrupt, so unwinding from it may hang.
-/// This hook records the run as `failed`, with the panic as its reason, and ends the
-/// process at once (exit 1) without running exit handlers. Other panics unwind as
-/// usual, into the run's own handling.
-pub fn fail_fast_on_device_panics(run: PathBuf) {
+/// This hook records the run (when there is one: `wmx run`, not `eval` or `infer`)
+/// as `failed`, with the panic as its reason, and ends the process at once (exit 1)
+/// without running exit handlers. Other panics unwind as usual.
+pub fn fail_fast_on_device_panics(run: Option<PathBuf>) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
@@ -83,15 +83,19 @@ pub fn fail_fast_on_device_panics(run: PathBuf) {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
         let reason = format!("the GPU backend panicked at {}:{}: {message}", location.file(), location.line());
-        let dir = crate::rundir::RunDir::at(&run);
-        if let Some(mut meta) = dir.meta() {
-            meta.status = crate::rundir::Status::Failed;
-            meta.ended = Some(crate::rundir::now());
-            meta.reason = Some(reason.clone());
-            let _ = dir.write_meta(&meta);
+        if let Some(run) = &run {
+            let dir = crate::rundir::RunDir::at(run);
+            if let Some(mut meta) = dir.meta() {
+                meta.status = crate::rundir::Status::Failed;
+                meta.ended = Some(crate::rundir::now());
+                meta.reason = Some(reason.clone());
+                let _ = dir.write_meta(&meta);
+            }
+            dir.log(&format!("failed: {reason}"));
+            eprintln!("error: {reason}; the run is marked failed");
+        } else {
+            eprintln!("error: {reason}");
         }
-        dir.log(&format!("failed: {reason}"));
-        eprintln!("error: {reason}; the run is marked failed");
         // SAFETY: _exit only ends the process; nothing after it runs.
         unsafe { libc::_exit(1) }
     }));
