@@ -102,7 +102,7 @@ pub fn run(
         };
         train_and_evaluate(&dir, e, prepared, tracker.as_ref(), backend)
     }))
-    .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&panic))));
+    .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(panic.as_ref()))));
     let status = end(&dir, &mut meta, &result)?;
     if let Some(mut tracker) = tracker.and_then(|t| t.into_inner().ok()) {
         tracker.finish(&dir.path, status);
@@ -186,7 +186,7 @@ fn end(dir: &RunDir, meta: &mut Meta, result: &Result<Option<f64>>) -> Result<St
 }
 
 /// The message a panic carried.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -205,9 +205,10 @@ fn train_and_evaluate(
 ) -> Result<Option<f64>> {
     let checkpoints = Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     checkpoints.clean_leftovers()?;
-    if let (Some(source), Some(init)) = (&source, &e.train.init_from)
-        && checkpoints.steps().is_empty()
-    {
+    // Only a run's first start takes from the run it starts from; later starts resume
+    // from its own checkpoints.
+    let source = source.filter(|_| checkpoints.steps().is_empty());
+    if let (Some(source), Some(init)) = (&source, &e.train.init_from) {
         start_from(dir, &checkpoints, source, init.state)?;
     }
     for stage in &dataset.stages {
@@ -256,8 +257,9 @@ impl crate::backend::BackendTask for Evaluate<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<Option<f64>> {
         let e = self.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype).map_err(anyhow::Error::msg)?;
-        let opened = OpenedRun::open(&self.dir.path, crate::rundir::checkpoint::Which::Latest)?;
-        let model = opened.model::<B>(&device)?;
+        let checkpoints = Checkpoints::at(self.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
+        let step = checkpoints.choose(crate::rundir::checkpoint::Which::Latest)?;
+        let model = crate::rundir::load_model::<B>(e, self.tokenizer, &checkpoints.model_path(step), &device)?;
         evaluate(self.dir, e, self.dataset, self.tokenizer, &WatVocab::new(), &model, &device)
     }
 }
@@ -336,7 +338,8 @@ struct Train<'a> {
     experiment: &'a Experiment,
     dataset: &'a Dataset,
     tokenizer: &'a TextTokenizer,
-    /// `model.mpk` whose weights a new run starts from (`train.init_from`, weights).
+    /// `model.mpk` whose weights a new run starts from (`train.init_from`, weights,
+    /// on its first start).
     init_weights: Option<PathBuf>,
     interrupted: &'static AtomicBool,
     tracker: Option<&'a std::sync::Mutex<tracking::Tracker>>,
@@ -387,12 +390,10 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
         });
     }
     let mut model = WorldModel::<B>::from_experiment(e, t.tokenizer.vocab_size(), &wat_vocab, &device)?;
-    let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
-    if let Some(weights) = &t.init_weights
-        && checkpoints.steps().is_empty()
-    {
+    if let Some(weights) = &t.init_weights {
         model = model.load(weights, &device)?;
     }
+    let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     let clipping = (e.train.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(e.train.grad_clip as f32));
     let optim_config = AdamW::new(e.train.weight_decay as f32);
     let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.clone().init(clipping.as_ref()), &device)?;

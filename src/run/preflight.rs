@@ -1,7 +1,6 @@
 //! Everything `wmx run` will need, checked before anything runs: `wmx validate`
 //! makes the same checks.
 
-
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -129,7 +128,7 @@ fn open_source(loaded: &Loaded, init: &InitFrom) -> Result<OpenedRun> {
     same("model.tie_word_embeddings", m.tie_word_embeddings.to_string(), sm.tie_word_embeddings.to_string());
     same("fusion.layers", format!("{:?}", e.fusion.layers), format!("{:?}", s.fusion.layers));
     if init.state == InitState::All {
-        let digest = |p: &Path| std::fs::read(p).map(|b| format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&b))).unwrap_or_default();
+        let digest = |p: &Path| std::fs::read(p).map(|b| crate::rundir::checkpoint::hex_sha256(&b)).unwrap_or_default();
         same("seed", e.seed.to_string(), s.seed.to_string());
         same("curriculum", digest(&e.curriculum), digest(&s.curriculum));
         same("train.batch_size", e.train.batch_size.to_string(), s.train.batch_size.to_string());

@@ -76,12 +76,7 @@ pub fn fail_fast_on_device_panics(run: Option<PathBuf>) {
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
         let Some(location) = info.location().filter(|l| from_device(l.file())) else { return };
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".into());
+        let message = super::panic_message(info.payload());
         let reason = format!("the GPU backend panicked at {}:{}: {message}", location.file(), location.line());
         if let Some(run) = &run {
             let dir = crate::rundir::RunDir::at(run);

@@ -68,7 +68,8 @@ fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
     Ok(hex_sha256(&bytes))
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes`, in hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -243,14 +243,25 @@ impl OpenedRun {
 
     /// The run's model with its checkpoint's weights.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<WorldModel<B>> {
-        let mut shape = self.experiment.clone();
-        // Only the shapes matter here: the checkpoint brings every weight.
-        if shape.model.init == Init::Pretrained {
-            shape.model.init = Init::Random;
-        }
-        let model = WorldModel::<B>::from_experiment(&shape, self.tokenizer.vocab_size(), &WatVocab::new(), device)?;
-        Ok(model.load(&self.model_path, device)?)
+        load_model(&self.experiment, &self.tokenizer, &self.model_path, device)
     }
+}
+
+/// The model `experiment` declares, with the weights of the checkpoint file
+/// `model_path` (a run's `model.mpk`).
+pub fn load_model<B: Backend>(
+    experiment: &Experiment,
+    tokenizer: &TextTokenizer,
+    model_path: &Path,
+    device: &B::Device,
+) -> Result<WorldModel<B>> {
+    let mut shape = experiment.clone();
+    // Only the shapes matter here: the checkpoint brings every weight.
+    if shape.model.init == Init::Pretrained {
+        shape.model.init = Init::Random;
+    }
+    let model = WorldModel::<B>::from_experiment(&shape, tokenizer.vocab_size(), &WatVocab::new(), device)?;
+    Ok(model.load(model_path, device)?)
 }
 
 
