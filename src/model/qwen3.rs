@@ -556,8 +556,10 @@ mod rotary_tests {
     fn the_tracked_rotation_is_burns_autodiff_of_the_composed_one() {
         let device = Default::default();
         let rotary = Rotary::<CpuTrain>::new(8, 16, 10_000.0, &device);
-        let x = Tensor::<Cpu, 4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), &device);
-        let upstream = Tensor::<CpuTrain, 4>::random([2, 5, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        // The second shape is large enough for the CPU kernel's threads.
+        for shape in [[2, 5, 3, 8], [64, 9, 8, 8]] {
+        let x = Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<CpuTrain, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let run = |fused: bool| {
             let tx = Tensor::<CpuTrain, 4>::from_data(x.to_data(), &device).require_grad();
             let y = match fused {
@@ -571,5 +573,6 @@ mod rotary_tests {
         let (got_y, got_x) = run(true);
         got_y.into_data().assert_approx_eq::<f32>(&want_y.into_data(), Tolerance::absolute(1e-6));
         got_x.into_data().assert_approx_eq::<f32>(&want_x.into_data(), Tolerance::absolute(1e-6));
+        }
     }
 }

@@ -1,22 +1,19 @@
 //! Tensor operations the model is built from, each the same on every backend in
-//! what it computes: burn's operations everywhere, and on CUDA cuBLAS products and
-//! wmx's own fused kernels (`cuda`), each behind a switch to compare it with burn's.
+//! what it computes: burn's operations everywhere; for training, wmx's own fused
+//! operations on CUDA (`cuda`, with cuBLAS products) and on the CPU (`cpu`), each
+//! behind a switch to compare it with burn's.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod cross_entropy;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod rms_norm;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod rotary;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod softmax;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod swiglu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod cpu;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod layout;
 
@@ -39,8 +36,8 @@ impl Switch {
 }
 
 /// A fused training operation's switch: whether a backend's tensors go through
-/// the operation's own autodiff node (and, on CUDA, its kernels) rather than burn's
-/// autodiff of the operations it replaces. On when training on burn's Cuda, unless
+/// the operation's own autodiff node and kernels rather than burn's autodiff of the
+/// operations it replaces. On when training on burn's Cuda or on the CPU, unless
 /// its environment variable is `0`.
 pub struct Fused(Switch);
 
@@ -51,7 +48,7 @@ impl Fused {
 
     /// Whether tensors of backend `B` go through the fused operation.
     pub fn handles<B: Backend>(&self) -> bool {
-        training_on_cuda::<B>() && self.0.on()
+        (training_on_cuda::<B>() || training_on_cpu::<B>()) && self.0.on()
     }
 }
 
@@ -88,6 +85,36 @@ pub fn training_on_cuda<B: Backend>() -> bool {
     return cuda::is::<B, cuda::CudaTrain>();
     #[cfg(not(feature = "cuda"))]
     false
+}
+
+/// Whether `B` is burn's Flex (the CPU backend) with autodiff: where wmx's fused
+/// training operations run [`cpu`]'s kernels.
+pub fn training_on_cpu<B: Backend>() -> bool {
+    is::<B, crate::backend::CpuTrain>()
+}
+
+/// Whether backends `A` and `B` are the same type.
+pub fn is<A: 'static, B: 'static>() -> bool {
+    std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>()
+}
+
+/// A float primitive of backend `From` as one of backend `To`, which [`is`] `From`.
+pub fn cast_primitive<From: Backend, To: Backend>(tensor: burn::tensor::ops::FloatTensor<From>) -> burn::tensor::ops::FloatTensor<To> {
+    let boxed: Box<dyn std::any::Any> = Box::new(tensor);
+    *boxed
+        .downcast::<burn::tensor::ops::FloatTensor<To>>()
+        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
+/// `tensor` as a tensor of backend `To`, which [`is`] `From`.
+pub fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, D, K>) -> Tensor<To, D, K>
+where
+    K: burn::tensor::TensorKind<From> + burn::tensor::TensorKind<To> + 'static,
+{
+    let boxed: Box<dyn std::any::Any> = Box::new(tensor);
+    *boxed
+        .downcast::<Tensor<To, D, K>>()
+        .unwrap_or_else(|_| unreachable!("cast between different backends"))
 }
 
 /// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cuda::cublas`]),
@@ -127,9 +154,11 @@ pub fn rows_composed<B: Backend, const D: usize>(
     matmul(x.reshape([n, k]), w).reshape(dims)
 }
 
-/// `layer.forward(x)`. On CUDA the rows of `x` become one matrix multiplied by the
-/// weight through cuBLAS; every other backend runs burn's `Linear` as it is, so CPU
-/// results stay bit for bit what they were.
+/// `layer.forward(x)`, with the rows of `x` as one matrix multiplied by the
+/// weight: through cuBLAS on CUDA, burn's `matmul` elsewhere ([`rows_composed`]).
+/// burn's `Linear` would broadcast the weight over x's batch: one small product
+/// per sequence, and in the backward pass one weight gradient per sequence,
+/// summed afterwards.
 pub fn linear<B: Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
     x: burn::tensor::Tensor<B, D>,
@@ -142,7 +171,11 @@ pub fn linear<B: Backend, const D: usize>(
             None => y,
         };
     }
-    layer.forward(x)
+    let y = rows_composed(x, layer.weight.val());
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<D>(),
+        None => y,
+    }
 }
 
 

@@ -56,11 +56,18 @@ pub fn composed<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2
 /// `B` and the dtypes, [`composed`] otherwise.
 pub fn apply<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>, rotate: Tensor<B, 2>, start: usize) -> Tensor<B, 4> {
     #[cfg(feature = "cuda")]
-    if handles::<B>() && super::cuda::kernel::takes(x.dtype()) && super::cuda::kernel::takes(cos.dtype()) && cos.dtype() == sin.dtype() {
+    if handles::<B>() && super::training_on_cuda::<B>() && super::cuda::kernel::takes(x.dtype()) && super::cuda::kernel::takes(cos.dtype()) && cos.dtype() == sin.dtype() {
         use super::cuda::{Cuda, CudaTrain, cast};
         use burn::tensor::Float;
         let table = |t: Tensor<B, 2>| cast::<B, CudaTrain, 2, Float>(t).inner();
         return cast(tracked::<Cuda>(cast::<B, CudaTrain, 4, Float>(x), table(cos), table(sin), start));
+    }
+    if handles::<B>() && super::training_on_cpu::<B>() && super::cpu::takes(x.dtype()) && super::cpu::takes(cos.dtype()) && super::cpu::takes(sin.dtype()) {
+        use crate::backend::{Cpu, CpuTrain};
+        use burn::tensor::Float;
+        use super::cast;
+        let table = |t: Tensor<B, 2>| cast::<B, CpuTrain, 2, Float>(t).inner();
+        return cast(tracked::<Cpu>(cast::<B, CpuTrain, 4, Float>(x), table(cos), table(sin), start));
     }
     composed(x, cos, sin, rotate, start)
 }
@@ -85,6 +92,10 @@ fn rotation<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor
     #[cfg(feature = "cuda")]
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::rotate::<B>(x, cos, sin, start, backward);
+    }
+    if super::is::<B, crate::backend::Cpu>() {
+        use super::cpu::{back, flex};
+        return back::<B>(super::cpu::rotary::rotate(flex::<B>(x), flex::<B>(cos), flex::<B>(sin), start, backward));
     }
     let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
     let [_, seq, _, hd] = x.dims();

@@ -41,11 +41,17 @@ pub fn composed<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>
 /// dtypes, [`composed`] otherwise.
 pub fn apply<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cuda")]
-    if handles::<B>() && super::cuda::kernel::takes(gate.dtype()) && gate.dtype() == up.dtype() {
+    if handles::<B>() && super::training_on_cuda::<B>() && super::cuda::kernel::takes(gate.dtype()) && gate.dtype() == up.dtype() {
         use super::cuda::{Cuda, CudaTrain, cast};
         use burn::tensor::Float;
         let (gate, up) = (cast::<B, CudaTrain, D, Float>(gate), cast::<B, CudaTrain, D, Float>(up));
         return cast(tracked::<Cuda, D>(gate, up));
+    }
+    if handles::<B>() && super::training_on_cpu::<B>() && super::cpu::takes(gate.dtype()) && super::cpu::takes(up.dtype()) {
+        use crate::backend::{Cpu, CpuTrain};
+        use burn::tensor::Float;
+        use super::cast;
+        return cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(gate), cast::<B, CpuTrain, D, Float>(up)));
     }
     composed(gate, up)
 }
@@ -54,6 +60,10 @@ fn forward_pass<B: Backend, const D: usize>(gate: FloatTensor<B>, up: FloatTenso
     #[cfg(feature = "cuda")]
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::forward::<B>(gate, up);
+    }
+    if super::is::<B, crate::backend::Cpu>() {
+        use super::cpu::{back, flex};
+        return back::<B>(super::cpu::swiglu::forward(flex::<B>(gate), flex::<B>(up)));
     }
     let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
     composed(float(gate), float(up)).into_primitive().tensor()
@@ -64,6 +74,11 @@ fn grads<B: Backend, const D: usize>(gate: FloatTensor<B>, up: FloatTensor<B>, g
     #[cfg(feature = "cuda")]
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::grads::<B>(gate, up, grad);
+    }
+    if super::is::<B, crate::backend::Cpu>() {
+        use super::cpu::{back, flex};
+        let (d_gate, d_up) = super::cpu::swiglu::grads(flex::<B>(gate), flex::<B>(up), flex::<B>(grad));
+        return (back::<B>(d_gate), back::<B>(d_up));
     }
     let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
     let (g, u, dy) = (float(gate), float(up), float(grad));
@@ -171,9 +186,11 @@ mod tests {
     #[test]
     fn the_tracked_gate_is_burns_autodiff_of_the_composed_one() {
         let device = Default::default();
-        let gate = Tensor::<Cpu, 3>::random([2, 3, 16], Distribution::Normal(0.0, 3.0), &device);
-        let up = Tensor::<Cpu, 3>::random([2, 3, 16], Distribution::Normal(0.0, 1.0), &device);
-        let upstream = Tensor::<CpuTrain, 3>::random([2, 3, 16], Distribution::Normal(0.0, 1.0), &device);
+        // The second shape is large enough for the CPU kernels' threads.
+        for shape in [[2, 3, 16], [4, 64, 384]] {
+        let gate = Tensor::<Cpu, 3>::random(shape, Distribution::Normal(0.0, 3.0), &device);
+        let up = Tensor::<Cpu, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<CpuTrain, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let run = |fused: bool| {
             let tg = Tensor::<CpuTrain, 3>::from_data(gate.to_data(), &device).require_grad();
             let tu = Tensor::<CpuTrain, 3>::from_data(up.to_data(), &device).require_grad();
@@ -189,5 +206,6 @@ mod tests {
         got_y.into_data().assert_approx_eq::<f32>(&want_y.into_data(), Tolerance::absolute(1e-6));
         got_g.into_data().assert_approx_eq::<f32>(&want_g.into_data(), Tolerance::absolute(1e-5));
         got_u.into_data().assert_approx_eq::<f32>(&want_u.into_data(), Tolerance::absolute(1e-5));
+        }
     }
 }

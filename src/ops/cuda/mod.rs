@@ -5,15 +5,12 @@
 pub mod cublas;
 pub mod kernel;
 
-use std::any::{Any, TypeId};
-
 use burn::backend::Autodiff;
 use burn::cubecl::CubeCount;
 use burn::cubecl::cuda::{CudaRuntime, host_call};
 use burn::cubecl::server::Binding;
-use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorKind, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::Fusion;
@@ -25,34 +22,12 @@ pub type Cuda = Fusion<Cube>;
 /// Training on CUDA.
 pub type CudaTrain = Autodiff<Cuda>;
 
-/// Whether backends `A` and `B` are the same type.
-pub fn is<A: 'static, B: 'static>() -> bool {
-    TypeId::of::<A>() == TypeId::of::<B>()
-}
+pub use super::{cast, cast_primitive, is};
 
 /// A float primitive of burn's Cuda as a tensor, for the custom autodiff
 /// operations' generic math.
 pub fn float<const D: usize>(t: FloatTensor<Cuda>) -> Tensor<Cuda, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-/// A float primitive of backend `From` as one of backend `To`, which [`is`] `From`.
-pub fn cast_primitive<From: Backend, To: Backend>(tensor: FloatTensor<From>) -> FloatTensor<To> {
-    let boxed: Box<dyn Any> = Box::new(tensor);
-    *boxed
-        .downcast::<FloatTensor<To>>()
-        .unwrap_or_else(|_| unreachable!("cast between different backends"))
-}
-
-/// `tensor` as a tensor of backend `To`, which [`is`] `From`.
-pub fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, D, K>) -> Tensor<To, D, K>
-where
-    K: TensorKind<From> + TensorKind<To> + 'static,
-{
-    let boxed: Box<dyn Any> = Box::new(tensor);
-    *boxed
-        .downcast::<Tensor<To, D, K>>()
-        .unwrap_or_else(|_| unreachable!("cast between different backends"))
 }
 
 /// A function that cubecl's device thread runs in stream order with its kernels

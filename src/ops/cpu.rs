@@ -1,0 +1,376 @@
+//! wmx's fused training operations on burn's Flex (the CPU backend): each pass one
+//! walk over contiguous f32 rows, split across rayon's threads, instead of the
+//! handful of burn operations (each a fresh tensor, several strided) that the
+//! composed forms cost, and their autodiff's twice as many.
+//!
+//! They compute what the CUDA kernels compute, in f32 (the CPU trains in f32;
+//! other dtypes take the composed path). Sums over a row run in the row's order;
+//! sums over rows (a norm's weight gradient) are taken in fixed blocks of rows
+//! and the blocks added in order, so a step gives the same bits whatever the
+//! number of threads.
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Bytes, DType, Shape};
+use rayon::prelude::*;
+
+use crate::backend::Cpu;
+
+/// Elements per task below which a pass runs on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// Whether tensors of backend `B`, of dtype `dtype`, go through these kernels.
+pub fn takes(dtype: DType) -> bool {
+    dtype == DType::F32
+}
+
+/// `t` with its f32 elements contiguous from its start.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    match t.as_slice::<f32>() {
+        Some(_) => t,
+        None => t.to_contiguous(),
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// A tensor of `shape` holding `values`.
+fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
+}
+
+/// The length of `t`'s last dimension and the number of rows before it.
+fn rows(shape: &Shape) -> (usize, usize) {
+    let d = *shape.as_slice().last().unwrap_or(&1);
+    (shape.num_elements() / d.max(1), d)
+}
+
+/// Rows per task: enough that a task does about [`PARALLEL_MIN`] units of work.
+fn per_task(work_per_row: usize) -> usize {
+    (PARALLEL_MIN / work_per_row.max(1)).max(1)
+}
+
+/// Runs `f(first row, block)` over blocks of `out`'s rows of `width`, on rayon's
+/// threads when the rows' work (`work_per_row` each) is enough to share.
+fn blocks(out: &mut [f32], width: usize, work_per_row: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let n = out.len() / width.max(1);
+    let per = per_task(work_per_row);
+    if width == 0 || per >= n {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(per * width).enumerate().for_each(|(t, block)| f(t * per, block));
+    }
+}
+
+/// [`blocks`] over two outputs with rows of `wa` and `wb` elements.
+fn blocks2(
+    a: &mut [f32],
+    wa: usize,
+    b: &mut [f32],
+    wb: usize,
+    work_per_row: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
+    let n = a.len() / wa.max(1);
+    let per = per_task(work_per_row);
+    if wa == 0 || wb == 0 || per >= n {
+        f(0, a, b);
+    } else {
+        a.par_chunks_mut(per * wa)
+            .zip(b.par_chunks_mut(per * wb))
+            .enumerate()
+            .for_each(|(t, (x, y))| f(t * per, x, y));
+    }
+}
+
+/// A float primitive of backend `B` (which [`super::is`] Flex) as Flex's.
+pub fn flex<B: burn::tensor::backend::Backend>(t: FloatTensor<B>) -> FlexTensor {
+    contiguous(super::cast_primitive::<B, Cpu>(t))
+}
+
+/// An int primitive of backend `B` (which [`super::is`] Flex) as Flex's.
+pub fn int<B: burn::tensor::backend::Backend>(t: IntTensor<B>) -> IntTensor<Cpu> {
+    let boxed: Box<dyn std::any::Any> = Box::new(t);
+    *boxed.downcast::<IntTensor<Cpu>>().unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
+/// A Flex tensor as a float primitive of backend `B` (which [`super::is`] Flex).
+pub fn back<B: burn::tensor::backend::Backend>(t: FlexTensor) -> FloatTensor<B> {
+    super::cast_primitive::<Cpu, B>(t)
+}
+
+pub mod rms_norm {
+    use super::*;
+
+    /// `x / rms · w` over the last dimension, and each row's `rms`, `[rows]`.
+    pub fn forward(x: FlexTensor, w: FlexTensor, eps: f64) -> (FlexTensor, FlexTensor) {
+        let (x, w) = (contiguous(x), contiguous(w));
+        let shape = x.layout().shape().clone();
+        let (n, d) = rows(&shape);
+        let (xs, ws) = (values(&x), values(&w));
+        let mut y = vec![0.0f32; n * d];
+        let mut rms = vec![0.0f32; n];
+        blocks2(&mut y, d, &mut rms, 1, 2 * d, |first, y, rms| {
+            for (i, (out, rr)) in y.chunks_mut(d).zip(rms.iter_mut()).enumerate() {
+                let row = &xs[(first + i) * d..(first + i + 1) * d];
+                let s: f32 = row.iter().map(|v| v * v).sum();
+                *rr = (s / d as f32 + eps as f32).sqrt();
+                for ((o, &v), &wj) in out.iter_mut().zip(row).zip(ws) {
+                    *o = v / *rr * wj;
+                }
+            }
+        });
+        (tensor(y, shape), tensor(rms, Shape::from(vec![n])))
+    }
+
+    /// Rows per block of the weight gradient's sum.
+    const BLOCK: usize = 64;
+
+    /// `dx = (g·w − n·mean(g·w·n)) / rms` and `dw = Σ g·n`, `n = x / rms`.
+    pub fn grads(x: FlexTensor, w: FlexTensor, rms: FlexTensor, g: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let (x, w, rms, g) = (contiguous(x), contiguous(w), contiguous(rms), contiguous(g));
+        let shape = x.layout().shape().clone();
+        let (n, d) = rows(&shape);
+        let (xs, ws, rs, gs) = (values(&x), values(&w), values(&rms), values(&g));
+        let mut dx = vec![0.0f32; n * d];
+        blocks(&mut dx, d, 3 * d, |first, dx| {
+            for (i, out) in dx.chunks_mut(d).enumerate() {
+                let r = first + i;
+                let (row, grow, rr) = (&xs[r * d..(r + 1) * d], &gs[r * d..(r + 1) * d], rs[r]);
+                let mut s = 0.0f32;
+                for j in 0..d {
+                    s += grow[j] * ws[j] * (row[j] / rr);
+                }
+                let mean = s / d as f32;
+                for j in 0..d {
+                    out[j] = (grow[j] * ws[j] - row[j] / rr * mean) / rr;
+                }
+            }
+        });
+        let mut partial = vec![0.0f32; n.div_ceil(BLOCK) * d];
+        blocks(&mut partial, d, BLOCK * d, |first, partial| {
+            for (i, acc) in partial.chunks_mut(d).enumerate() {
+                let b = first + i;
+                for r in b * BLOCK..((b + 1) * BLOCK).min(n) {
+                    let (row, grow, rr) = (&xs[r * d..(r + 1) * d], &gs[r * d..(r + 1) * d], rs[r]);
+                    for j in 0..d {
+                        acc[j] += grow[j] * (row[j] / rr);
+                    }
+                }
+            }
+        });
+        let mut dw = vec![0.0f32; d];
+        for block in partial.chunks(d.max(1)) {
+            for (o, v) in dw.iter_mut().zip(block) {
+                *o += v;
+            }
+        }
+        (tensor(dx, shape), tensor(dw, w.layout().shape().clone()))
+    }
+}
+
+pub mod rotary {
+    use super::*;
+
+    /// Rotate-half rotary embeddings of x `[batch, seq, heads, head_dim]` at
+    /// positions `start..start + seq`, from tables `[positions, head_dim]`; with
+    /// `backward`, the transposed rotation (x is then the output's gradient).
+    pub fn rotate(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, start: usize, backward: bool) -> FlexTensor {
+        let (x, cos, sin) = (contiguous(x), contiguous(cos), contiguous(sin));
+        let shape = x.layout().shape().clone();
+        let [_, seq, heads, hd]: [usize; 4] =
+            shape.as_slice().try_into().expect("rotary embeddings take [batch, seq, heads, head_dim]");
+        assert!(start + seq <= cos.layout().shape().as_slice()[0], "rotary embeddings: positions beyond the table");
+        let half = hd / 2;
+        let (xs, cs, ss) = (values(&x), values(&cos), values(&sin));
+        let mut y = vec![0.0f32; xs.len()];
+        blocks(&mut y, hd, hd, |first, y| {
+            for (i, out) in y.chunks_mut(hd).enumerate() {
+                let r = first + i;
+                let p = start + (r / heads) % seq;
+                let (c, s) = (&cs[p * hd..(p + 1) * hd], &ss[p * hd..(p + 1) * hd]);
+                let row = &xs[r * hd..(r + 1) * hd];
+                if !backward {
+                    // rotate(x) = cat(−x₂, x₁)
+                    for j in 0..half {
+                        out[j] = row[j] * c[j] + -row[j + half] * s[j];
+                    }
+                    for j in half..hd {
+                        out[j] = row[j] * c[j] + row[j - half] * s[j];
+                    }
+                } else {
+                    // unrotate(t) = cat(t₂, −t₁), t = dy·sin
+                    for j in 0..half {
+                        out[j] = row[j] * c[j] + row[j + half] * s[j + half];
+                    }
+                    for j in half..hd {
+                        out[j] = row[j] * c[j] + -(row[j - half] * s[j - half]);
+                    }
+                }
+            }
+        });
+        tensor(y, shape)
+    }
+}
+
+pub mod softmax {
+    use super::*;
+
+    /// `softmax(scores / divisor)` over the last dimension of scores `[.., rows,
+    /// keys]`, masked keys 0: with `causal` (queries per group, cached keys), row
+    /// r of a head sees keys up to `past + r % queries`.
+    pub fn forward(scores: FlexTensor, divisor: f64, causal: Option<(usize, usize)>) -> FlexTensor {
+        let scores = contiguous(scores);
+        let shape = scores.layout().shape().clone();
+        let (_, keys) = rows(&shape);
+        let per_head = shape.as_slice()[shape.num_dims() - 2].max(1);
+        let xs = values(&scores);
+        let mut p = vec![0.0f32; xs.len()];
+        let div = divisor as f32;
+        blocks(&mut p, keys, 3 * keys, |first, p| {
+            for (i, out) in p.chunks_mut(keys).enumerate() {
+                let r = first + i;
+                let row = &xs[r * keys..(r + 1) * keys];
+                let n = match causal {
+                    Some((queries, past)) => (past + (r % per_head) % queries.max(1) + 1).min(keys),
+                    None => keys,
+                };
+                let mut max = f32::NEG_INFINITY;
+                for &v in &row[..n] {
+                    max = max.max(v / div);
+                }
+                let mut sum = 0.0f32;
+                for (o, &v) in out[..n].iter_mut().zip(&row[..n]) {
+                    *o = (v / div - max).exp();
+                    sum += *o;
+                }
+                for o in &mut out[..n] {
+                    *o /= sum;
+                }
+            }
+        });
+        tensor(p, shape)
+    }
+
+    /// `d scores = p·(dp − Σ p·dp) / divisor`.
+    pub fn grad(p: FlexTensor, dp: FlexTensor, divisor: f64) -> FlexTensor {
+        let (p, dp) = (contiguous(p), contiguous(dp));
+        let shape = p.layout().shape().clone();
+        let (_, keys) = rows(&shape);
+        let (ps, gs) = (values(&p), values(&dp));
+        let mut ds = vec![0.0f32; ps.len()];
+        let div = divisor as f32;
+        blocks(&mut ds, keys, 3 * keys, |first, ds| {
+            for (i, out) in ds.chunks_mut(keys).enumerate() {
+                let r = first + i;
+                let (prow, grow) = (&ps[r * keys..(r + 1) * keys], &gs[r * keys..(r + 1) * keys]);
+                let dot: f32 = prow.iter().zip(grow).map(|(a, b)| a * b).sum();
+                for j in 0..keys {
+                    out[j] = prow[j] * (grow[j] - dot) / div;
+                }
+            }
+        });
+        tensor(ds, shape)
+    }
+}
+
+pub mod swiglu {
+    use super::*;
+
+    fn sigmoid(g: f32) -> f32 {
+        1.0 / (1.0 + (-g).exp())
+    }
+
+    /// `silu(gate) · up`.
+    pub fn forward(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let (gate, up) = (contiguous(gate), contiguous(up));
+        let shape = gate.layout().shape().clone();
+        let (gs, us) = (values(&gate), values(&up));
+        let mut y = vec![0.0f32; gs.len()];
+        blocks(&mut y, 1, 1, |at, y| {
+            for (i, o) in y.iter_mut().enumerate() {
+                let g = gs[at + i];
+                *o = g * sigmoid(g) * us[at + i];
+            }
+        });
+        tensor(y, shape)
+    }
+
+    /// `(d gate, d up) = (dy · up · σ(g)·(1 + g·(1 − σ(g))), dy · silu(g))`.
+    pub fn grads(gate: FlexTensor, up: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let (gate, up, dy) = (contiguous(gate), contiguous(up), contiguous(dy));
+        let shape = gate.layout().shape().clone();
+        let (gs, us, ds) = (values(&gate), values(&up), values(&dy));
+        let mut d_gate = vec![0.0f32; gs.len()];
+        let mut d_up = vec![0.0f32; gs.len()];
+        blocks2(&mut d_gate, 1, &mut d_up, 1, 1, |at, dg, du| {
+            for i in 0..dg.len() {
+                let (g, u, d) = (gs[at + i], us[at + i], ds[at + i]);
+                let s = sigmoid(g);
+                du[i] = d * (g * s);
+                dg[i] = d * u * (s * (1.0 + g * (1.0 - s)));
+            }
+        });
+        (tensor(d_gate, shape.clone()), tensor(d_up, shape))
+    }
+}
+
+pub mod cross_entropy {
+    use super::*;
+
+    /// The targets as indices.
+    fn indices(targets: IntTensor<Cpu>) -> Vec<usize> {
+        let t = targets.to_contiguous();
+        match t.dtype() {
+            DType::I32 => t.as_slice::<i32>().expect("contiguous").iter().map(|&v| v as usize).collect(),
+            DType::I64 => t.as_slice::<i64>().expect("contiguous").iter().map(|&v| v as usize).collect(),
+            other => panic!("cross-entropy targets of dtype {other:?}"),
+        }
+    }
+
+    /// Each row's `-log softmax(logits)[target]` `[batch, seq]` and log-sum-exp `[rows]`.
+    pub fn forward(logits: FlexTensor, targets: IntTensor<Cpu>) -> (FlexTensor, FlexTensor) {
+        let logits = contiguous(logits);
+        let shape = logits.layout().shape().clone();
+        let (n, v) = rows(&shape);
+        let ts = indices(targets);
+        let xs = values(&logits);
+        let mut nll = vec![0.0f32; n];
+        let mut lse = vec![0.0f32; n];
+        blocks2(&mut nll, 1, &mut lse, 1, 2 * v, |first, nll, lse| {
+            for (i, (loss, l)) in nll.iter_mut().zip(lse.iter_mut()).enumerate() {
+                let r = first + i;
+                let row = &xs[r * v..(r + 1) * v];
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                *l = sum.ln() + max;
+                *loss = *l - row[ts[r]];
+            }
+        });
+        let dims = &shape.as_slice()[..shape.num_dims() - 1];
+        (tensor(nll, Shape::from(dims.to_vec())), tensor(lse, Shape::from(vec![n])))
+    }
+
+    /// `d logits = g · (softmax(logits) − onehot(target))`.
+    pub fn backward(logits: FlexTensor, targets: IntTensor<Cpu>, lse: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (logits, lse, grad) = (contiguous(logits), contiguous(lse), contiguous(grad));
+        let shape = logits.layout().shape().clone();
+        let (_, v) = rows(&shape);
+        let ts = indices(targets);
+        let (xs, ls, gs) = (values(&logits), values(&lse), values(&grad));
+        let mut out = vec![0.0f32; xs.len()];
+        blocks(&mut out, v, v, |first, out| {
+            for (i, row) in out.chunks_mut(v).enumerate() {
+                let r = first + i;
+                let (x, l, g) = (&xs[r * v..(r + 1) * v], ls[r], gs[r]);
+                for (o, &xi) in row.iter_mut().zip(x) {
+                    *o = (xi - l).exp() * g;
+                }
+                row[ts[r]] -= g;
+            }
+        });
+        tensor(out, shape)
+    }
+}
