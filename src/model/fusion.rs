@@ -4,7 +4,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::qwen3::{Mlp, RmsNorm};
@@ -62,9 +61,9 @@ impl<B: Backend> CrossAttention<B> {
         let v = crate::ops::linear(&self.v_proj, context)
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let scores = crate::ops::matmul(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        let mask = ignore.clone().reshape([b, 1, 1, t]).expand([b, h, s, t]);
-        let out = crate::ops::matmul(softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3), v);
+        let scores = crate::ops::matmul(q, k.swap_dims(2, 3));
+        let p = crate::ops::softmax::apply_padded(scores, (hd as f64).sqrt(), ignore);
+        let out = crate::ops::matmul(p, v);
         crate::ops::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }

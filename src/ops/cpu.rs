@@ -218,14 +218,27 @@ pub mod rotary {
 pub mod softmax {
     use super::*;
 
-    /// `softmax(scores / divisor)` over the last dimension of scores `[.., rows,
-    /// keys]`, masked keys 0: with `causal` (queries per group, cached keys), row
-    /// r of a head sees keys up to `past + r % queries`.
-    pub fn forward(scores: FlexTensor, divisor: f64, causal: Option<(usize, usize)>) -> FlexTensor {
+    /// Which keys a row of scores sees.
+    pub enum Keys<'a> {
+        All,
+        /// Row r of a head (`queries` per group, after `past` cached keys) sees
+        /// keys up to `past + r % queries`.
+        Causal { queries: usize, past: usize },
+        /// `[batch, keys]`, true for keys that no row of that batch item sees.
+        Padded(&'a [bool]),
+    }
+
+    /// `softmax(scores / divisor)` over the last dimension of scores `[batch, ..,
+    /// rows, keys]`, masked keys 0 (a row with no key to see is all 0).
+    pub fn forward(scores: FlexTensor, divisor: f64, visible: Keys) -> FlexTensor {
         let scores = contiguous(scores);
         let shape = scores.layout().shape().clone();
-        let (_, keys) = rows(&shape);
+        let (n, keys) = rows(&shape);
         let per_head = shape.as_slice()[shape.num_dims() - 2].max(1);
+        let per_batch = n / shape.as_slice()[0].max(1);
+        if let Keys::Padded(ignore) = visible {
+            assert_eq!(ignore.len(), shape.as_slice()[0] * keys, "softmax: a key mask of another shape than [batch, keys]");
+        }
         let xs = values(&scores);
         let mut p = vec![0.0f32; xs.len()];
         let div = divisor as f32;
@@ -233,9 +246,29 @@ pub mod softmax {
             for (i, out) in p.chunks_mut(keys).enumerate() {
                 let r = first + i;
                 let row = &xs[r * keys..(r + 1) * keys];
-                let n = match causal {
-                    Some((queries, past)) => (past + (r % per_head) % queries.max(1) + 1).min(keys),
-                    None => keys,
+                if let Keys::Padded(ignore) = visible {
+                    let ignore = &ignore[(r / per_batch.max(1)) * keys..][..keys];
+                    let mut max = f32::NEG_INFINITY;
+                    for (&v, &skip) in row.iter().zip(ignore) {
+                        if !skip {
+                            max = max.max(v / div);
+                        }
+                    }
+                    let mut sum = 0.0f32;
+                    for ((o, &v), &skip) in out.iter_mut().zip(row).zip(ignore) {
+                        if !skip {
+                            *o = (v / div - max).exp();
+                            sum += *o;
+                        }
+                    }
+                    if sum > 0.0 {
+                        out.iter_mut().for_each(|o| *o /= sum);
+                    }
+                    continue;
+                }
+                let n = match visible {
+                    Keys::Causal { queries, past } => (past + (r % per_head) % queries.max(1) + 1).min(keys),
+                    _ => keys,
                 };
                 let mut max = f32::NEG_INFINITY;
                 for &v in &row[..n] {

@@ -87,7 +87,11 @@ fn forward_pass<B: Backend>(scores: FloatTensor<B>, divisor: f64, causal: Option
     }
     if super::is::<B, crate::backend::Cpu>() {
         use super::cpu::{back, flex};
-        return back::<B>(super::cpu::softmax::forward(flex::<B>(scores), divisor, causal));
+        let keys = match causal {
+            Some((queries, past)) => super::cpu::softmax::Keys::Causal { queries, past },
+            None => super::cpu::softmax::Keys::All,
+        };
+        return back::<B>(super::cpu::softmax::forward(flex::<B>(scores), divisor, keys));
     }
     let scores = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(scores));
     let keys = scores.dims()[3];
@@ -116,25 +120,59 @@ fn grad<B: Backend>(p: FloatTensor<B>, grad: FloatTensor<B>, divisor: f64) -> Fl
     (ds / divisor).into_primitive().tensor()
 }
 
+/// The softmax as a node of the autodiff graph: differentiated by [`grad`] from
+/// the probabilities alone, whatever mask made them.
+#[derive(Debug)]
+struct Softmax;
+
+impl<B: Backend> Backward<B, 1> for Softmax {
+    /// The probabilities and the divisor.
+    type State = (FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, divisor) = ops.state;
+        let dp = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, grad::<B>(p, dp, divisor));
+        }
+    }
+}
+
+/// `softmax(scores / divisor)` over the last dimension with burn's operations,
+/// keys that `ignore` marks (per batch item) masked: cross-attention to a padded
+/// sequence.
+/// # Shapes
+/// - scores: `[batch, heads, queries, keys]`; ignore: `[batch, keys]`
+pub fn padded_composed<B: Backend>(scores: Tensor<B, 4>, divisor: f64, ignore: &Tensor<B, 2, Bool>) -> Tensor<B, 4> {
+    let [b, h, s, t] = scores.dims();
+    let mask = ignore.clone().reshape([b, 1, 1, t]).expand([b, h, s, t]);
+    softmax((scores / divisor).mask_fill(mask, f32::NEG_INFINITY), 3)
+}
+
+/// [`padded_composed`] on backend `B`: when training on the CPU in f32, one node
+/// of the autodiff graph computed by [`super::cpu::softmax::forward`] (a row whose
+/// keys are all ignored gets zeros, not NaN); [`padded_composed`] otherwise.
+pub fn apply_padded<B: Backend>(scores: Tensor<B, 4>, divisor: f64, ignore: &Tensor<B, 2, Bool>) -> Tensor<B, 4> {
+    if handles::<B>() && super::training_on_cpu::<B>() && super::cpu::takes(scores.dtype()) {
+        use crate::backend::{Cpu, CpuTrain};
+        use burn::tensor::Float;
+        use super::cast;
+        let ignore: Vec<bool> = ignore.to_data().convert::<bool>().to_vec().expect("a bool mask");
+        let scores = cast::<B, CpuTrain, 4, Float>(scores).into_primitive().tensor();
+        let p = super::cpu::back::<Cpu>(super::cpu::softmax::forward(
+            super::cpu::flex::<Cpu>(scores.primitive),
+            divisor,
+            super::cpu::softmax::Keys::Padded(&ignore),
+        ));
+        let out = super::tracked_node!(Softmax, [scores.node], (p.clone(), divisor), p);
+        return cast(Tensor::<CpuTrain, 4>::from_primitive(TensorPrimitive::Float(out)));
+    }
+    padded_composed(scores, divisor, ignore)
+}
+
 /// [`composed`] as one node of the autodiff graph over backend `B`, with a causal
 /// mask of `(queries, past)` when given.
 pub fn tracked<B: Backend>(scores: Tensor<Autodiff<B>, 4>, divisor: f64, causal: Option<(usize, usize)>) -> Tensor<Autodiff<B>, 4> {
-    #[derive(Debug)]
-    struct Softmax;
-
-    impl<B: Backend> Backward<B, 1> for Softmax {
-        /// The probabilities and the divisor.
-        type State = (FloatTensor<B>, f64);
-
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (p, divisor) = ops.state;
-            let dp = grads.consume::<B>(&ops.node);
-            if let [Some(node)] = ops.parents {
-                grads.register::<B>(node.id, grad::<B>(p, dp, divisor));
-            }
-        }
-    }
-
     let scores = scores.into_primitive().tensor();
     let p = forward_pass::<B>(scores.primitive, divisor, causal);
     let out = super::tracked_node!(Softmax, [scores.node], (p.clone(), divisor), p);
@@ -264,6 +302,36 @@ mod tests {
             let m: Tensor<CpuTrain, 2, Bool> = mask.clone();
             assert_eq!(m.int().sum().into_scalar(), 3);
         }
+        }
+    }
+
+    /// Cross-attention's softmax over a padded sequence, on the CPU: the kernel's
+    /// probabilities and gradient are burn's autodiff of [`super::padded_composed`].
+    #[test]
+    fn the_padded_softmax_is_burns_autodiff_of_the_composed_one() {
+        use super::{apply_padded, padded_composed};
+        use burn::tensor::TensorData;
+        let device = Default::default();
+        // The second shape is large enough for the kernel's threads.
+        for [b, h, s, t] in [[2, 2, 3, 5], [4, 4, 64, 70]] {
+            let scores = Tensor::<Cpu, 4>::random([b, h, s, t], Distribution::Normal(0.0, 3.0), &device);
+            let upstream = Tensor::<CpuTrain, 4>::random([b, h, s, t], Distribution::Normal(0.0, 1.0), &device);
+            // Batch item i ignores its last i + 1 keys.
+            let ignore: Vec<bool> = (0..b * t).map(|k| k % t >= t - 1 - k / t).collect();
+            let ignore = Tensor::<CpuTrain, 2, Bool>::from_data(TensorData::new(ignore, [b, t]), &device);
+            let run = |fused: bool| {
+                let ts = Tensor::<CpuTrain, 4>::from_data(scores.to_data(), &device).require_grad();
+                let p = match fused {
+                    true => apply_padded(ts.clone(), 8f64.sqrt(), &ignore),
+                    false => padded_composed(ts.clone(), 8f64.sqrt(), &ignore),
+                };
+                let grads = ((p.clone() * upstream.clone()).sum() + (p.clone() * p.clone()).mean()).backward();
+                (p.inner(), ts.grad(&grads).unwrap())
+            };
+            let (want_p, want_s) = run(false);
+            let (got_p, got_s) = run(true);
+            got_p.into_data().assert_approx_eq::<f32>(&want_p.into_data(), Tolerance::absolute(1e-6));
+            got_s.into_data().assert_approx_eq::<f32>(&want_s.into_data(), Tolerance::absolute(1e-6));
         }
     }
 }
