@@ -19,7 +19,7 @@ use crate::backend::Cpu;
 /// Elements per task below which a pass runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Whether tensors of backend `B`, of dtype `dtype`, go through these kernels.
+/// Whether tensors of dtype `dtype` go through these kernels.
 pub fn takes(dtype: DType) -> bool {
     dtype == DType::F32
 }
@@ -83,6 +83,12 @@ fn blocks2(
             .enumerate()
             .for_each(|(t, (x, y))| f(t * per, x, y));
     }
+}
+
+/// Whether every one of `tensors` is a Flex tensor of f32: what these kernels take.
+pub fn f32s<B: burn::tensor::backend::Backend>(tensors: &[&FloatTensor<B>]) -> bool {
+    super::is::<B, Cpu>()
+        && tensors.iter().all(|t| (*t as &dyn std::any::Any).downcast_ref::<FlexTensor>().is_some_and(|t| t.dtype() == DType::F32))
 }
 
 /// A float primitive of backend `B` (which [`super::is`] Flex) as Flex's.

@@ -114,7 +114,7 @@ fn tracked<B: Backend>(logits: FloatTensor<Autodiff<B>>, targets: IntTensor<B>) 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (logits, targets, lse) = ops.state;
             unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                if is::<B, Cpu>() {
+                if super::cpu::f32s::<B>(&[&logits, &lse, &grad]) {
                     use super::cpu::{back, flex};
                     let targets = super::cpu::int::<B>(targets);
                     return back::<B>(super::cpu::cross_entropy::backward(flex::<B>(logits), targets, flex::<B>(lse), flex::<B>(grad)));
@@ -126,7 +126,7 @@ fn tracked<B: Backend>(logits: FloatTensor<Autodiff<B>>, targets: IntTensor<B>) 
         }
     }
 
-    let (nll, lse) = if is::<B, Cpu>() {
+    let (nll, lse) = if super::cpu::f32s::<B>(&[&logits.primitive]) {
         use super::cpu::{back, flex};
         let (nll, lse) = super::cpu::cross_entropy::forward(flex::<B>(logits.primitive.clone()), super::cpu::int::<B>(targets.clone()));
         (back::<B>(nll), back::<B>(lse))

@@ -106,7 +106,7 @@ fn grads<B: Backend, const D: usize>(
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::grads::<B>(x, weight, rms, grad);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&x, &weight, &rms, &grad]) {
         use super::cpu::{back, flex};
         let (dx, dw) = super::cpu::rms_norm::grads(flex::<B>(x), flex::<B>(weight), flex::<B>(rms), flex::<B>(grad));
         return (back::<B>(dx), back::<B>(dw));
@@ -157,7 +157,7 @@ fn forward_pass<B: Backend, const D: usize>(x: FloatTensor<B>, weight: FloatTens
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::forward::<B>(x, weight, eps);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&x, &weight]) {
         use super::cpu::{back, flex};
         let (y, rms) = super::cpu::rms_norm::forward(flex::<B>(x), flex::<B>(weight), eps);
         return (back::<B>(y), back::<B>(rms));

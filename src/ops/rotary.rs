@@ -93,7 +93,7 @@ fn rotation<B: Backend>(x: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::rotate::<B>(x, cos, sin, start, backward);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&x, &cos, &sin]) {
         use super::cpu::{back, flex};
         return back::<B>(super::cpu::rotary::rotate(flex::<B>(x), flex::<B>(cos), flex::<B>(sin), start, backward));
     }

@@ -85,7 +85,7 @@ fn forward_pass<B: Backend>(scores: FloatTensor<B>, divisor: f64, causal: Option
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::forward::<B>(scores, divisor, causal);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&scores]) {
         use super::cpu::{back, flex};
         let keys = match causal {
             Some((queries, past)) => super::cpu::softmax::Keys::Causal { queries, past },
@@ -107,7 +107,7 @@ fn grad<B: Backend>(p: FloatTensor<B>, grad: FloatTensor<B>, divisor: f64) -> Fl
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::grad::<B>(p, grad, divisor);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&p, &grad]) {
         use super::cpu::{back, flex};
         return back::<B>(super::cpu::softmax::grad(flex::<B>(p), flex::<B>(grad), divisor));
     }

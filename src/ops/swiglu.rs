@@ -61,7 +61,7 @@ fn forward_pass<B: Backend, const D: usize>(gate: FloatTensor<B>, up: FloatTenso
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::forward::<B>(gate, up);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&gate, &up]) {
         use super::cpu::{back, flex};
         return back::<B>(super::cpu::swiglu::forward(flex::<B>(gate), flex::<B>(up)));
     }
@@ -75,7 +75,7 @@ fn grads<B: Backend, const D: usize>(gate: FloatTensor<B>, up: FloatTensor<B>, g
     if super::cuda::is::<B, super::cuda::Cuda>() {
         return kernels::grads::<B>(gate, up, grad);
     }
-    if super::is::<B, crate::backend::Cpu>() {
+    if super::cpu::f32s::<B>(&[&gate, &up, &grad]) {
         use super::cpu::{back, flex};
         let (d_gate, d_up) = super::cpu::swiglu::grads(flex::<B>(gate), flex::<B>(up), flex::<B>(grad));
         return (back::<B>(d_gate), back::<B>(d_up));
