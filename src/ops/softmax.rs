@@ -268,6 +268,26 @@ mod tests {
     use crate::backend::{Cpu, CpuTrain};
     use burn::tensor::{Bool, Distribution, Tensor, Tolerance};
 
+    /// `fused` gives the probabilities of `composed` for `scores` and, through a
+    /// graph that uses them twice, the same gradient.
+    fn same_as_composed(
+        scores: &Tensor<Cpu, 4>,
+        upstream: &Tensor<CpuTrain, 4>,
+        fused: impl Fn(Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>,
+        composed: impl Fn(Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>,
+    ) {
+        let run = |softmax: &dyn Fn(Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>| {
+            let ts = Tensor::<CpuTrain, 4>::from_data(scores.to_data(), &scores.device()).require_grad();
+            let p = softmax(ts.clone());
+            let grads = ((p.clone() * upstream.clone()).sum() + (p.clone() * p.clone()).mean()).backward();
+            (p.inner(), ts.grad(&grads).unwrap())
+        };
+        let (want_p, want_s) = run(&composed);
+        let (got_p, got_s) = run(&fused);
+        got_p.into_data().assert_approx_eq::<f32>(&want_p.into_data(), Tolerance::absolute(1e-6));
+        got_s.into_data().assert_approx_eq::<f32>(&want_s.into_data(), Tolerance::absolute(1e-6));
+    }
+
     /// The operation, wired into burn's autodiff on the CPU, gives the output and
     /// gradient of burn's autodiff of [`composed`] with the model's causal mask,
     /// two groups of three queries after two cached keys, and without a mask.
@@ -282,19 +302,12 @@ mod tests {
         // The model's causal mask: true where key j > query i + past.
         let mask = Tensor::<CpuTrain, 2, Bool>::tril_mask([queries, past + queries], past as i64, &device);
         for masked in [true, false] {
-            let run = |fused: bool| {
-                let ts = Tensor::<CpuTrain, 4>::from_data(scores.to_data(), &device).require_grad();
-                let p = match fused {
-                    true => tracked::<Cpu>(ts.clone(), 8f64.sqrt(), masked.then_some((queries, past))),
-                    false => composed(ts.clone(), 8f64.sqrt(), masked.then_some(&mask)),
-                };
-                let grads = ((p.clone() * upstream.clone()).sum() + (p.clone() * p.clone()).mean()).backward();
-                (p.inner(), ts.grad(&grads).unwrap())
-            };
-            let (want_p, want_s) = run(false);
-            let (got_p, got_s) = run(true);
-            got_p.into_data().assert_approx_eq::<f32>(&want_p.into_data(), Tolerance::absolute(1e-6));
-            got_s.into_data().assert_approx_eq::<f32>(&want_s.into_data(), Tolerance::absolute(1e-6));
+            same_as_composed(
+                &scores,
+                &upstream,
+                |ts| tracked::<Cpu>(ts, 8f64.sqrt(), masked.then_some((queries, past))),
+                |ts| composed(ts, 8f64.sqrt(), masked.then_some(&mask)),
+            );
         }
         if queries == 3 {
             // The mask is causal: the last query of a group sees every key, the
@@ -319,19 +332,12 @@ mod tests {
             // Batch item i ignores its last i + 1 keys.
             let ignore: Vec<bool> = (0..b * t).map(|k| k % t >= t - 1 - k / t).collect();
             let ignore = Tensor::<CpuTrain, 2, Bool>::from_data(TensorData::new(ignore, [b, t]), &device);
-            let run = |fused: bool| {
-                let ts = Tensor::<CpuTrain, 4>::from_data(scores.to_data(), &device).require_grad();
-                let p = match fused {
-                    true => apply_padded(ts.clone(), 8f64.sqrt(), &ignore),
-                    false => padded_composed(ts.clone(), 8f64.sqrt(), &ignore),
-                };
-                let grads = ((p.clone() * upstream.clone()).sum() + (p.clone() * p.clone()).mean()).backward();
-                (p.inner(), ts.grad(&grads).unwrap())
-            };
-            let (want_p, want_s) = run(false);
-            let (got_p, got_s) = run(true);
-            got_p.into_data().assert_approx_eq::<f32>(&want_p.into_data(), Tolerance::absolute(1e-6));
-            got_s.into_data().assert_approx_eq::<f32>(&want_s.into_data(), Tolerance::absolute(1e-6));
+            same_as_composed(
+                &scores,
+                &upstream,
+                |ts| apply_padded(ts, 8f64.sqrt(), &ignore),
+                |ts| padded_composed(ts, 8f64.sqrt(), &ignore),
+            );
         }
     }
 }
