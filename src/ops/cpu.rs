@@ -41,7 +41,7 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
 }
 
-/// The length of `t`'s last dimension and the number of rows before it.
+/// The number of rows of a tensor of `shape` and the length of each (its last dimension).
 fn rows(shape: &Shape) -> (usize, usize) {
     let d = *shape.as_slice().last().unwrap_or(&1);
     (shape.num_elements() / d.max(1), d)
@@ -123,8 +123,7 @@ pub fn flex<B: burn::tensor::backend::Backend>(t: FloatTensor<B>) -> FlexTensor 
 
 /// An int primitive of backend `B` (which [`super::is`] Flex) as Flex's.
 pub fn int<B: burn::tensor::backend::Backend>(t: IntTensor<B>) -> IntTensor<Cpu> {
-    let boxed: Box<dyn std::any::Any> = Box::new(t);
-    *boxed.downcast::<IntTensor<Cpu>>().unwrap_or_else(|_| unreachable!("cast between different backends"))
+    super::same_type(t)
 }
 
 /// A Flex tensor as a float primitive of backend `B` (which [`super::is`] Flex).

@@ -98,12 +98,16 @@ pub fn is<A: 'static, B: 'static>() -> bool {
     std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>()
 }
 
+/// `value` as type `U`, which it is: a tensor of one backend named through
+/// another name of the same backend, once [`is`] has said so.
+fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    *boxed.downcast::<U>().unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
 /// A float primitive of backend `From` as one of backend `To`, which [`is`] `From`.
 pub fn cast_primitive<From: Backend, To: Backend>(tensor: burn::tensor::ops::FloatTensor<From>) -> burn::tensor::ops::FloatTensor<To> {
-    let boxed: Box<dyn std::any::Any> = Box::new(tensor);
-    *boxed
-        .downcast::<burn::tensor::ops::FloatTensor<To>>()
-        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+    same_type(tensor)
 }
 
 /// `tensor` as a tensor of backend `To`, which [`is`] `From`.
@@ -111,10 +115,7 @@ pub fn cast<From: Backend, To: Backend, const D: usize, K>(tensor: Tensor<From, 
 where
     K: burn::tensor::TensorKind<From> + burn::tensor::TensorKind<To> + 'static,
 {
-    let boxed: Box<dyn std::any::Any> = Box::new(tensor);
-    *boxed
-        .downcast::<Tensor<To, D, K>>()
-        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+    same_type(tensor)
 }
 
 /// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cuda::cublas`]),
@@ -155,7 +156,7 @@ pub fn rows_composed<B: Backend, const D: usize>(
 }
 
 /// `layer.forward(x)`, with the rows of `x` as one matrix multiplied by the
-/// weight: through cuBLAS on CUDA, burn's `matmul` elsewhere ([`rows_composed`]).
+/// weight ([`rows_product`]: through cuBLAS on CUDA, burn's `matmul` elsewhere).
 /// burn's `Linear` would broadcast the weight over x's batch: one small product
 /// per sequence, and in the backward pass one weight gradient per sequence,
 /// summed afterwards.
@@ -163,15 +164,7 @@ pub fn linear<B: Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
     x: burn::tensor::Tensor<B, D>,
 ) -> burn::tensor::Tensor<B, D> {
-    #[cfg(feature = "cuda")]
-    if cuda::cublas::handles::<B>() {
-        let y = cuda::cublas::rows_product(x, layer.weight.val());
-        return match &layer.bias {
-            Some(bias) => y + bias.val().unsqueeze::<D>(),
-            None => y,
-        };
-    }
-    let y = rows_composed(x, layer.weight.val());
+    let y = rows_product(x, layer.weight.val());
     match &layer.bias {
         Some(bias) => y + bias.val().unsqueeze::<D>(),
         None => y,
