@@ -13,7 +13,8 @@
 # Environment: SCALE (train.epoch_scale, 0.02), PARAMETERS (train.parameters,
 # frozen-text as in the seed; "all" trains the text stream too), RUN_LIMIT
 # (seconds for the run, 420), LATENCY_LIMIT (seconds for the latency sample, 90),
-# SET (more --set overrides, space-separated), CURRICULUM ("standard", the
+# SET (more --set overrides, space-separated), TEXT_STEP (0 skips the text stream's
+# step), CURRICULUM ("standard", the
 # experiment's own, or "short": the tests' two-family curriculum of
 # tests/common/mod.rs, whose evaluation is a handful of questions). CUBECL_AUTOTUNE_LEVEL and the kernel
 # cache come from bench/kernel-cache.sh.
@@ -83,10 +84,12 @@ if [ -n "$RUN" ] && [ -n "$(ls "$RUN/checkpoints" 2>/dev/null)" ]; then
 fi
 
 # The text stream's training step alone, same shape and dtype, batch 8 × the run's lengths.
-echo "== wmx bench train (text stream alone)"
-timeout 240 "$WMX" bench train experiments/qwen3-0.6b.toml --backend cuda --set model.init=random \
-    --set "model.checkpoint=$QWEN3_DIR" --batch 8 --seq 128 --repeats 10 --json > "$DIR/text-train.json" 2> "$DIR/text-train.err"
-echo "   exit $?"
+if [ "${TEXT_STEP:-1}" = 1 ]; then
+    echo "== wmx bench train (text stream alone)"
+    timeout 240 "$WMX" bench train experiments/qwen3-0.6b.toml --backend cuda --set model.init=random \
+        --set "model.checkpoint=$QWEN3_DIR" --batch 8 --seq 128 --repeats 10 --json > "$DIR/text-train.json" 2> "$DIR/text-train.err"
+    echo "   exit $?"
+fi
 
 save_kernel_cache "$DIR"
 python3 - "$DIR" "$CARD" "$SCALE" "$PARAMETERS" <<'PY'

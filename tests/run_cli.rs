@@ -298,6 +298,28 @@ fn infer_and_eval_answer_from_a_finished_run() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval/questions/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["total"].as_u64().unwrap() as usize, rows.len());
+    // Questions answered together (eval.batch_size, 16) get the answers each gets
+    // alone: programs, outcomes, scores, selection and text.
+    let one_by_one = dir.path().join("one-by-one");
+    let out = wmx(dir.path())
+        .args(["eval", run_arg, "--data", handwritten.to_str().unwrap(), "--batch", "1", "--out", one_by_one.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answers = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path.join("answers.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["answer"].as_object_mut().unwrap().remove("timings");
+                v
+            })
+            .collect()
+    };
+    let together = answers(&run.join("eval/questions"));
+    assert_eq!(together.len(), rows.len());
+    assert_eq!(together, answers(&one_by_one));
 
     // Bad input exits 2 and says what and where.
     let out = eval("answer", &[]);

@@ -10,7 +10,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use wmx::backend::{Cpu, CpuTrain};
 use wmx::model::qwen3::Qwen3Config;
 use wmx::model::wat_stream::WatStreamConfig;
-use wmx::model::world::{Batch, WorldModel};
+use wmx::model::world::{Batch, TokenGuide, Unguided, WorldModel};
 
 const Q: usize = 5;
 const S: usize = 9;
@@ -261,5 +261,49 @@ fn cached_candidate_decoding_matches_the_teacher_forced_stream() {
             .map(|&v| v as u32)
             .collect();
         assert_eq!(&argmax[..W - 1], &program[..], "exit {exit}");
+    }
+}
+
+#[test]
+fn questions_decoded_together_get_the_tokens_each_gets_alone() {
+    // Prompts of different lengths (right-padded together), one with unread
+    // positions, gates open: every candidate program, its confidence and every
+    // answer token equal those of the prompt decoded alone.
+    let model = model::<Cpu>(0.5);
+    let device = Default::default();
+    let prompts: Vec<Vec<u32>> = vec![
+        TEXT[..Q].iter().map(|&t| t as u32).collect(),
+        vec![7, 3, 11],
+        TEXT.iter().rev().map(|&t| t as u32).collect(),
+    ];
+    let unread: Vec<Vec<usize>> = vec![vec![], vec![1], vec![0, 4]];
+    let together = model.prefill(&prompts, &unread, &device);
+    let mut guides = [Unguided, Unguided, Unguided];
+    let mut guides: Vec<&mut dyn TokenGuide> = guides.iter_mut().map(|g| g as &mut dyn TokenGuide).collect();
+    let mut programs = Vec::new();
+    for exit in 0..2 {
+        let batched = model.decode_programs(&together, exit, W, &mut guides);
+        for (row, (prompt, unread)) in prompts.iter().zip(&unread).enumerate() {
+            let alone = model.prefill(&[prompt.clone()], &[unread.clone()], &device);
+            let (program, confidence) = model.decode_programs(&alone, exit, W, &mut [&mut Unguided]).remove(0);
+            assert_eq!(batched[row].0, program, "exit {exit}, row {row}");
+            assert!((batched[row].1 - confidence).abs() < 1e-5, "exit {exit}, row {row}");
+        }
+        programs.push(batched.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+    }
+    let prefixes: Vec<Vec<u32>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.iter().copied().chain((0..i as u32).map(|t| 20 + t)).collect())
+        .collect();
+    let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let budgets = [6, 3, 5];
+    let answers = model.decode_answers(&together, &prefixes, &lens, &programs, &budgets, &[]);
+    for row in 0..3 {
+        let alone = model.prefill(&[prompts[row].clone()], &[unread[row].clone()], &device);
+        let candidates: Vec<Vec<Vec<u32>>> = programs.iter().map(|exit| vec![exit[row].clone()]).collect();
+        let expected = model.decode_answers(&alone, &[prefixes[row].clone()], &[lens[row]], &candidates, &[budgets[row]], &[]);
+        assert_eq!(answers[row], expected[0], "row {row}");
+        assert_eq!(answers[row].len(), budgets[row]);
     }
 }

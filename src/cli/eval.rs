@@ -43,6 +43,9 @@ pub struct Args {
     /// Output directory [default: RUN/eval/, or RUN/eval/<data>[-<ablation>]/].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Questions answered together [default: the experiment's eval.batch_size].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
     /// Backend [default: the run's].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
@@ -78,6 +81,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         ablation: args.ablate.unwrap_or(Ablation::None),
         decimals: args.decimals,
         out: args.out,
+        batch: args.batch.map(|b| b as usize),
     };
     let (summary, out) = wmx::backend::dispatch(backend, task)??;
     print!("{}", summary.describe());

@@ -532,6 +532,19 @@ pub struct EvalConfig {
     /// Numeric answers are equal after rounding to this many decimals (default:
     /// the expected answer's own decimals).
     pub decimals: Option<u32>,
+    /// Questions answered together (one prefill, each exit's candidates, the
+    /// answers). It changes how fast evaluation runs, not what it computes, so it is
+    /// not part of the run's id.
+    #[serde(skip_serializing_if = "EvalConfig::is_default_batch")]
+    pub batch_size: usize,
+}
+
+impl EvalConfig {
+    pub const DEFAULT_BATCH: usize = 16;
+
+    fn is_default_batch(batch: &usize) -> bool {
+        *batch == Self::DEFAULT_BATCH
+    }
 }
 
 impl Default for EvalConfig {
@@ -540,6 +553,7 @@ impl Default for EvalConfig {
             split: "test".into(),
             max_new_tokens: 24,
             decimals: None,
+            batch_size: Self::DEFAULT_BATCH,
         }
     }
 }

@@ -205,6 +205,8 @@ pub struct EvalOptions {
     /// Name of the data (`test`, or the JSONL file's stem).
     pub data: String,
     pub out: PathBuf,
+    /// Questions answered together.
+    pub batch: usize,
 }
 
 /// One question's answer and how it scored.
@@ -240,10 +242,12 @@ pub fn evaluate<B: Backend>(
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let mut scored = Vec::with_capacity(questions.len());
-    for (i, q) in questions.iter().enumerate() {
-        let answer = answerer
-            .answer_with(model, &q.question, options.ablation, device)
-            .with_context(|| format!("answering {}", q.id))?;
+    for (chunk, batch) in questions.chunks(options.batch.max(1)).enumerate() {
+        let wordings: Vec<&str> = batch.iter().map(|q| q.question.as_str()).collect();
+        let answers = answerer.answer_all(model, &wordings, options.ablation, device);
+        for (j, (q, answer)) in batch.iter().zip(answers).enumerate() {
+        let i = chunk * options.batch.max(1) + j;
+        let answer = answer.with_context(|| format!("answering {}", q.id))?;
         let correct = answer_matches(&answer.text, &q.expected, options.decimals);
         let exit_correct = answer
             .candidates
@@ -266,8 +270,9 @@ pub fn evaluate<B: Backend>(
             exit_correct,
             emitted,
         });
-        if !progress(i + 1, questions.len()) && i + 1 < questions.len() {
+        if j + 1 == batch.len() && !progress(i + 1, questions.len()) && i + 1 < questions.len() {
             return Err(Stopped { done: i + 1, total: questions.len() }.into());
+        }
         }
     }
     write_predictions(&scored, &options.out)?;
@@ -477,6 +482,8 @@ pub struct EvalRun<'a> {
     /// Default: `RUN/eval/` for the run's own evaluation split with nothing ablated,
     /// else `RUN/eval/<data>[-<ablation>]/`.
     pub out: Option<PathBuf>,
+    /// Questions answered together [default: `eval.batch_size`].
+    pub batch: Option<usize>,
 }
 
 impl crate::backend::BackendTask for EvalRun<'_> {
@@ -524,6 +531,7 @@ impl crate::backend::BackendTask for EvalRun<'_> {
             decimals: self.decimals.or(e.eval.decimals),
             data: name,
             out: out.clone(),
+            batch: self.batch.unwrap_or(e.eval.batch_size),
         };
         let bar = indicatif::ProgressBar::new(questions.len() as u64);
         let summary = evaluate(

@@ -6,10 +6,11 @@
 pub mod guide;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::config::{Experiment, SelectionConfig};
-use crate::model::world::{TokenGuide, Unguided, WorldModel};
+use crate::model::world::{Prefill, TokenGuide, Unguided, WorldModel};
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
@@ -304,119 +305,223 @@ impl<'a> Answerer<'a> {
         ablation: Ablation,
         device: &B::Device,
     ) -> Result<Answer, TokenizeError> {
-        let PromptTokens {
-            ids: prompt_ids,
-            arguments,
-            ..
-        } = prompt_tokens(self.text, question, self.arguments, None)?;
-        self.fits(prompt_ids.len())?;
-        let started = std::time::Instant::now();
-        let mut timings = Timings::default();
-        let unread = if self.read_arguments { Vec::new() } else { arguments };
+        self.answer_all(model, &[question], ablation, device)
+            .pop()
+            .expect("one answer per question")
+    }
+
+    /// Answers `questions` together: one prefill, each exit's candidates decoded
+    /// for every question at once, the sandbox running the programs on several
+    /// threads, then every answer decoded together — the same answers as one
+    /// question at a time. A question too long for the model gets its error
+    /// alone. Each answer carries the batch's timings (what answering it took).
+    pub fn answer_all<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        questions: &[&str],
+        ablation: Ablation,
+        device: &B::Device,
+    ) -> Vec<Result<Answer, TokenizeError>> {
         let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
-        if ablation == Ablation::TextOnly {
-            let mut ids = model
-                .text
-                .generate(&prompt_ids, self.budget(prompt_ids.len()), &stop, device);
-            if ids.last().is_some_and(|t| stop.contains(t)) {
-                ids.pop();
+        let mut results: Vec<Option<Result<Answer, TokenizeError>>> = questions.iter().map(|_| None).collect();
+        let started = std::time::Instant::now();
+        // The rows answered together: (index into `questions`, prompt, unread positions).
+        let mut rows: Vec<(usize, Vec<u32>, Vec<usize>)> = Vec::new();
+        for (i, question) in questions.iter().enumerate() {
+            let prompt = prompt_tokens(self.text, question, self.arguments, None)
+                .and_then(|p| self.fits(p.ids.len()).map(|()| p));
+            match prompt {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(PromptTokens { ids, arguments, .. }) => {
+                    let unread = if self.read_arguments { Vec::new() } else { arguments };
+                    rows.push((i, ids, unread));
+                }
             }
-            return Ok(Answer {
-                question: question.to_string(),
-                args: bind(question),
-                candidates: Vec::new(),
-                selected: None,
-                value: None,
-                text: self.text.decode(&ids)?.trim().to_string(),
-                timings: Timings { answer_ms: ms_since(started), total_ms: ms_since(started), ..timings },
-            });
         }
+        if ablation == Ablation::TextOnly {
+            for (i, prompt, _) in rows {
+                let mut ids = model.text.generate(&prompt, self.budget(prompt.len()), &stop, device);
+                if ids.last().is_some_and(|t| stop.contains(t)) {
+                    ids.pop();
+                }
+                results[i] = Some(self.text.decode(&ids).map(|text| Answer {
+                    question: questions[i].to_string(),
+                    args: bind(questions[i]),
+                    candidates: Vec::new(),
+                    selected: None,
+                    value: None,
+                    text: text.trim().to_string(),
+                    timings: Timings { answer_ms: ms_since(started), total_ms: ms_since(started), ..Timings::default() },
+                }));
+            }
+            return results.into_iter().map(|r| r.expect("every question answered")).collect();
+        }
+        if !rows.is_empty() {
+            self.answer_rows(model, questions, &rows, ablation, &stop, started, &mut results, device);
+        }
+        results.into_iter().map(|r| r.expect("every question answered")).collect()
+    }
+
+    /// The whole path for the `rows` of [`answer_all`](Self::answer_all).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_rows<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        questions: &[&str],
+        rows: &[(usize, Vec<u32>, Vec<usize>)],
+        ablation: Ablation,
+        stop: &[u32],
+        started: std::time::Instant,
+        results: &mut [Option<Result<Answer, TokenizeError>>],
+        device: &B::Device,
+    ) {
+        use rayon::prelude::*;
+        let mut timings = Timings::default();
         let phase = std::time::Instant::now();
-        let states = model.question_states(&prompt_ids, device);
+        let prompts: Vec<Vec<u32>> = rows.iter().map(|r| r.1.clone()).collect();
+        let unread: Vec<Vec<usize>> = rows.iter().map(|r| r.2.clone()).collect();
+        let prefill = model.prefill(&prompts, &unread, device);
         timings.prefill_ms = ms_since(phase);
+        log::trace!("prefill of {} questions: {:.1} ms", rows.len(), timings.prefill_ms);
         let exits = model.fusion_layers.len();
-        let args = bind(question);
-        let mut programs = Vec::new();
-        let mut candidates = Vec::new();
+        let args: Vec<Vec<Arg>> = rows.iter().map(|r| bind(questions[r.0])).collect();
+        // programs[exit][row]; candidates[row][exit]
+        let mut programs: Vec<Vec<Vec<u32>>> = Vec::new();
+        let mut candidates: Vec<Vec<Candidate>> = rows.iter().map(|_| Vec::new()).collect();
         for exit in 0..exits {
-            let mut signature = guide::SignatureGuide::new(&args, self.wat);
-            let guide: &mut dyn TokenGuide = if ablation == Ablation::Unguided {
-                &mut Unguided
-            } else {
-                &mut signature
-            };
             let phase = std::time::Instant::now();
-            let (ids, logprob) =
-                model.decode_guided(&states, exit, self.max_wat_tokens, guide, &unread, device);
-            let program = self.wat.decode(&ids);
+            let mut signatures: Vec<guide::SignatureGuide> =
+                args.iter().map(|a| guide::SignatureGuide::new(a, self.wat)).collect();
+            let mut unguided: Vec<Unguided> = rows.iter().map(|_| Unguided).collect();
+            let mut guides: Vec<&mut dyn TokenGuide> = if ablation == Ablation::Unguided {
+                unguided.iter_mut().map(|g| g as &mut dyn TokenGuide).collect()
+            } else {
+                signatures.iter_mut().map(|g| g as &mut dyn TokenGuide).collect()
+            };
+            let decoded = model.decode_programs(&prefill, exit, self.max_wat_tokens, &mut guides);
+            let texts: Vec<String> = decoded.iter().map(|(ids, _)| self.wat.decode(ids)).collect();
             timings.candidates_ms += ms_since(phase);
             let phase = std::time::Instant::now();
-            let outcome = self.sandbox.run(&program, &args);
+            let outcomes: Vec<Outcome> = texts
+                .par_iter()
+                .zip(&args)
+                .map(|(program, args)| self.sandbox.run(program, args))
+                .collect();
             timings.sandbox_ms += ms_since(phase);
-            let operations = operations(&program);
-            let scores = scores(
-                question,
-                &operations,
-                &outcome,
-                exit,
-                exits,
-                logprob,
-                self.selection,
-            );
-            candidates.push(Candidate {
-                exit,
-                layer: model.fusion_layers[exit],
-                program,
-                operations,
-                outcome,
-                scores,
-                probability: 0.0,
-            });
+            let mut ids = Vec::new();
+            for (row, ((program, outcome), (tokens, logprob))) in
+                texts.into_iter().zip(outcomes).zip(decoded).enumerate()
+            {
+                let operations = operations(&program);
+                let scores = scores(
+                    questions[rows[row].0],
+                    &operations,
+                    &outcome,
+                    exit,
+                    exits,
+                    logprob,
+                    self.selection,
+                );
+                candidates[row].push(Candidate {
+                    exit,
+                    layer: model.fusion_layers[exit],
+                    program,
+                    operations,
+                    outcome,
+                    scores,
+                    probability: 0.0,
+                });
+                ids.push(tokens);
+            }
             programs.push(ids);
         }
         let phase = std::time::Instant::now();
-        let selected = match ablation {
-            Ablation::NoExec => None,
-            // Candidates are in exit order: selection runs over exit k's alone.
-            Ablation::Exit(k) if k < candidates.len() => {
-                select(&mut candidates[k..=k], self.selection.temperature).map(|_| k)
-            }
-            Ablation::Exit(_) => None,
-            _ => select(&mut candidates, self.selection.temperature),
-        };
-        let value = selected.and_then(|i| candidates[i].outcome.value());
+        let selected: Vec<Option<usize>> = candidates
+            .iter_mut()
+            .map(|candidates| match ablation {
+                Ablation::NoExec => None,
+                // Candidates are in exit order: selection runs over exit k's alone.
+                Ablation::Exit(k) if k < candidates.len() => {
+                    select(&mut candidates[k..=k], self.selection.temperature).map(|_| k)
+                }
+                Ablation::Exit(_) => None,
+                _ => select(candidates, self.selection.temperature),
+            })
+            .collect();
+        let values: Vec<Option<f64>> = selected
+            .iter()
+            .zip(&candidates)
+            .map(|(s, c)| s.and_then(|i| c[i].outcome.value()))
+            .collect();
         timings.selection_ms = ms_since(phase);
         let phase = std::time::Instant::now();
-        let mut prefix = prompt_ids.clone();
-        if let Some(v) = value {
-            prefix.extend(computed_ids(self.text, v)?);
+        // Rows whose computed span does not fit drop out with their error.
+        let mut prefixes: Vec<Option<Vec<u32>>> = Vec::new();
+        for (row, value) in values.iter().enumerate() {
+            let mut prefix = rows[row].1.clone();
+            let made = match value {
+                Some(v) => computed_ids(self.text, *v).map(|c| prefix.extend(c)),
+                None => Ok(()),
+            }
+            .and_then(|()| self.fits(prefix.len()));
+            match made {
+                Ok(()) => prefixes.push(Some(prefix)),
+                Err(e) => {
+                    results[rows[row].0] = Some(Err(e));
+                    prefixes.push(None);
+                }
+            }
         }
-        self.fits(prefix.len())?;
-        let mut ids = model.decode_answer(
-            &prefix,
-            prompt_ids.len(),
-            &programs,
-            &states,
-            &unread,
-            self.budget(prefix.len()),
-            &stop,
-        );
-        if ids.last().is_some_and(|t| stop.contains(t)) {
-            ids.pop();
-        }
-        let text = self.text.decode(&ids)?.trim().to_string();
+        let kept: Vec<usize> = (0..rows.len()).filter(|&r| prefixes[r].is_some()).collect();
+        let decoded = if kept.is_empty() {
+            Vec::new()
+        } else {
+            let keep = |t: &Tensor<B, 3>| t.clone().select(0, index::<B>(&kept, device));
+            let prefill = Prefill {
+                states: prefill.states.iter().map(keep).collect(),
+                ignore: prefill.ignore.clone().select(0, index::<B>(&kept, device)),
+            };
+            let prefixes: Vec<Vec<u32>> = kept.iter().map(|&r| prefixes[r].clone().unwrap_or_default()).collect();
+            let question_lens: Vec<usize> = kept.iter().map(|&r| rows[r].1.len()).collect();
+            let programs: Vec<Vec<Vec<u32>>> = programs
+                .iter()
+                .map(|exit| kept.iter().map(|&r| exit[r].clone()).collect())
+                .collect();
+            let budgets: Vec<usize> = prefixes.iter().map(|p| self.budget(p.len())).collect();
+            model.decode_answers(&prefill, &prefixes, &question_lens, &programs, &budgets, stop)
+        };
+        let texts: Vec<Result<String, TokenizeError>> = decoded
+            .into_iter()
+            .map(|mut ids| {
+                if ids.last().is_some_and(|t| stop.contains(t)) {
+                    ids.pop();
+                }
+                self.text.decode(&ids).map(|t| t.trim().to_string())
+            })
+            .collect();
         timings.answer_ms = ms_since(phase);
         timings.total_ms = ms_since(started);
-        Ok(Answer {
-            question: question.to_string(),
-            args,
-            candidates,
-            selected,
-            value,
-            text,
-            timings,
-        })
+        let mut candidates: Vec<Option<Vec<Candidate>>> = candidates.into_iter().map(Some).collect();
+        let mut args: Vec<Option<Vec<Arg>>> = args.into_iter().map(Some).collect();
+        for (&row, text) in kept.iter().zip(texts) {
+            let i = rows[row].0;
+            results[i] = Some(text.map(|text| Answer {
+                question: questions[i].to_string(),
+                args: args[row].take().unwrap_or_default(),
+                candidates: candidates[row].take().unwrap_or_default(),
+                selected: selected[row],
+                value: values[row],
+                text,
+                timings: timings.clone(),
+            }));
+        }
     }
+}
+
+/// `[rows.len()]`: the rows, as an index tensor for `select`.
+fn index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let data: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+    Tensor::from_data(TensorData::new(data, [rows.len()]), device)
 }
 
 /// An answer with its provenance, for people: each exit's program, outcome and

@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use super::fusion::GatedCrossAttention;
 use super::qwen3::{KvSlot, Qwen3ForCausalLM, causal_mask};
 use super::wat_stream::{WatStream, WatStreamConfig};
-use crate::tokenize::wat::{BOS, EOS};
+use crate::tokenize::wat::{BOS, EOS, PAD};
 
 #[derive(Module, Debug)]
 pub struct WorldModel<B: Backend> {
@@ -203,10 +203,18 @@ impl<B: Backend> WorldModel<B> {
     /// # Shapes
     /// - question: `[1, q]` → one `[1, q, d_text]` per fusion layer
     pub fn question_states(&self, question: &[u32], device: &B::Device) -> Vec<Tensor<B, 3>> {
-        let ids = ids_tensor::<B>(question, device);
-        let q = question.len();
+        self.prefill(&[question.to_vec()], &[Vec::new()], device).states
+    }
+
+    /// The text states of `prompts` (answered together) entering each fusion layer,
+    /// and what the WAT stream may read of them: every position of a prompt but its
+    /// `unread` ones. Prompts are right-padded to the longest: causal attention keeps
+    /// a prompt's states from reading the padding after it, so each row's states
+    /// are those it has alone.
+    pub fn prefill(&self, prompts: &[Vec<u32>], unread: &[Vec<usize>], device: &B::Device) -> Prefill<B> {
+        let q = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let causal = causal_mask::<B>(q, 0, device);
-        let mut x = self.text.embed(ids);
+        let mut x = self.text.embed(padded_ids::<B>(prompts, q, 0, device));
         let mut states = Vec::new();
         let last = self.fusion_layers.last().copied().unwrap_or(0);
         for (i, layer) in self.text.model.layers.iter().enumerate().take(last + 1) {
@@ -215,32 +223,22 @@ impl<B: Backend> WorldModel<B> {
             }
             x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
         }
-        states
-    }
-
-    /// WAT states of `program` (`<bos>` first) after segments `0..=exit`.
-    fn wat_states(
-        &self,
-        program: &[u32],
-        states: &[Tensor<B, 3>],
-        exit: usize,
-        unread: &[usize],
-        device: &B::Device,
-    ) -> Tensor<B, 3> {
-        let ignore = unread_mask::<B>(states[0].dims()[1], unread, device);
-        let mut w = self
-            .wat
-            .embed_tokens
-            .forward(ids_tensor::<B>(program, device));
-        for (k, seg) in self.wat.segments.iter().enumerate().take(exit + 1) {
-            w = seg.forward(w, &states[k], &ignore, &self.wat.rotary);
+        let mut ignore = vec![false; prompts.len() * q];
+        for (row, (prompt, unread)) in prompts.iter().zip(unread).enumerate() {
+            let row = &mut ignore[row * q..(row + 1) * q];
+            row[prompt.len()..].fill(true);
+            for &i in unread {
+                if let Some(m) = row.get_mut(i) {
+                    *m = true;
+                }
+            }
         }
-        w
+        let ignore = Tensor::from_data(TensorData::new(ignore, [prompts.len(), q]), device);
+        Prefill { states, ignore }
     }
 
     /// Greedily decodes a candidate program from exit `exit`; returns its tokens
     /// (without `<bos>`/`<eos>`) and their mean log-probability (the exit's confidence).
-    /// Each step feeds one token through segments `0..=exit` with their attention caches.
     pub fn decode_candidate(
         &self,
         states: &[Tensor<B, 3>],
@@ -248,60 +246,86 @@ impl<B: Backend> WorldModel<B> {
         max_tokens: usize,
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
-        self.decode_guided(states, exit, max_tokens, &mut Unguided, &[], device)
+        let q = states[0].dims()[1];
+        let prefill = Prefill {
+            states: states.to_vec(),
+            ignore: Tensor::from_data(TensorData::new(vec![false; q], [1, q]), device),
+        };
+        self.decode_programs(&prefill, exit, max_tokens, &mut [&mut Unguided])
+            .remove(0)
     }
 
-    /// [`decode_candidate`](Self::decode_candidate) where each step takes the most
-    /// probable token `guide` allows (the confidence still uses the model's own
-    /// log-probabilities, so a forced token lowers it), reading every question
-    /// position but those in `unread`.
-    pub fn decode_guided(
+    /// Greedily decodes one candidate program per prefilled question from exit
+    /// `exit`: per row its tokens (without `<bos>`/`<eos>`) and their mean
+    /// log-probability (the exit's confidence). Each step takes the most probable
+    /// token the row's guide allows (the confidence still uses the model's own
+    /// log-probabilities, so a forced token lowers it), and feeds one token per row
+    /// through segments `0..=exit` with their attention caches. Every program
+    /// starts at `<bos>`, so the rows stay at the same position; a finished row
+    /// runs along until the last finishes, and its results are not read.
+    pub fn decode_programs(
         &self,
-        states: &[Tensor<B, 3>],
+        prefill: &Prefill<B>,
         exit: usize,
         max_tokens: usize,
-        guide: &mut dyn TokenGuide,
-        unread: &[usize],
-        device: &B::Device,
-    ) -> (Vec<u32>, f64) {
-        let ignore = unread_mask::<B>(states[0].dims()[1], unread, device);
-        let mut caches: Vec<Vec<KvSlot<B>>> = self.wat.segments
-            [..=exit]
+        guides: &mut [&mut dyn TokenGuide],
+    ) -> Vec<(Vec<u32>, f64)> {
+        let n = guides.len();
+        let device = &prefill.ignore.device();
+        let mut caches: Vec<Vec<KvSlot<B>>> = self.wat.segments[..=exit]
             .iter()
             .map(|s| vec![None; s.blocks.len()])
             .collect();
-        let mut program = vec![BOS];
-        let mut logprob = 0.0;
-        for _ in 0..max_tokens {
-            let start = program.len() - 1;
-            let mut w = self
-                .wat
-                .embed_tokens
-                .forward(ids_tensor::<B>(&program[start..], device));
+        let mut programs = vec![vec![BOS]; n];
+        let mut logprob = vec![0.0; n];
+        let mut done = vec![false; n];
+        let started = std::time::Instant::now();
+        for step in 0..max_tokens {
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let last: Vec<Vec<u32>> = programs.iter().map(|p| vec![p[p.len() - 1]]).collect();
+            let mut w = self.wat.embed_tokens.forward(padded_ids::<B>(&last, 1, PAD, device));
             for (k, cache) in caches.iter_mut().enumerate() {
                 w = self.wat.segments[k].forward_cached(
                     w,
-                    &states[k],
-                    &ignore,
+                    &prefill.states[k],
+                    &prefill.ignore,
                     &self.wat.rotary,
-                    start,
+                    step,
                     cache,
                 );
             }
             let logits = self.wat.segments[exit].exit(w);
             let vocab = logits.dims()[2];
-            let logp = log_softmax(logits.reshape([vocab]), 0);
-            let (next, lp) = argmax_allowed(logp, guide);
-            logprob += lp;
-            if next == EOS {
-                break;
+            let logp = rows_f32(log_softmax(logits.reshape([n, vocab]), 1));
+            for (i, guide) in guides.iter_mut().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                let (next, lp) = argmax_allowed(&logp[i * vocab..(i + 1) * vocab], &**guide);
+                logprob[i] += lp;
+                if next == EOS {
+                    done[i] = true;
+                } else {
+                    guide.push(next);
+                    programs[i].push(next);
+                }
             }
-            guide.push(next);
-            program.push(next);
+            log::trace!(
+                "exit {exit}: WAT step {step} of {n} rows decoded, {:.1} ms in",
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
-        let n = program.len().max(1) as f64;
-        program.remove(0);
-        (program, logprob / n)
+        programs
+            .into_iter()
+            .zip(logprob)
+            .map(|(mut program, logprob)| {
+                let len = program.len().max(1) as f64;
+                program.remove(0);
+                (program, logprob / len)
+            })
+            .collect()
     }
 
     /// Greedily decodes the answer after `prefix` (question plus injected computed
@@ -319,49 +343,115 @@ impl<B: Backend> WorldModel<B> {
         stop: &[u32],
     ) -> Vec<u32> {
         let device = &states[0].device();
-        let wat: Vec<Tensor<B, 3>> = candidates
+        let q = states[0].dims()[1];
+        let ignore = unread_mask::<B>(q, unread, device);
+        let prefill = Prefill { states: states.to_vec(), ignore };
+        let programs: Vec<Vec<Vec<u32>>> = candidates.iter().map(|c| vec![c.clone()]).collect();
+        self.decode_answers(&prefill, &[prefix.to_vec()], &[question_len], &programs, &[max_new], stop)
+            .remove(0)
+    }
+
+    /// Greedily decodes each prefilled question's answer after its `prefixes` row
+    /// (question plus injected computed span, the question being the row's first
+    /// `question_lens` tokens), with fusion reading each exit's candidates
+    /// (`programs[exit][row]`, without `<bos>`); at most `budgets[row]` tokens,
+    /// stopping after a `stop` id. Rows are right-padded to the longest: each step
+    /// runs the text stream over every row and reads the logits at each row's own
+    /// last position.
+    pub fn decode_answers(
+        &self,
+        prefill: &Prefill<B>,
+        prefixes: &[Vec<u32>],
+        question_lens: &[usize],
+        programs: &[Vec<Vec<u32>>],
+        budgets: &[usize],
+        stop: &[u32],
+    ) -> Vec<Vec<u32>> {
+        let n = prefixes.len();
+        let device = &prefill.ignore.device();
+        let wat: Vec<(Tensor<B, 3>, Tensor<B, 2, Bool>)> = programs
             .iter()
             .enumerate()
-            .map(|(k, program)| {
-                let mut with_bos = vec![BOS];
-                with_bos.extend(program);
-                self.wat_states(&with_bos, states, k, unread, device)
+            .map(|(k, rows)| {
+                let rows: Vec<Vec<u32>> = rows
+                    .iter()
+                    .map(|p| std::iter::once(BOS).chain(p.iter().copied()).collect())
+                    .collect();
+                let len = rows.iter().map(Vec::len).max().unwrap_or(1);
+                let mut w = self.wat.embed_tokens.forward(padded_ids::<B>(&rows, len, PAD, device));
+                for (j, seg) in self.wat.segments[..=k].iter().enumerate() {
+                    w = seg.forward(w, &prefill.states[j], &prefill.ignore, &self.wat.rotary);
+                }
+                let ignore: Vec<bool> = rows
+                    .iter()
+                    .flat_map(|r| (0..len).map(move |i| i >= r.len()))
+                    .collect();
+                (w, Tensor::from_data(TensorData::new(ignore, [n, len]), device))
             })
             .collect();
-        let mut ids = prefix.to_vec();
-        let mut out = Vec::new();
-        for _ in 0..max_new {
-            let s = ids.len();
+        log::trace!("answers: the candidates' WAT states computed");
+        let mut ids = prefixes.to_vec();
+        let mut out = vec![Vec::new(); n];
+        let mut done: Vec<bool> = budgets.iter().map(|&b| b == 0).collect();
+        let started = std::time::Instant::now();
+        while done.iter().any(|&d| !d) {
+            let s = ids.iter().map(Vec::len).max().unwrap_or(1);
             let causal = causal_mask::<B>(s, 0, device);
-            let answer: Vec<f32> = (0..s)
-                .map(|i| if i >= question_len { 1.0 } else { 0.0 })
+            let answer: Vec<f32> = question_lens
+                .iter()
+                .flat_map(|&q| (0..s).map(move |i| if i >= q { 1.0 } else { 0.0 }))
                 .collect();
-            let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [1, s]), device);
-            let mut x = self.text.embed(ids_tensor::<B>(&ids, device));
+            let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [n, s]), device);
+            let mut x = self.text.embed(padded_ids::<B>(&ids, s, 0, device));
             let mut segment = 0;
             for (i, layer) in self.text.model.layers.iter().enumerate() {
                 while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
-                    let w = wat[segment].clone();
-                    let ignore = Tensor::<B, 2, Bool>::from_data(
-                        TensorData::new(vec![false; w.dims()[1]], [1, w.dims()[1]]),
-                        device,
-                    );
-                    x = self.fusion[segment].forward(x, w, &ignore, &answer);
+                    let (w, ignore) = &wat[segment];
+                    x = self.fusion[segment].forward(x, w.clone(), ignore, &answer);
                     segment += 1;
                 }
                 x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
             }
-            let logits = self.text.head(x.narrow(1, s - 1, 1));
+            let d = x.dims()[2];
+            let last: Vec<i32> = ids
+                .iter()
+                .enumerate()
+                .map(|(row, r)| (row * s + r.len() - 1) as i32)
+                .collect();
+            let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [n]), device);
+            let x = x.reshape([n * s, d]).select(0, last).reshape([n, 1, d]);
+            let logits = self.text.head(x);
             let vocab = logits.dims()[2];
-            let (next, _) = argmax_allowed(logits.reshape([vocab]), &Unguided);
-            out.push(next);
-            if stop.contains(&next) {
-                break;
+            let logits = rows_f32(logits.reshape([n, vocab]));
+            for row in 0..n {
+                if done[row] {
+                    continue;
+                }
+                let (next, _) = argmax_allowed(&logits[row * vocab..(row + 1) * vocab], &Unguided);
+                out[row].push(next);
+                if stop.contains(&next) || out[row].len() >= budgets[row] {
+                    done[row] = true;
+                } else {
+                    ids[row].push(next);
+                }
             }
-            ids.push(next);
+            log::trace!(
+                "answers: a token decoded at length {s} for {n} rows, {:.1} ms in",
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
         out
     }
+}
+
+/// Questions answered together, after the text stream's prefill.
+pub struct Prefill<B: Backend> {
+    /// One `[n, q, d_text]` per fusion layer: the states entering it, rows
+    /// right-padded to the longest prompt.
+    pub states: Vec<Tensor<B, 3>>,
+    /// `[n, q]`: true at the positions the WAT stream does not read (padding, and
+    /// each prompt's unread positions).
+    pub ignore: Tensor<B, 2, Bool>,
 }
 
 /// `[1, q]`: true at the question positions in `unread` (the WAT stream skips them).
@@ -375,9 +465,18 @@ fn unread_mask<B: Backend>(q: usize, unread: &[usize], device: &B::Device) -> Te
     Tensor::from_data(TensorData::new(mask, [1, q]), device)
 }
 
-fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
-    let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+/// `[rows, len]`: each row's ids, then `pad` up to `len`.
+fn padded_ids<B: Backend>(rows: &[Vec<u32>], len: usize, pad: u32, device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i32> = rows
+        .iter()
+        .flat_map(|r| r.iter().copied().chain(std::iter::repeat(pad)).take(len).map(|t| t as i32))
+        .collect();
+    Tensor::from_data(TensorData::new(data, [rows.len(), len]), device)
+}
+
+/// A `[rows, n]` tensor's values as f32, row after row.
+fn rows_f32<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
 
 /// Restricts which token a decoding step may take.
@@ -401,12 +500,7 @@ impl TokenGuide for Unguided {
 
 /// The index and value of the largest element `guide` allows (the largest
 /// overall when it allows none).
-fn argmax_allowed<B: Backend>(v: Tensor<B, 1>, guide: &dyn TokenGuide) -> (u32, f64) {
-    let values = v
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default();
+fn argmax_allowed(values: &[f32], guide: &dyn TokenGuide) -> (u32, f64) {
     let best = |allowed: &dyn Fn(u32) -> bool| {
         let mut best = (0u32, f64::NEG_INFINITY);
         for (i, &x) in values.iter().enumerate() {

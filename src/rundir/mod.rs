@@ -85,8 +85,10 @@ impl RunDir {
         // A run is its resolved config; a `[sweep]` table describes other runs.
         let mut experiment = loaded.experiment.clone();
         experiment.sweep.clear();
-        // Where a run is followed does not change what it computes.
+        // Where a run is followed, and how many questions evaluation answers at
+        // once, do not change what it computes.
         experiment.tracking = Default::default();
+        experiment.eval.batch_size = crate::config::EvalConfig::DEFAULT_BATCH;
         // A run started from another is that run's weights, not the path to it.
         if let Some(init) = &mut experiment.train.init_from {
             init.run = PathBuf::from(source_identity(&init.run, init.checkpoint));
