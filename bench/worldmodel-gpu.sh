@@ -13,7 +13,9 @@
 # Environment: SCALE (train.epoch_scale, 0.02), PARAMETERS (train.parameters,
 # frozen-text as in the seed; "all" trains the text stream too), RUN_LIMIT
 # (seconds for the run, 420), LATENCY_LIMIT (seconds for the latency sample, 90),
-# SET (more --set overrides, space-separated), TEXT_STEP (0 skips the text stream's
+# BATCH (eval.batch_size, 16), EVAL_BATCHES (after the run, `wmx eval` at each of
+# these batch sizes, e.g. "1 64", EVAL_LIMIT seconds each), SET (more --set
+# overrides, space-separated), TEXT_STEP (0 skips the text stream's
 # step), CURRICULUM ("standard", the
 # experiment's own, or "short": the tests' two-family curriculum of
 # tests/common/mod.rs, whose evaluation is a handful of questions). CUBECL_AUTOTUNE_LEVEL and the kernel
@@ -24,6 +26,7 @@ REPO=$PWD
 WMX=$(realpath "${1:-${WMX:-./wmx}}")
 SCALE=${SCALE:-0.02}
 PARAMETERS=${PARAMETERS:-frozen-text}
+export BATCH=${BATCH:-16}
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
 # shellcheck source=bench/qwen3-shape.sh
@@ -51,6 +54,7 @@ fi
 # shellcheck disable=SC2206
 EXTRA=(${SET:-})
 OVERRIDES=(--backend cuda --set "model.checkpoint=$QWEN3_DIR" --set model.init=random
+    --set "eval.batch_size=$BATCH"
     --set "train.epoch_scale=$SCALE" --set "train.parameters=$PARAMETERS")
 for s in "${EXTRA[@]}"; do OVERRIDES+=(--set "$s"); done
 
@@ -81,6 +85,21 @@ if [ -n "$RUN" ] && [ -n "$(ls "$RUN/checkpoints" 2>/dev/null)" ]; then
         | (cd "$WORK" && timeout -k 5 "${LATENCY_LIMIT:-90}" "$WMX" infer "$RUN" --backend cuda --json > "$DIR/infer.jsonl" 2> "$DIR/infer.err")
     echo "   exit $?"
     kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null
+fi
+
+# Evaluation's throughput by batch size (EVAL_BATCHES, e.g. "1 64"; EVAL_LIMIT seconds each).
+rm -f "$DIR/eval-batches.txt"
+if [ -n "$RUN" ] && [ -n "${EVAL_BATCHES:-}" ]; then
+    for b in $EVAL_BATCHES; do
+        echo "== wmx eval --batch $b"
+        start=$(date +%s.%N)
+        (cd "$WORK" && timeout -k 5 "${EVAL_LIMIT:-90}" "$WMX" eval "$RUN" --backend cuda --batch "$b" --out "$WORK/eval-$b" > "$DIR/eval-$b.log" 2>&1)
+        code=$?
+        secs=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+        total=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])' "$WORK/eval-$b/summary.json" 2>/dev/null || echo 0)
+        echo "$b $code $secs $total" >> "$DIR/eval-batches.txt"
+        echo "   exit $code after $secs s"
+    done
 fi
 
 # The text stream's training step alone, same shape and dtype, batch 8 × the run's lengths.
@@ -129,6 +148,18 @@ m = mem("run")
 print(f"| peak GPU memory, whole run | {m:.1f} GiB |" if m else "| peak GPU memory, whole run | — |")
 if summary:
     print(f"| test accuracy (random weights, shortened) | {summary.get('accuracy', float('nan')):.3f} |")
+import re
+try:
+    log = open(os.path.join(d, "run.log")).read()
+except Exception:
+    log = ""
+m = re.search(r"evaluation on \w+: accuracy \S+ \((\d+)/(\d+)\) in (\S+) s, (\S+) questions/s", log)
+if m:
+    print(f"| the run's evaluation: {m.group(2)} questions, eval.batch_size {os.environ.get('BATCH', 16)} | {m.group(3)} s, {m.group(4)} questions/s |")
+for line in open(os.path.join(d, "eval-batches.txt")) if os.path.exists(os.path.join(d, "eval-batches.txt")) else []:
+    batch, code, secs, total = line.split()
+    rate = f"{int(total) / float(secs):.2f} questions/s" if code == "0" else f"did not finish (exit {code})"
+    print(f"| `wmx eval --batch {batch}`: {total} questions | {secs} s, {rate} |")
 answers = []
 try:
     answers = [json.loads(l) for l in open(os.path.join(d, "infer.jsonl")) if l.strip().startswith("{")]

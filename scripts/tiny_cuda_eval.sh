@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where evaluation on CUDA spends its time, in one device call: the tiny experiment
-# of tests/common/mod.rs trained on CUDA (one shard) and evaluated, in f32 and in
-# bf16, with every decoding step logged (RUST_LOG trace of wmx::model::world and
+# of tests/common/mod.rs trained on CUDA and evaluated — f32 with one shard, bf16
+# with one and with four (one after another on the GPU) — with every decoding step logged (RUST_LOG trace of wmx::model::world and
 # wmx::infer); then bf16 logits parity, the check that met burn-cubecl-fusion's
 # autotune panic. Prints one table; each run's log goes to $OUT (default bench/out/).
 #
@@ -22,25 +22,26 @@ sed -n '/^pub const CURRICULUM/,/^"#;/p' tests/common/mod.rs | sed '1d;$d' > "$W
 sed -n '/let text = format!(/,/^"#$/p' tests/common/mod.rs | sed '1d;$d' \
     | sed -e 's/^ *r#"//' -e "s|{base:?}|\"$REPO/experiments/base.toml\"|" > "$WORK/tiny.toml"
 rows=()
-for dtype in f32 bf16; do
-    mkdir -p "$WORK/$dtype" && cp "$WORK/curriculum.toml" "$WORK/tiny.toml" "$WORK/$dtype/"
+for config in f32:1 bf16:1 bf16:4; do
+    dtype=${config%:*} shards=${config#*:} name=${config/:/-}
+    mkdir -p "$WORK/$name" && cp "$WORK/curriculum.toml" "$WORK/tiny.toml" "$WORK/$name/"
     start=$SECONDS
-    (cd "$WORK/$dtype" && RUST_LOG="warn,wmx=info,wmx::model::world=trace,wmx::infer=trace" \
+    (cd "$WORK/$name" && RUST_LOG="warn,wmx=info,wmx::model::world=trace,wmx::infer=trace" \
         timeout -k 5 "${LIMIT:-100}" "$WMX" run tiny.toml --backend cuda --set "model.dtype=$dtype" \
-        --set train.shards=1 > "$OUT/tiny-$dtype.log" 2>&1)
+        --set "train.shards=$shards" > "$OUT/tiny-$name.log" 2>&1)
     code=$?
     secs=$((SECONDS - start))
     status=$(python3 -c 'import json,glob,sys; print(json.load(open(glob.glob(sys.argv[1])[0]))["status"])' \
-        "$WORK/$dtype/runs/tiny/*/meta.json" 2>/dev/null || echo none)
-    answers=$(grep -c "answer token 0 decoded" "$OUT/tiny-$dtype.log")
-    last=$(grep -v "^\s*$" "$OUT/tiny-$dtype.log" | tail -1 | cut -c1-90)
-    rows+=("| $dtype | $code | $status | $secs s | $answers | \`$last\` |")
+        "$WORK/$name/runs/tiny/*/meta.json" 2>/dev/null || echo none)
+    evaluation=$(grep -o "evaluation on .*" "$OUT/tiny-$name.log" | tail -1)
+    last=$(grep -v "^\s*$" "$OUT/tiny-$name.log" | tail -1 | cut -c1-90)
+    rows+=("| $dtype | $shards | $code | $status | $secs s | ${evaluation:-none} | \`$last\` |")
 done
 start=$SECONDS
 RUST_BACKTRACE=1 timeout 120 "$WMX" bench parity --backend cuda --dtype bf16 > "$OUT/parity-bf16.log" 2>&1
 parity="exit $? after $((SECONDS - start)) s: $(grep -m1 "panicked at\|pass\|fail" "$OUT/parity-bf16.log" | cut -c1-120)"
-echo "| dtype | exit | status | time | answers begun | last line |"
-echo "|---|---|---|---|---|---|"
+echo "| dtype | shards | exit | status | time | evaluation | last line |"
+echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "bf16 parity: $parity"

@@ -522,6 +522,7 @@ pub fn evaluate<B: Backend>(
     // run ends interrupted, and running it again evaluates from the start).
     let started = Instant::now();
     let mut shown = Instant::now();
+    let mut logged = 0;
     let summary = crate::eval::evaluate(
         model,
         &answerer,
@@ -530,7 +531,10 @@ pub fn evaluate<B: Backend>(
         &options,
         device,
         |done, total| {
-            if done % total.div_ceil(10).max(1) == 0 || shown.elapsed().as_secs() >= 60 {
+            // Questions come a batch at a time: a line whenever another tenth is done.
+            let tenth = total.div_ceil(10).max(1);
+            if done / tenth > logged / tenth || shown.elapsed().as_secs() >= 60 {
+                logged = done;
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 dir.log(&format!("evaluating on {}: {done}/{total} questions, {rate:.2} questions/s", split.name()));
                 shown = Instant::now();
@@ -546,12 +550,14 @@ pub fn evaluate<B: Backend>(
         other => other?,
     };
     let accuracy = summary.accuracy;
+    let seconds = started.elapsed().as_secs_f64();
     dir.log(&format!(
-        "evaluation on {}: accuracy {:.4} ({}/{})",
+        "evaluation on {}: accuracy {:.4} ({}/{}) in {seconds:.1} s, {:.2} questions/s",
         split.name(),
         accuracy,
         summary.correct,
-        summary.total
+        summary.total,
+        summary.total as f64 / seconds.max(1e-9),
     ));
     Ok(Some(accuracy))
 }
