@@ -10,7 +10,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use wmx::backend::{Cpu, CpuTrain};
 use wmx::model::qwen3::Qwen3Config;
 use wmx::model::wat_stream::WatStreamConfig;
-use wmx::model::world::{Batch, TokenGuide, Unguided, WorldModel};
+use wmx::model::world::{Batch, TokenGuide, WorldModel};
 
 const Q: usize = 5;
 const S: usize = 9;
@@ -278,14 +278,18 @@ fn questions_decoded_together_get_the_tokens_each_gets_alone() {
     ];
     let unread: Vec<Vec<usize>> = vec![vec![], vec![1], vec![0, 4]];
     let together = model.prefill(&prompts, &unread, &device);
-    let mut guides = [Unguided, Unguided, Unguided];
-    let mut guides: Vec<&mut dyn TokenGuide> = guides.iter_mut().map(|g| g as &mut dyn TokenGuide).collect();
+    // Rows end at different steps (and leave the batch).
+    let ends = [2, 5, W];
     let mut programs = Vec::new();
     for exit in 0..2 {
+        let mut guides = ends.map(EndAfter::new);
+        let mut guides: Vec<&mut dyn TokenGuide> = guides.iter_mut().map(|g| g as &mut dyn TokenGuide).collect();
         let batched = model.decode_programs(&together, exit, W, &mut guides);
         for (row, (prompt, unread)) in prompts.iter().zip(&unread).enumerate() {
             let alone = model.prefill(&[prompt.clone()], &[unread.clone()], &device);
-            let (program, confidence) = model.decode_programs(&alone, exit, W, &mut [&mut Unguided]).remove(0);
+            let (program, confidence) =
+                model.decode_programs(&alone, exit, W, &mut [&mut EndAfter::new(ends[row])]).remove(0);
+            assert_eq!(program.len(), ends[row].min(W), "exit {exit}, row {row}");
             assert_eq!(batched[row].0, program, "exit {exit}, row {row}");
             assert!((batched[row].1 - confidence).abs() < 1e-5, "exit {exit}, row {row}");
         }
@@ -305,5 +309,27 @@ fn questions_decoded_together_get_the_tokens_each_gets_alone() {
         let expected = model.decode_answers(&alone, &[prefixes[row].clone()], &[lens[row]], &candidates, &[budgets[row]], &[]);
         assert_eq!(answers[row], expected[0], "row {row}");
         assert_eq!(answers[row].len(), budgets[row]);
+    }
+}
+
+/// Allows any token for the first `n`, then only `<eos>`.
+struct EndAfter {
+    n: usize,
+    taken: usize,
+}
+
+impl EndAfter {
+    fn new(n: usize) -> EndAfter {
+        EndAfter { n, taken: 0 }
+    }
+}
+
+impl TokenGuide for EndAfter {
+    fn allows(&self, id: u32) -> bool {
+        self.taken < self.n || id == wmx::tokenize::wat::EOS
+    }
+
+    fn push(&mut self, _: u32) {
+        self.taken += 1;
     }
 }

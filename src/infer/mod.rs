@@ -6,11 +6,11 @@
 pub mod guide;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::config::{Experiment, SelectionConfig};
-use crate::model::world::{Prefill, TokenGuide, Unguided, WorldModel};
+use crate::model::world::{Prefill, TokenGuide, Unguided, WorldModel, rows_index};
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
@@ -476,10 +476,10 @@ impl<'a> Answerer<'a> {
         let decoded = if kept.is_empty() {
             Vec::new()
         } else {
-            let keep = |t: &Tensor<B, 3>| t.clone().select(0, index::<B>(&kept, device));
+            let keep = |t: &Tensor<B, 3>| t.clone().select(0, rows_index::<B>(&kept, device));
             let prefill = Prefill {
                 states: prefill.states.iter().map(keep).collect(),
-                ignore: prefill.ignore.clone().select(0, index::<B>(&kept, device)),
+                ignore: prefill.ignore.clone().select(0, rows_index::<B>(&kept, device)),
             };
             let prefixes: Vec<Vec<u32>> = kept.iter().map(|&r| prefixes[r].clone().unwrap_or_default()).collect();
             let question_lens: Vec<usize> = kept.iter().map(|&r| rows[r].1.len()).collect();
@@ -516,12 +516,6 @@ impl<'a> Answerer<'a> {
             }));
         }
     }
-}
-
-/// `[rows.len()]`: the rows, as an index tensor for `select`.
-fn index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let data: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
-    Tensor::from_data(TensorData::new(data, [rows.len()]), device)
 }
 
 /// An answer with its provenance, for people: each exit's program, outcome and

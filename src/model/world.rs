@@ -261,8 +261,9 @@ impl<B: Backend> WorldModel<B> {
     /// token the row's guide allows (the confidence still uses the model's own
     /// log-probabilities, so a forced token lowers it), and feeds one token per row
     /// through segments `0..=exit` with their attention caches. Every program
-    /// starts at `<bos>`, so the rows stay at the same position; a finished row
-    /// runs along until the last finishes, and its results are not read.
+    /// starts at `<bos>`, so the rows stay at the same position; a row that has
+    /// finished leaves the batch (its caches and states are dropped), so the
+    /// batch's work is that of its rows alone.
     pub fn decode_programs(
         &self,
         prefill: &Prefill<B>,
@@ -278,44 +279,48 @@ impl<B: Backend> WorldModel<B> {
             .collect();
         let mut programs = vec![vec![BOS]; n];
         let mut logprob = vec![0.0; n];
-        let mut done = vec![false; n];
+        // The rows still decoding, in the order of the batch's tensors.
+        let mut active: Vec<usize> = (0..n).collect();
+        let mut states: Vec<Tensor<B, 3>> = prefill.states[..=exit].to_vec();
+        let mut ignore = prefill.ignore.clone();
         let started = std::time::Instant::now();
         for step in 0..max_tokens {
-            if done.iter().all(|&d| d) {
+            if active.is_empty() {
                 break;
             }
-            let last: Vec<Vec<u32>> = programs.iter().map(|p| vec![p[p.len() - 1]]).collect();
+            let last: Vec<Vec<u32>> = active.iter().map(|&i| vec![programs[i][programs[i].len() - 1]]).collect();
             let mut w = self.wat.embed_tokens.forward(padded_ids::<B>(&last, 1, PAD, device));
             for (k, cache) in caches.iter_mut().enumerate() {
-                w = self.wat.segments[k].forward_cached(
-                    w,
-                    &prefill.states[k],
-                    &prefill.ignore,
-                    &self.wat.rotary,
-                    step,
-                    cache,
-                );
+                w = self.wat.segments[k].forward_cached(w, &states[k], &ignore, &self.wat.rotary, step, cache);
             }
             let logits = self.wat.segments[exit].exit(w);
             let vocab = logits.dims()[2];
-            let logp = rows_f32(log_softmax(logits.reshape([n, vocab]), 1));
-            for (i, guide) in guides.iter_mut().enumerate() {
-                if done[i] {
-                    continue;
-                }
-                let (next, lp) = argmax_allowed(&logp[i * vocab..(i + 1) * vocab], &**guide);
+            let logp = rows_f32(log_softmax(logits.reshape([active.len(), vocab]), 1));
+            let mut kept = Vec::with_capacity(active.len());
+            for (j, &i) in active.iter().enumerate() {
+                let (next, lp) = argmax_allowed(&logp[j * vocab..(j + 1) * vocab], &*guides[i]);
                 logprob[i] += lp;
-                if next == EOS {
-                    done[i] = true;
-                } else {
-                    guide.push(next);
+                if next != EOS {
+                    guides[i].push(next);
                     programs[i].push(next);
+                    kept.push(j);
                 }
             }
             log::trace!(
-                "exit {exit}: WAT step {step} of {n} rows decoded, {:.1} ms in",
+                "exit {exit}: WAT step {step}, {} of {n} rows, {:.1} ms in",
+                active.len(),
                 started.elapsed().as_secs_f64() * 1e3
             );
+            if kept.len() < active.len() && !kept.is_empty() {
+                let index = rows_index::<B>(&kept, device);
+                let keep = |t: Tensor<B, 4>| t.select(0, index.clone());
+                states = states.into_iter().map(|s| s.select(0, index.clone())).collect();
+                ignore = ignore.select(0, index.clone());
+                for slot in caches.iter_mut().flatten() {
+                    *slot = slot.take().map(|(k, v)| (keep(k), keep(v)));
+                }
+            }
+            active = kept.into_iter().map(|j| active[j]).collect();
         }
         programs
             .into_iter()
@@ -392,17 +397,26 @@ impl<B: Backend> WorldModel<B> {
         log::trace!("answers: the candidates' WAT states computed");
         let mut ids = prefixes.to_vec();
         let mut out = vec![Vec::new(); n];
-        let mut done: Vec<bool> = budgets.iter().map(|&b| b == 0).collect();
+        // The rows still decoding, in the order of `wat`'s rows; a finished row
+        // leaves the batch.
+        let mut active: Vec<usize> = (0..n).filter(|&r| budgets[r] > 0).collect();
+        let mut wat = wat;
+        if active.len() < n && !active.is_empty() {
+            let index = rows_index::<B>(&active, device);
+            wat = wat.into_iter().map(|(w, i)| (w.select(0, index.clone()), i.select(0, index.clone()))).collect();
+        }
         let started = std::time::Instant::now();
-        while done.iter().any(|&d| !d) {
-            let s = ids.iter().map(Vec::len).max().unwrap_or(1);
+        while !active.is_empty() {
+            let a = active.len();
+            let rows: Vec<Vec<u32>> = active.iter().map(|&r| ids[r].clone()).collect();
+            let s = rows.iter().map(Vec::len).max().unwrap_or(1);
             let causal = causal_mask::<B>(s, 0, device);
-            let answer: Vec<f32> = question_lens
+            let answer: Vec<f32> = active
                 .iter()
-                .flat_map(|&q| (0..s).map(move |i| if i >= q { 1.0 } else { 0.0 }))
+                .flat_map(|&r| (0..s).map(move |i| if i >= question_lens[r] { 1.0 } else { 0.0 }))
                 .collect();
-            let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [n, s]), device);
-            let mut x = self.text.embed(padded_ids::<B>(&ids, s, 0, device));
+            let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [a, s]), device);
+            let mut x = self.text.embed(padded_ids::<B>(&rows, s, 0, device));
             let mut segment = 0;
             for (i, layer) in self.text.model.layers.iter().enumerate() {
                 while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
@@ -413,32 +427,29 @@ impl<B: Backend> WorldModel<B> {
                 x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
             }
             let d = x.dims()[2];
-            let last: Vec<i32> = ids
-                .iter()
-                .enumerate()
-                .map(|(row, r)| (row * s + r.len() - 1) as i32)
-                .collect();
-            let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [n]), device);
-            let x = x.reshape([n * s, d]).select(0, last).reshape([n, 1, d]);
+            let last: Vec<usize> = rows.iter().enumerate().map(|(j, r)| j * s + r.len() - 1).collect();
+            let x = x.reshape([a * s, d]).select(0, rows_index::<B>(&last, device)).reshape([a, 1, d]);
             let logits = self.text.head(x);
             let vocab = logits.dims()[2];
-            let logits = rows_f32(logits.reshape([n, vocab]));
-            for row in 0..n {
-                if done[row] {
-                    continue;
-                }
-                let (next, _) = argmax_allowed(&logits[row * vocab..(row + 1) * vocab], &Unguided);
-                out[row].push(next);
-                if stop.contains(&next) || out[row].len() >= budgets[row] {
-                    done[row] = true;
-                } else {
-                    ids[row].push(next);
+            let logits = rows_f32(logits.reshape([a, vocab]));
+            let mut kept = Vec::with_capacity(a);
+            for (j, &r) in active.iter().enumerate() {
+                let (next, _) = argmax_allowed(&logits[j * vocab..(j + 1) * vocab], &Unguided);
+                out[r].push(next);
+                if !stop.contains(&next) && out[r].len() < budgets[r] {
+                    ids[r].push(next);
+                    kept.push(j);
                 }
             }
             log::trace!(
-                "answers: a token decoded at length {s} for {n} rows, {:.1} ms in",
+                "answers: a token decoded at length {s} for {a} of {n} rows, {:.1} ms in",
                 started.elapsed().as_secs_f64() * 1e3
             );
+            if kept.len() < a && !kept.is_empty() {
+                let index = rows_index::<B>(&kept, device);
+                wat = wat.into_iter().map(|(w, i)| (w.select(0, index.clone()), i.select(0, index.clone()))).collect();
+            }
+            active = kept.into_iter().map(|j| active[j]).collect();
         }
         out
     }
@@ -472,6 +483,12 @@ fn padded_ids<B: Backend>(rows: &[Vec<u32>], len: usize, pad: u32, device: &B::D
         .flat_map(|r| r.iter().copied().chain(std::iter::repeat(pad)).take(len).map(|t| t as i32))
         .collect();
     Tensor::from_data(TensorData::new(data, [rows.len(), len]), device)
+}
+
+/// `[rows.len()]`: positions along a batch, as an index tensor for `select`.
+pub fn rows_index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let data: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+    Tensor::from_data(TensorData::new(data, [rows.len()]), device)
 }
 
 /// A `[rows, n]` tensor's values as f32, row after row.
