@@ -85,8 +85,7 @@ fn the_seed_experiment_runs_as_shipped_on_a_small_qwen3() {
     let file = repo().join("experiments/qwen3-0.6b.toml");
     let mut args = vec!["run".to_string(), file.display().to_string()];
     args.extend(seed_setup(&checkpoint));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = wmx(dir, &args);
+    let out = wmx(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", text(&out));
     let run = only_run(dir, "qwen3-0.6b");
     let meta = std::fs::read_to_string(run.join("meta.json")).unwrap();
@@ -97,6 +96,35 @@ fn the_seed_experiment_runs_as_shipped_on_a_small_qwen3() {
     assert!(config.contains("hidden_size = 32"), "{config}");
     assert!(run.join("eval/summary.json").is_file());
     assert!(run.join("report/index.html").is_file());
+    // The text stream is frozen, as in the seed: the run's is the checkpoint's.
+    let (pretrained, _) =
+        wmx::model::qwen3::Qwen3ForCausalLM::<Cpu>::from_hf_dir(&checkpoint, &Default::default()).unwrap();
+    let pretrained: Vec<(String, Vec<f32>)> = wmx::model::world::named_tensors(&pretrained)
+        .unwrap()
+        .into_iter()
+        .map(|(name, (_, values))| (name, values.into_iter().map(bf16).collect()))
+        .collect();
+    assert_eq!(text_tensors(&run, "latest"), pretrained);
+    // `train.parameters = "all"` trains it too: every text layer moved (at a rate
+    // whose steps are more than a bf16 unit; shorter programs, for a shorter
+    // evaluation).
+    args.extend(["train.parameters=all", "train.learning_rate=1e-2", "wat.max_tokens=96"].map(|kv| ["--set".to_string(), kv.to_string()]).concat());
+    let all_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = wmx(dir, &all_args);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = std::fs::read_dir(dir.join("runs/qwen3-0.6b"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && *p != run)
+        .unwrap();
+    assert!(std::fs::read_to_string(all.join("meta.json")).unwrap().contains("\"complete\""));
+    let trained = text_tensors(&all, "latest");
+    for ((name, before), (_, after)) in pretrained.iter().zip(&trained) {
+        if name.contains(".layers.") && name.ends_with("proj.weight") {
+            assert_ne!(before, after, "{name} did not train");
+        }
+    }
     // transformers 4.x's config.json style (a top-level rope_theta), an untied head:
     // the same file validates, its shapes taken from there.
     let old = small_qwen3(&dir.join("qwen3-old-style"), false, false);
@@ -182,6 +210,12 @@ fn export_names_a_missing_run_or_checkpoint() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("runs/none/abc"), "{}", text(&out));
     assert!(!tmp.path().join("x").exists());
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as an f32.
+fn bf16(x: f32) -> f32 {
+    let bits = x.to_bits();
+    f32::from_bits((bits + 0x7fff + ((bits >> 16) & 1)) & 0xffff_0000)
 }
 
 /// The text stream's tensors of a run's checkpoint.
