@@ -62,7 +62,7 @@ sweep_pins_gpus() {
 export -f sweep_pins_gpus
 check "cuda: sweep --jobs 2 pins GPUs" bash -c sweep_pins_gpus
 # base.toml's 4 shards (one after another on a GPU) and bf16, trained and
-# evaluated (evaluation runs on CUDA without fusion).
+# evaluated.
 bf16_shards() {
     mkdir -p bf16 && cd bf16 && cp ../curriculum.toml ../exp.toml . || return 1
     "$WMX" run exp.toml --set model.dtype=bf16 --set train.shards=4 --set train.epoch_scale=0.5 > run.txt 2>&1

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Where evaluation on CUDA spends its time, in one device call: the tiny experiment
-# of tests/common/mod.rs trained on CUDA and evaluated — f32 with one shard, bf16
-# with one and with four (one after another on the GPU) — with every decoding step logged (RUST_LOG trace of wmx::model::world and
-# wmx::infer); then bf16 logits parity, the check that met burn-cubecl-fusion's
-# autotune panic. Prints one table; each run's log goes to $OUT (default bench/out/).
+# of tests/common/mod.rs trained on CUDA and evaluated (f32 with one shard, bf16
+# with one and with four, one after another on the GPU), every decoding step
+# logged (RUST_LOG trace of wmx::model::world and wmx::infer); then bf16 logits
+# parity, the check that met burn-cubecl-fusion's panic. Prints one table; each
+# run's log goes to $OUT (default bench/out/).
 #
 #   scripts/tiny_cuda_eval.sh path/to/wmx        # from the repository root
 #
