@@ -242,37 +242,37 @@ pub fn evaluate<B: Backend>(
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let mut scored = Vec::with_capacity(questions.len());
-    for (chunk, batch) in questions.chunks(options.batch.max(1)).enumerate() {
+    for batch in questions.chunks(options.batch.max(1)) {
         let wordings: Vec<&str> = batch.iter().map(|q| q.question.as_str()).collect();
         let answers = answerer.answer_all(model, &wordings, options.ablation, device);
-        for (j, (q, answer)) in batch.iter().zip(answers).enumerate() {
-        let i = chunk * options.batch.max(1) + j;
-        let answer = answer.with_context(|| format!("answering {}", q.id))?;
-        let correct = answer_matches(&answer.text, &q.expected, options.decimals);
-        let exit_correct = answer
-            .candidates
-            .iter()
-            .map(|c| {
-                c.outcome
-                    .value()
-                    .is_some_and(|v| value_matches(v, &q.expected, options.decimals))
-            })
-            .collect();
-        let emitted = answer
-            .candidates
-            .iter()
-            .map(|c| table.classify(&c.program, &c.outcome))
-            .collect();
-        scored.push(Scored {
-            question: q.clone(),
-            answer,
-            correct,
-            exit_correct,
-            emitted,
-        });
-        if j + 1 == batch.len() && !progress(i + 1, questions.len()) && i + 1 < questions.len() {
-            return Err(Stopped { done: i + 1, total: questions.len() }.into());
+        for (q, answer) in batch.iter().zip(answers) {
+            let answer = answer.with_context(|| format!("answering {}", q.id))?;
+            let correct = answer_matches(&answer.text, &q.expected, options.decimals);
+            let exit_correct = answer
+                .candidates
+                .iter()
+                .map(|c| {
+                    c.outcome
+                        .value()
+                        .is_some_and(|v| value_matches(v, &q.expected, options.decimals))
+                })
+                .collect();
+            let emitted = answer
+                .candidates
+                .iter()
+                .map(|c| table.classify(&c.program, &c.outcome))
+                .collect();
+            scored.push(Scored {
+                question: q.clone(),
+                answer,
+                correct,
+                exit_correct,
+                emitted,
+            });
         }
+        let done = scored.len();
+        if !progress(done, questions.len()) && done < questions.len() {
+            return Err(Stopped { done, total: questions.len() }.into());
         }
     }
     write_predictions(&scored, &options.out)?;

@@ -6,7 +6,6 @@
 pub mod guide;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::config::{Experiment, SelectionConfig};
@@ -456,7 +455,8 @@ impl<'a> Answerer<'a> {
         timings.selection_ms = ms_since(phase);
         let phase = std::time::Instant::now();
         // Rows whose computed span does not fit drop out with their error.
-        let mut prefixes: Vec<Option<Vec<u32>>> = Vec::new();
+        let mut kept = Vec::new();
+        let mut prefixes = Vec::new();
         for (row, value) in values.iter().enumerate() {
             let mut prefix = rows[row].1.clone();
             let made = match value {
@@ -465,23 +465,21 @@ impl<'a> Answerer<'a> {
             }
             .and_then(|()| self.fits(prefix.len()));
             match made {
-                Ok(()) => prefixes.push(Some(prefix)),
-                Err(e) => {
-                    results[rows[row].0] = Some(Err(e));
-                    prefixes.push(None);
+                Ok(()) => {
+                    kept.push(row);
+                    prefixes.push(prefix);
                 }
+                Err(e) => results[rows[row].0] = Some(Err(e)),
             }
         }
-        let kept: Vec<usize> = (0..rows.len()).filter(|&r| prefixes[r].is_some()).collect();
         let decoded = if kept.is_empty() {
             Vec::new()
         } else {
-            let keep = |t: &Tensor<B, 3>| t.clone().select(0, rows_index::<B>(&kept, device));
+            let index = rows_index::<B>(&kept, device);
             let prefill = Prefill {
-                states: prefill.states.iter().map(keep).collect(),
-                ignore: prefill.ignore.clone().select(0, rows_index::<B>(&kept, device)),
+                states: prefill.states.iter().map(|t| t.clone().select(0, index.clone())).collect(),
+                ignore: prefill.ignore.clone().select(0, index),
             };
-            let prefixes: Vec<Vec<u32>> = kept.iter().map(|&r| prefixes[r].clone().unwrap_or_default()).collect();
             let question_lens: Vec<usize> = kept.iter().map(|&r| rows[r].1.len()).collect();
             let programs: Vec<Vec<Vec<u32>>> = programs
                 .iter()

@@ -223,18 +223,8 @@ impl<B: Backend> WorldModel<B> {
             }
             x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
         }
-        let mut ignore = vec![false; prompts.len() * q];
-        for (row, (prompt, unread)) in prompts.iter().zip(unread).enumerate() {
-            let row = &mut ignore[row * q..(row + 1) * q];
-            row[prompt.len()..].fill(true);
-            for &i in unread {
-                if let Some(m) = row.get_mut(i) {
-                    *m = true;
-                }
-            }
-        }
-        let ignore = Tensor::from_data(TensorData::new(ignore, [prompts.len(), q]), device);
-        Prefill { states, ignore }
+        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        Prefill { states, ignore: unread_mask::<B>(&lens, q, unread, device) }
     }
 
     /// Greedily decodes a candidate program from exit `exit`; returns its tokens
@@ -247,10 +237,7 @@ impl<B: Backend> WorldModel<B> {
         device: &B::Device,
     ) -> (Vec<u32>, f64) {
         let q = states[0].dims()[1];
-        let prefill = Prefill {
-            states: states.to_vec(),
-            ignore: Tensor::from_data(TensorData::new(vec![false; q], [1, q]), device),
-        };
+        let prefill = Prefill { states: states.to_vec(), ignore: unread_mask::<B>(&[q], q, &[Vec::new()], device) };
         self.decode_programs(&prefill, exit, max_tokens, &mut [&mut Unguided])
             .remove(0)
     }
@@ -349,8 +336,7 @@ impl<B: Backend> WorldModel<B> {
     ) -> Vec<u32> {
         let device = &states[0].device();
         let q = states[0].dims()[1];
-        let ignore = unread_mask::<B>(q, unread, device);
-        let prefill = Prefill { states: states.to_vec(), ignore };
+        let prefill = Prefill { states: states.to_vec(), ignore: unread_mask::<B>(&[q], q, &[unread.to_vec()], device) };
         let programs: Vec<Vec<Vec<u32>>> = candidates.iter().map(|c| vec![c.clone()]).collect();
         self.decode_answers(&prefill, &[prefix.to_vec()], &[question_len], &programs, &[max_new], stop)
             .remove(0)
@@ -399,11 +385,16 @@ impl<B: Backend> WorldModel<B> {
         let mut out = vec![Vec::new(); n];
         // The rows still decoding, in the order of `wat`'s rows; a finished row
         // leaves the batch.
+        let keep_rows = |wat: Vec<(Tensor<B, 3>, Tensor<B, 2, Bool>)>, rows: &[usize]| {
+            let index = rows_index::<B>(rows, device);
+            wat.into_iter()
+                .map(|(w, i)| (w.select(0, index.clone()), i.select(0, index.clone())))
+                .collect::<Vec<_>>()
+        };
         let mut active: Vec<usize> = (0..n).filter(|&r| budgets[r] > 0).collect();
         let mut wat = wat;
         if active.len() < n && !active.is_empty() {
-            let index = rows_index::<B>(&active, device);
-            wat = wat.into_iter().map(|(w, i)| (w.select(0, index.clone()), i.select(0, index.clone()))).collect();
+            wat = keep_rows(wat, &active);
         }
         let started = std::time::Instant::now();
         while !active.is_empty() {
@@ -446,8 +437,7 @@ impl<B: Backend> WorldModel<B> {
                 started.elapsed().as_secs_f64() * 1e3
             );
             if kept.len() < a && !kept.is_empty() {
-                let index = rows_index::<B>(&kept, device);
-                wat = wat.into_iter().map(|(w, i)| (w.select(0, index.clone()), i.select(0, index.clone()))).collect();
+                wat = keep_rows(wat, &kept);
             }
             active = kept.into_iter().map(|j| active[j]).collect();
         }
@@ -465,15 +455,20 @@ pub struct Prefill<B: Backend> {
     pub ignore: Tensor<B, 2, Bool>,
 }
 
-/// `[1, q]`: true at the question positions in `unread` (the WAT stream skips them).
-fn unread_mask<B: Backend>(q: usize, unread: &[usize], device: &B::Device) -> Tensor<B, 2, Bool> {
-    let mut mask = vec![false; q];
-    for &i in unread {
-        if let Some(m) = mask.get_mut(i) {
-            *m = true;
+/// `[rows, q]`: true where the WAT stream does not read a row's question — the
+/// padding after its `lens[row]` tokens, and its positions in `unread[row]`.
+fn unread_mask<B: Backend>(lens: &[usize], q: usize, unread: &[Vec<usize>], device: &B::Device) -> Tensor<B, 2, Bool> {
+    let mut mask = vec![false; lens.len() * q];
+    for (row, (&len, unread)) in lens.iter().zip(unread).enumerate() {
+        let row = &mut mask[row * q..(row + 1) * q];
+        row[len..].fill(true);
+        for &i in unread {
+            if let Some(m) = row.get_mut(i) {
+                *m = true;
+            }
         }
     }
-    Tensor::from_data(TensorData::new(mask, [1, q]), device)
+    Tensor::from_data(TensorData::new(mask, [lens.len(), q]), device)
 }
 
 /// `[rows, len]`: each row's ids, then `pad` up to `len`.
