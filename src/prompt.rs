@@ -131,3 +131,77 @@ pub fn computed_ids(text: &TextTokenizer, value: f64) -> Result<Vec<u32>, Tokeni
     Ok(ids)
 }
 
+
+/// The text each copy action writes for `value` (in
+/// [`CopyAction::ALL`](crate::model::world::CopyAction::ALL)'s order): the number
+/// at `places` decimals, and yes/no where the value is 1 or 0 (`None` otherwise).
+pub fn copy_texts(value: f64, places: u32) -> [Option<String>; 2] {
+    let truth = if value == 1.0 {
+        Some("Yes")
+    } else if value == 0.0 {
+        Some("No")
+    } else {
+        None
+    };
+    [Some(crate::sandbox::format_value_places(value, places)), truth.map(String::from)]
+}
+
+/// [`copy_texts`] as token ids: what the copy head writes into an answer.
+pub fn copy_writes(text: &TextTokenizer, value: f64, places: u32) -> Result<[Option<Vec<u32>>; 2], TokenizeError> {
+    let [number, truth] = copy_texts(value, places);
+    let encode = |t: Option<String>| t.map(|t| text.encode(&t)).transpose();
+    Ok([encode(number)?, encode(truth)?])
+}
+
+/// Where an answer text states `value`, for training the copy head: the text
+/// before it, the copy action (0 = the number, 1 = yes/no) and the text after it,
+/// with the value written as the action writes it. The number is the answer's last
+/// that equals the value (at four decimals, as the curriculum writes answers); a
+/// yes/no is the answer's first such word when the value is 1 or 0. `None` when the
+/// answer does not state the value.
+pub fn split_at_value(answer: &str, value: f64, places: u32) -> Option<(String, usize, String)> {
+    let chars: Vec<char> = answer.chars().collect();
+    let text = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>();
+    let [_, truth] = copy_texts(value, places);
+    if let Some(truth) = truth {
+        let mut at = 0;
+        for word in answer.split_inclusive(|c: char| !c.is_alphanumeric()) {
+            let bare = word.trim_end_matches(|c: char| !c.is_alphanumeric());
+            let len = bare.chars().count();
+            if bare.eq_ignore_ascii_case(&truth) {
+                return Some((text(0..at), 1, text(at + len..chars.len())));
+            }
+            at += word.chars().count();
+        }
+    }
+    let shown = crate::sandbox::format_value(value);
+    let span = crate::sandbox::bind_spans(answer).into_iter().rev().find_map(|(arg, span)| match arg {
+        crate::sandbox::Arg::Number(n) if crate::sandbox::format_value(n) == shown => Some(span),
+        _ => None,
+    })?;
+    Some((text(0..span.start), 0, text(span.end..chars.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_split_at_the_value_they_state() {
+        let split = |answer: &str, value: f64| split_at_value(answer, value, 4);
+        let parts = |before: &str, action: usize, after: &str| Some((before.to_string(), action, after.to_string()));
+        assert_eq!(split("The answer is 1044.", 1044.0), parts("The answer is ", 0, "."));
+        assert_eq!(split("It is -7.5 metres.", -7.5), parts("It is ", 0, " metres."));
+        assert_eq!(split("The answer is 0.6667.", 2.0 / 3.0), parts("The answer is ", 0, "."));
+        // The last number that is the value, not an operand before it.
+        assert_eq!(split("12 + 30 is 42.", 42.0), parts("12 + 30 is ", 0, "."));
+        assert_eq!(split("Yes.", 1.0), parts("", 1, "."));
+        assert_eq!(split("No, it is not.", 0.0), parts("", 1, ", it is not."));
+        assert_eq!(split("The answer is 0.", 0.0), parts("The answer is ", 0, "."));
+        assert_eq!(split("Twelve.", 12.0), None);
+        assert_eq!(split("Yes.", 0.0), None);
+        assert_eq!(copy_texts(2.0 / 3.0, 2), [Some("0.67".into()), None]);
+        assert_eq!(copy_texts(1.0, 4), [Some("1".into()), Some("Yes".into())]);
+        assert_eq!(copy_texts(-0.0, 4), [Some("0".into()), Some("No".into())]);
+    }
+}

@@ -68,6 +68,7 @@ fn setup() -> (Vec<EncodedStage>, u32, usize) {
         arguments: wmx::config::ArgumentView::Tokens,
         max_text_tokens: 512,
         max_wat_tokens: 512,
+        copy_places: None,
     };
     let stages = dataset
         .stages

@@ -10,7 +10,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use wmx::backend::{Cpu, CpuTrain};
 use wmx::model::qwen3::Qwen3Config;
 use wmx::model::wat_stream::WatStreamConfig;
-use wmx::model::world::{Batch, TokenGuide, WorldModel};
+use wmx::model::world::{Batch, Restating, TokenGuide, ValueVocab, WorldModel};
 
 const Q: usize = 5;
 const S: usize = 9;
@@ -66,6 +66,7 @@ fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
         text_ids: ints(&[text.to_vec()]),
         text_targets: ints(&[targets]),
         text_loss_mask: floats(&[loss]),
+        copy_actions: Tensor::zeros([1, S], &Default::default()),
         question: Tensor::<B, 2, Bool>::from_data(
             TensorData::new(question.clone(), [1, S]),
             &Default::default(),
@@ -302,13 +303,51 @@ fn questions_decoded_together_get_the_tokens_each_gets_alone() {
         .collect();
     let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let budgets = [6, 3, 5];
-    let answers = model.decode_answers(&together, &prefixes, &lens, &programs, &budgets, &[]);
+    let answers = model.decode_answers(&together, &prefixes, &lens, &programs, &budgets, &[], None);
     for row in 0..3 {
         let alone = model.prefill(&[prompts[row].clone()], &[unread[row].clone()], &device);
         let candidates: Vec<Vec<Vec<u32>>> = programs.iter().map(|exit| vec![exit[row].clone()]).collect();
-        let expected = model.decode_answers(&alone, &[prefixes[row].clone()], &[lens[row]], &candidates, &[budgets[row]], &[]);
+        let expected = model.decode_answers(&alone, &[prefixes[row].clone()], &[lens[row]], &candidates, &[budgets[row]], &[], None);
         assert_eq!(answers[row], expected[0], "row {row}");
-        assert_eq!(answers[row].len(), budgets[row]);
+        assert_eq!(answers[row].tokens.len(), budgets[row]);
+    }
+    // With a copy head, rows restating a value (the first and last) and one
+    // without (the middle) decode together as each alone; a restating row writes
+    // none of the value tokens itself and copies its value exactly once.
+    let model = model.with_copy_head(&device);
+    // Tokens 20..26 are digits, 9 a space, the rest words.
+    let pieces: Vec<String> = (0..config().vocab_size as u32)
+        .map(|t| match t {
+            9 => " ".to_string(),
+            20..26 => (t - 20).to_string(),
+            _ => format!(" w{t}"),
+        })
+        .collect();
+    let vocab = ValueVocab::new(pieces, vec![9]);
+    let states_value = &vocab.states_value;
+    let rows = vec![Some([Some(vec![21, 22, 23]), None]), None, Some([Some(vec![24]), Some(vec![25])])];
+    let restating = Restating { rows: rows.clone(), vocab: &vocab };
+    let answers = model.decode_answers(&together, &prefixes, &lens, &programs, &budgets, &[], Some(&restating));
+    for row in 0..3 {
+        let alone = model.prefill(&[prompts[row].clone()], &[unread[row].clone()], &device);
+        let candidates: Vec<Vec<Vec<u32>>> = programs.iter().map(|exit| vec![exit[row].clone()]).collect();
+        let one = Restating { rows: vec![rows[row].clone()], vocab: &vocab };
+        let expected =
+            model.decode_answers(&alone, &[prefixes[row].clone()], &[lens[row]], &candidates, &[budgets[row]], &[], Some(&one));
+        assert_eq!(answers[row], expected[0], "row {row}");
+        let Some(writes) = &rows[row] else {
+            assert!(answers[row].copied.is_none());
+            continue;
+        };
+        let copied = answers[row].copied.expect("a restating row copies its value");
+        let written = writes[copied.action.index()].as_ref().unwrap();
+        assert_eq!(&answers[row].tokens[copied.at..copied.at + copied.len], &written[..], "row {row}");
+        for (i, t) in answers[row].tokens.iter().enumerate() {
+            assert!(
+                (copied.at..copied.at + copied.len).contains(&i) || !states_value[*t as usize],
+                "row {row} wrote value token {t} itself at {i}"
+            );
+        }
     }
 }
 

@@ -74,6 +74,7 @@ impl crate::backend::BackendTask for ModelBench<'_> {
             text_ids: ids(seq, text_config.vocab_size),
             text_targets: ids(seq, text_config.vocab_size),
             text_loss_mask: Tensor::ones([batch, seq], &device),
+            copy_actions: Tensor::zeros([batch, seq], &device),
             question: Tensor::<A<B>, 2, Bool>::from_data(
                 TensorData::new(question.clone(), [batch, seq]),
                 &device,

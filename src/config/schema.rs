@@ -90,6 +90,12 @@ impl TrackingConfig {
 }
 
 impl Experiment {
+    /// The decimals the copy head writes values at (`eval.decimals`, else four),
+    /// when the model has one (`model.answer = "copy"`).
+    pub fn copy_places(&self) -> Option<u32> {
+        (self.model.answer == AnswerValue::Copy).then(|| self.eval.decimals.unwrap_or(4))
+    }
+
     /// The experiment with each path it names (curriculum, model checkpoint, sandbox
     /// files) passed through `map`.
     pub fn map_paths(mut self, map: impl Fn(&std::path::Path) -> PathBuf) -> Experiment {
@@ -186,6 +192,22 @@ pub enum ArgumentView {
     Placeholder,
 }
 
+/// How an answer states the computed value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerValue {
+    /// A copy head beside the text head chooses where the answer states the value,
+    /// as a number or as yes/no, and the computed value is copied in verbatim: the
+    /// text stream never writes a digit or a yes/no word itself, and an answer ends
+    /// only after it has stated the value. What the answer says always equals what
+    /// the sandbox computed.
+    #[default]
+    Copy,
+    /// The text stream writes the value's tokens itself, as any other text; the
+    /// answer can drift from the computed value.
+    Tokens,
+}
+
 /// Numeric type of weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -207,6 +229,8 @@ pub struct ModelConfig {
     pub dtype: DType,
     /// How the text stream reads the question's bound arguments.
     pub arguments: ArgumentView,
+    /// How an answer states the computed value.
+    pub answer: AnswerValue,
     /// BPE vocabulary size for `scratch` (a checkpoint brings its own).
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -239,6 +263,7 @@ impl Default for ModelConfig {
             checkpoint: None,
             dtype: DType::F32,
             arguments: ArgumentView::Tokens,
+            answer: AnswerValue::Copy,
             vocab_size: 1024,
             hidden_size: 128,
             intermediate_size: 384,

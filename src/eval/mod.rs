@@ -326,6 +326,7 @@ fn write_predictions(scored: &[Scored], out: &Path) -> Result<()> {
     let mut correct: Vec<Option<bool>> = Vec::new();
     let mut answer = Vec::new();
     let mut answer_correct = Vec::new();
+    let mut provenance = Vec::new();
     for s in scored {
         let mut push_question = || {
             id.push(s.question.id.clone());
@@ -335,6 +336,7 @@ fn write_predictions(scored: &[Scored], out: &Path) -> Result<()> {
             needed.push(s.question.op.clone());
             answer.push(s.answer.text.clone());
             answer_correct.push(s.correct);
+            provenance.push(s.answer.provenance.as_str());
         };
         if s.answer.candidates.is_empty() {
             push_question();
@@ -407,6 +409,7 @@ fn write_predictions(scored: &[Scored], out: &Path) -> Result<()> {
         Column::new("correct".into(), correct),
         Column::new("answer".into(), answer),
         Column::new("answer_correct".into(), answer_correct),
+        Column::new("provenance".into(), provenance),
     ])?;
     crate::tables::write_parquet(&mut frame, &out.join("predictions.parquet"))?;
     crate::tables::write_csv(&mut frame, &out.join("predictions.csv"))

@@ -7,7 +7,8 @@ use burn::tensor::backend::Backend;
 
 use super::{EvalOptions, Scored};
 use crate::model::world::WorldModel;
-use crate::rundir::summary::{BestExit, ExitSummary, Selection, Summary, Tally, share};
+use crate::infer::Provenance;
+use crate::rundir::summary::{BestExit, ExitSummary, Restatement, Selection, Summary, Tally, share};
 use crate::sandbox::Outcome;
 
 /// Mutual information, in bits, between the two labels of each pair.
@@ -75,6 +76,10 @@ pub(super) fn summarize<B: Backend>(scored: &[Scored], model: &WorldModel<B>, op
         },
         exits: per_exit,
         traps,
+        restatement: {
+            let count = |p: Provenance| scored.iter().filter(|s| s.answer.provenance == p).count();
+            Restatement::new(count(Provenance::Restated), count(Provenance::Differs), count(Provenance::NoComputation))
+        },
     }
 }
 

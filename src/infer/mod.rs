@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::config::{Experiment, SelectionConfig};
-use crate::model::world::{Prefill, TokenGuide, Unguided, WorldModel, rows_index};
+use crate::model::world::{CopyAction, Decoded, Prefill, Restating, ValueVocab, TokenGuide, Unguided, WorldModel, rows_index};
 use crate::sandbox::{Arg, Outcome, Sandbox, bind};
 use crate::tokenize::wat::WatVocab;
 use crate::tokenize::{TextTokenizer, TokenizeError};
@@ -51,8 +51,71 @@ pub struct Answer {
     pub selected: Option<usize>,
     pub value: Option<f64>,
     pub text: String,
+    /// Whether the text states the computed value.
+    pub provenance: Provenance,
+    /// How the copy head wrote the value into the text, when it did.
+    pub copied: Option<CopyAction>,
     /// Where the time went, in milliseconds.
     pub timings: Timings,
+}
+
+/// Whether an answer states the value its computation gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provenance {
+    /// It states the computed value, and no other.
+    Restated,
+    /// A computation gave a value, but the answer states another one, or none.
+    Differs,
+    /// No candidate computed a value (or none was used): the answer is the text
+    /// stream's alone.
+    NoComputation,
+}
+
+impl Provenance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Restated => "restated",
+            Provenance::Differs => "differs",
+            Provenance::NoComputation => "no-computation",
+        }
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `text` states `value`: it states at least one value, and each it states
+/// — every number, at `places` decimals, and every yes/no or true/false, which
+/// state 1 and 0 — equals the value.
+pub fn provenance(text: &str, value: Option<f64>, places: u32) -> Provenance {
+    let Some(value) = value else {
+        return Provenance::NoComputation;
+    };
+    let shown = |v: f64| crate::sandbox::format_value_places(v, places);
+    let mut stated = crate::sandbox::bind_spans(text)
+        .into_iter()
+        .filter_map(|(arg, _)| match arg {
+            Arg::Number(n) => Some(shown(n)),
+            Arg::Text(_) => None,
+        })
+        .collect::<Vec<_>>();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        match word.to_lowercase().as_str() {
+            "yes" | "true" => stated.push(shown(1.0)),
+            "no" | "false" => stated.push(shown(0.0)),
+            _ => {}
+        }
+    }
+    let value = shown(value);
+    if !stated.is_empty() && stated.iter().all(|s| *s == value) {
+        Provenance::Restated
+    } else {
+        Provenance::Differs
+    }
 }
 
 /// Milliseconds each part of answering took: the question's prefill, decoding
@@ -246,6 +309,22 @@ pub struct Answerer<'a> {
     pub read_arguments: bool,
     /// How the text stream reads the arguments (`model.arguments`).
     pub arguments: crate::config::ArgumentView,
+    /// Decimals values are stated at (`eval.decimals`, else four).
+    pub places: u32,
+    /// Whether answers restate their values through the model's copy head
+    /// (`model.answer = "copy"`).
+    pub copy: bool,
+    /// The text tokens as restating answers see them ([`value_vocab`]), built when
+    /// first needed.
+    value_vocab: std::sync::OnceLock<ValueVocab>,
+}
+
+/// The text tokens as restating answers see them (see [`ValueVocab`]): ids below
+/// the model's `vocab` that the tokenizer lacks have no piece and are never written.
+pub fn value_vocab(text: &TextTokenizer, vocab: usize) -> ValueVocab {
+    let known = text.vocab_size().min(vocab);
+    let pieces = (0..known).map(|id| text.decode(&[id as u32]).unwrap_or_default()).collect();
+    ValueVocab::new(pieces, text.encode(" ").unwrap_or_default())
 }
 
 impl<'a> Answerer<'a> {
@@ -266,6 +345,9 @@ impl<'a> Answerer<'a> {
             max_positions: e.model.max_position_embeddings,
             read_arguments: e.wat.read_arguments,
             arguments: e.model.arguments,
+            places: e.eval.decimals.unwrap_or(4),
+            copy: e.copy_places().is_some(),
+            value_vocab: std::sync::OnceLock::new(),
         }
     }
 
@@ -350,6 +432,8 @@ impl<'a> Answerer<'a> {
                     selected: None,
                     value: None,
                     text: text.trim().to_string(),
+                    provenance: Provenance::NoComputation,
+                    copied: None,
                     timings: Timings { answer_ms: ms_since(started), total_ms: ms_since(started), ..Timings::default() },
                 }));
             }
@@ -454,65 +538,131 @@ impl<'a> Answerer<'a> {
             .collect();
         timings.selection_ms = ms_since(phase);
         let phase = std::time::Instant::now();
-        // Rows whose computed span does not fit drop out with their error.
-        let mut kept = Vec::new();
-        let mut prefixes = Vec::new();
-        for (row, value) in values.iter().enumerate() {
-            let mut prefix = rows[row].1.clone();
-            let made = match value {
-                Some(v) => computed_ids(self.text, *v).map(|c| prefix.extend(c)),
-                None => Ok(()),
-            }
-            .and_then(|()| self.fits(prefix.len()));
-            match made {
-                Ok(()) => {
-                    kept.push(row);
-                    prefixes.push(prefix);
-                }
-                Err(e) => results[rows[row].0] = Some(Err(e)),
-            }
-        }
-        let decoded = if kept.is_empty() {
-            Vec::new()
-        } else {
-            let index = rows_index::<B>(&kept, device);
-            let prefill = Prefill {
-                states: prefill.states.iter().map(|t| t.clone().select(0, index.clone())).collect(),
-                ignore: prefill.ignore.clone().select(0, index),
-            };
-            let question_lens: Vec<usize> = kept.iter().map(|&r| rows[r].1.len()).collect();
-            let programs: Vec<Vec<Vec<u32>>> = programs
-                .iter()
-                .map(|exit| kept.iter().map(|&r| exit[r].clone()).collect())
-                .collect();
-            let budgets: Vec<usize> = prefixes.iter().map(|p| self.budget(p.len())).collect();
-            model.decode_answers(&prefill, &prefixes, &question_lens, &programs, &budgets, stop)
-        };
-        let texts: Vec<Result<String, TokenizeError>> = decoded
-            .into_iter()
-            .map(|mut ids| {
-                if ids.last().is_some_and(|t| stop.contains(t)) {
-                    ids.pop();
-                }
-                self.text.decode(&ids).map(|t| t.trim().to_string())
-            })
-            .collect();
+        let texts = self.state_values(model, &prefill, &prompts, &programs, &values, stop, device);
         timings.answer_ms = ms_since(phase);
         timings.total_ms = ms_since(started);
         let mut candidates: Vec<Option<Vec<Candidate>>> = candidates.into_iter().map(Some).collect();
         let mut args: Vec<Option<Vec<Arg>>> = args.into_iter().map(Some).collect();
-        for (&row, text) in kept.iter().zip(texts) {
+        for (row, text) in texts.into_iter().enumerate() {
             let i = rows[row].0;
-            results[i] = Some(text.map(|text| Answer {
+            results[i] = Some(text.map(|(text, copied)| Answer {
                 question: questions[i].to_string(),
                 args: args[row].take().unwrap_or_default(),
                 candidates: candidates[row].take().unwrap_or_default(),
                 selected: selected[row],
                 value: values[row],
+                provenance: provenance(&text, values[row], self.places),
+                copied,
                 text,
                 timings: timings.clone(),
             }));
         }
+    }
+
+    /// The half of the path that states a value: each row's prompt with its
+    /// computed value (`values`) injected, the answer decoded with fusion reading
+    /// `programs[exit][row]` — restating through the copy head when answers do. A
+    /// row whose prompt and computed span do not fit gets its error.
+    #[allow(clippy::too_many_arguments)]
+    fn state_values<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        prefill: &Prefill<B>,
+        prompts: &[Vec<u32>],
+        programs: &[Vec<Vec<u32>>],
+        values: &[Option<f64>],
+        stop: &[u32],
+        device: &B::Device,
+    ) -> Vec<Result<(String, Option<CopyAction>), TokenizeError>> {
+        let mut out: Vec<Option<Result<(String, Option<CopyAction>), TokenizeError>>> = prompts.iter().map(|_| None).collect();
+        let mut kept = Vec::new();
+        let mut prefixes = Vec::new();
+        let mut writes = Vec::new();
+        for (row, value) in values.iter().enumerate() {
+            let mut prefix = prompts[row].clone();
+            let made = match value {
+                Some(v) => computed_ids(self.text, *v).map(|c| prefix.extend(c)),
+                None => Ok(()),
+            }
+            .and_then(|()| self.fits(prefix.len()))
+            .and_then(|()| value.map(|v| crate::prompt::copy_writes(self.text, v, self.places)).transpose());
+            match made {
+                Ok(written) => {
+                    kept.push(row);
+                    prefixes.push(prefix);
+                    writes.push(written);
+                }
+                Err(e) => out[row] = Some(Err(e)),
+            }
+        }
+        if !kept.is_empty() {
+            let index = rows_index::<B>(&kept, device);
+            let prefill = Prefill {
+                states: prefill.states.iter().map(|t| t.clone().select(0, index.clone())).collect(),
+                ignore: prefill.ignore.clone().select(0, index),
+            };
+            let question_lens: Vec<usize> = kept.iter().map(|&r| prompts[r].len()).collect();
+            let programs: Vec<Vec<Vec<u32>>> = programs
+                .iter()
+                .map(|exit| kept.iter().map(|&r| exit[r].clone()).collect())
+                .collect();
+            let budgets: Vec<usize> = prefixes.iter().map(|p| self.budget(p.len())).collect();
+            let restating = (self.copy && model.copy.is_some()).then(|| {
+                let vocab = model.text.model.embed_tokens.weight.dims()[0];
+                Restating { rows: writes, vocab: self.value_vocab.get_or_init(|| value_vocab(self.text, vocab)) }
+            });
+            let decoded = model.decode_answers(&prefill, &prefixes, &question_lens, &programs, &budgets, stop, restating.as_ref());
+            for (&row, Decoded { mut tokens, copied }) in kept.iter().zip(decoded) {
+                if tokens.last().is_some_and(|t| stop.contains(t)) {
+                    tokens.pop();
+                }
+                out[row] = Some(self.text.decode(&tokens).map(|t| (t.trim().to_string(), copied.map(|c| c.action))));
+            }
+        }
+        out.into_iter().map(|r| r.expect("every row stated")).collect()
+    }
+
+    /// Answers each question as if its selected program had computed `values[i]`,
+    /// with no candidate programs to read: the half of the path that states a
+    /// value, to check what answers say about values of every shape.
+    pub fn answer_values<B: Backend>(
+        &self,
+        model: &WorldModel<B>,
+        questions: &[&str],
+        values: &[Option<f64>],
+        device: &B::Device,
+    ) -> Result<Vec<Answer>, TokenizeError> {
+        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
+        let mut prompts = Vec::new();
+        let mut unread = Vec::new();
+        for question in questions {
+            let p = prompt_tokens(self.text, question, self.arguments, None)?;
+            self.fits(p.ids.len())?;
+            prompts.push(p.ids);
+            unread.push(if self.read_arguments { Vec::new() } else { p.arguments });
+        }
+        let prefill = model.prefill(&prompts, &unread, device);
+        let programs = vec![vec![Vec::new(); questions.len()]; model.fusion_layers.len()];
+        let texts = self.state_values(model, &prefill, &prompts, &programs, values, &stop, device);
+        questions
+            .iter()
+            .zip(values)
+            .zip(texts)
+            .map(|((question, &value), text)| {
+                let (text, copied) = text?;
+                Ok(Answer {
+                    question: question.to_string(),
+                    args: bind(question),
+                    candidates: Vec::new(),
+                    selected: None,
+                    value,
+                    provenance: provenance(&text, value, self.places),
+                    copied,
+                    text,
+                    timings: Timings::default(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -564,6 +714,12 @@ pub fn render(answer: &Answer, selection: &SelectionConfig) -> String {
         _ => out += "selected: nothing computed a value; answering without one\n",
     }
     out += &format!("answer: {}\n", answer.text);
+    let how = match answer.copied {
+        Some(CopyAction::Value) => ", the number copied in by the copy head",
+        Some(CopyAction::Truth) => ", as yes/no by the copy head",
+        None => "",
+    };
+    out += &format!("provenance: {}{how}\n", answer.provenance);
     out
 }
 
@@ -695,6 +851,24 @@ mod tests {
             "The answer is 3.1416.",
             Some(2)
         ));
+    }
+
+    #[test]
+    fn provenance_compares_every_value_an_answer_states() {
+        let p = |text: &str, value: f64| provenance(text, Some(value), 4);
+        assert_eq!(p("The answer is -2223.", -2223.0), Provenance::Restated);
+        assert_eq!(p("The answer is .2223.", -2223.0), Provenance::Differs);
+        assert_eq!(p("The answer is 2223.", -2223.0), Provenance::Differs);
+        assert_eq!(p("The answer is 0.6667.", 2.0 / 3.0), Provenance::Restated);
+        assert_eq!(p("The answer is 0.67.", 2.0 / 3.0), Provenance::Differs);
+        assert_eq!(provenance("The answer is 0.67.", Some(2.0 / 3.0), 2), Provenance::Restated);
+        assert_eq!(p("The answer is 123456789012.", 123456789012.0), Provenance::Restated);
+        assert_eq!(p("Yes.", 1.0), Provenance::Restated);
+        assert_eq!(p("No.", 1.0), Provenance::Differs);
+        assert_eq!(p("Yes, 1.", 1.0), Provenance::Restated);
+        assert_eq!(p("It is 4, not 5.", 4.0), Provenance::Differs);
+        assert_eq!(p("I cannot say.", 5.0), Provenance::Differs);
+        assert_eq!(provenance("The answer is 5.", None, 4), Provenance::NoComputation);
     }
 
     #[test]

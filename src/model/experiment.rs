@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use super::qwen3::{Qwen3Config, Qwen3ForCausalLM};
 use super::wat_stream::WatStreamConfig;
 use super::world::WorldModel;
-use crate::config::{Experiment, Init};
+use crate::config::{AnswerValue, Experiment, Init};
 use crate::tokenize::wat::WatVocab;
 
 impl<B: Backend> WorldModel<B> {
@@ -59,13 +59,17 @@ impl<B: Backend> WorldModel<B> {
             rms_norm_eps: e.model.rms_norm_eps,
             rope_theta: 10_000.0,
         };
-        Ok(WorldModel::new(
+        let model = WorldModel::new(
             text,
             &wat,
             e.fusion.layers.clone(),
             e.fusion.num_attention_heads,
             e.fusion.gate_init,
             device,
-        ))
+        );
+        Ok(match e.model.answer {
+            AnswerValue::Copy => model.with_copy_head(device),
+            AnswerValue::Tokens => model,
+        })
     }
 }

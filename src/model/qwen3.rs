@@ -479,7 +479,13 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     /// # Shapes
     /// - hidden: `[batch, seq, hidden]` → logits `[batch, seq, vocab]`
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.model.norm.forward(hidden);
+        self.logits(self.model.norm.forward(hidden))
+    }
+
+    /// The head alone, on states the final norm has already normalised.
+    /// # Shapes
+    /// - normed: `[batch, seq, hidden]` → logits `[batch, seq, vocab]`
+    pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => crate::ops::linear(head, h),
             None => {

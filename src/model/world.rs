@@ -22,6 +22,32 @@ pub struct WorldModel<B: Backend> {
     pub fusion: Vec<GatedCrossAttention<B>>,
     /// Text layers ℓk (0-based) before which segment k is fused.
     pub fusion_layers: Vec<usize>,
+    /// The copy head (`model.answer = "copy"`): from the text stream's final
+    /// normed state, one logit per [`CopyAction`], beside the text head's.
+    pub copy: Option<burn::nn::Linear<B>>,
+}
+
+/// What the copy head can write into an answer: the computed value, copied verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyAction {
+    /// The value as a number, at the experiment's rounding.
+    Value,
+    /// The value as yes or no (yes for anything but 0).
+    Truth,
+}
+
+impl CopyAction {
+    pub const ALL: [CopyAction; 2] = [CopyAction::Value, CopyAction::Truth];
+
+    /// The action's index among the copy head's logits; a batch's `copy_actions`
+    /// hold it plus one (0 is a text token).
+    pub fn index(self) -> usize {
+        match self {
+            CopyAction::Value => 0,
+            CopyAction::Truth => 1,
+        }
+    }
 }
 
 /// A teacher-forced batch. Text rows are `question ++ answer`; WAT rows are
@@ -34,6 +60,10 @@ pub struct Batch<B: Backend> {
     pub text_targets: Tensor<B, 2, Int>,
     /// `[batch, seq]`: 1 where the target is an answer token to predict.
     pub text_loss_mask: Tensor<B, 2>,
+    /// `[batch, seq]`: where the next thing in the answer is the copied value, 1 +
+    /// the [`CopyAction`]'s index; 0 where it is the text target (and everywhere
+    /// without a copy head).
+    pub copy_actions: Tensor<B, 2, Int>,
     /// `[batch, seq]`: true at question positions (fusion acts after them).
     pub question: Tensor<B, 2, Bool>,
     /// `[batch, seq]`: true where the WAT stream may read — the question, less
@@ -54,26 +84,54 @@ pub struct Output<B: Backend> {
     pub text_logits: Tensor<B, 3>,
     /// One `[batch, wat_len, wat_vocab]` per exit.
     pub wat_logits: Vec<Tensor<B, 3>>,
+    /// `[batch, seq, actions]`: the copy head's logits, when the model has one.
+    pub copy_logits: Option<Tensor<B, 3>>,
+}
+
+/// `-log softmax(logits)[target]` per token, `[batch, seq]`: one autodiff operation
+/// where [`crate::ops::cross_entropy`] handles the backend (CUDA; the CPU in f32),
+/// burn's tensor operations elsewhere.
+fn token_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    if crate::ops::cross_entropy::handles::<B>() {
+        return crate::ops::cross_entropy::token_nll(logits, targets);
+    }
+    log_softmax(logits, 2)
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2)
+        .neg()
 }
 
 /// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
-/// On CUDA each token's loss is one autodiff operation
-/// ([`crate::ops::cross_entropy`]); every other backend runs the same tensor
-/// operations as always.
 pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
     let total = mask.clone().sum().clamp_min(1.0);
-    #[cfg(feature = "cuda")]
-    if crate::ops::cross_entropy::handles::<B>() {
-        return (crate::ops::cross_entropy::token_nll(logits, targets) * mask).sum() / total;
-    }
-    let picked = log_softmax(logits, 2)
-        .gather(2, targets.unsqueeze_dim::<3>(2))
-        .squeeze_dim::<2>(2);
-    (picked * mask).sum().neg() / total
+    (token_nll(logits, targets) * mask).sum() / total
+}
+
+/// [`masked_cross_entropy`] where each position chooses among the text vocabulary
+/// and the copy head's actions: `-log p(choice)` under one softmax over the text
+/// logits `[batch, seq, vocab]` and the copy logits `[batch, seq, actions]`, the
+/// choice being the text target where `actions` is 0 and copy action `actions - 1`
+/// elsewhere. The text part's log-sum-exp comes from the per-token loss (`nll +
+/// logit[target]`), so the full log-probabilities are never formed.
+pub fn copy_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    copy: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    actions: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let total = mask.clone().sum().clamp_min(1.0);
+    let picked = logits.clone().gather(2, targets.clone().unsqueeze_dim::<3>(2));
+    let lse_text = token_nll(logits, targets).unsqueeze_dim::<3>(2) + picked.clone();
+    let all = Tensor::cat(vec![lse_text, copy.clone()], 2);
+    let max = all.clone().max_dim(2).detach();
+    let lse = (all - max.clone()).exp().sum_dim(2).log() + max;
+    let chosen = Tensor::cat(vec![picked, copy], 2).gather(2, actions.unsqueeze_dim::<3>(2));
+    ((lse - chosen).squeeze_dim::<2>(2) * mask).sum() / total
 }
 
 impl<B: Backend> WorldModel<B> {
@@ -106,7 +164,15 @@ impl<B: Backend> WorldModel<B> {
             wat: wat.init(device),
             fusion,
             fusion_layers,
+            copy: None,
         }
+    }
+
+    /// The model with a copy head (`model.answer = "copy"`), newly initialised.
+    pub fn with_copy_head(mut self, device: &B::Device) -> WorldModel<B> {
+        let d_text = self.text.model.embed_tokens.weight.dims()[1];
+        self.copy = Some(super::linear(d_text, CopyAction::ALL.len(), device));
+        self
     }
 
     /// Saves every parameter (both streams and the fusion blocks) to `path` (`.mpk`).
@@ -171,8 +237,10 @@ impl<B: Backend> WorldModel<B> {
             }
             x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
         }
+        let h = self.text.model.norm.forward(x);
         Output {
-            text_logits: self.text.head(x),
+            copy_logits: self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone())),
+            text_logits: self.text.logits(h),
             wat_logits,
         }
     }
@@ -180,11 +248,20 @@ impl<B: Backend> WorldModel<B> {
     /// Text loss and one WAT loss per exit.
     pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
         let out = self.forward(batch);
-        let text = masked_cross_entropy(
-            out.text_logits,
-            batch.text_targets.clone(),
-            batch.text_loss_mask.clone(),
-        );
+        let text = match out.copy_logits {
+            Some(copy) => copy_cross_entropy(
+                out.text_logits,
+                copy,
+                batch.text_targets.clone(),
+                batch.copy_actions.clone(),
+                batch.text_loss_mask.clone(),
+            ),
+            None => masked_cross_entropy(
+                out.text_logits,
+                batch.text_targets.clone(),
+                batch.text_loss_mask.clone(),
+            ),
+        };
         let wat = out
             .wat_logits
             .into_iter()
@@ -338,8 +415,9 @@ impl<B: Backend> WorldModel<B> {
         let q = states[0].dims()[1];
         let prefill = Prefill { states: states.to_vec(), ignore: unread_mask::<B>(&[q], q, &[unread.to_vec()], device) };
         let programs: Vec<Vec<Vec<u32>>> = candidates.iter().map(|c| vec![c.clone()]).collect();
-        self.decode_answers(&prefill, &[prefix.to_vec()], &[question_len], &programs, &[max_new], stop)
+        self.decode_answers(&prefill, &[prefix.to_vec()], &[question_len], &programs, &[max_new], stop, None)
             .remove(0)
+            .tokens
     }
 
     /// Greedily decodes each prefilled question's answer after its `prefixes` row
@@ -349,6 +427,13 @@ impl<B: Backend> WorldModel<B> {
     /// stopping after a `stop` id. Rows are right-padded to the longest: each step
     /// runs the text stream over every row and reads the logits at each row's own
     /// last position.
+    ///
+    /// With a copy head and `restating`, a row with a computed value states it
+    /// only by a [`CopyAction`], which writes the value's tokens verbatim: the row
+    /// never writes a token that [`Restating::states_value`] marks, may not stop
+    /// before it has copied, and copies once — forced when its budget has just room
+    /// for the value left.
+    #[allow(clippy::too_many_arguments)]
     pub fn decode_answers(
         &self,
         prefill: &Prefill<B>,
@@ -357,7 +442,8 @@ impl<B: Backend> WorldModel<B> {
         programs: &[Vec<Vec<u32>>],
         budgets: &[usize],
         stop: &[u32],
-    ) -> Vec<Vec<u32>> {
+        restating: Option<&Restating<'_>>,
+    ) -> Vec<Decoded> {
         let n = prefixes.len();
         let device = &prefill.ignore.device();
         let wat: Vec<(Tensor<B, 3>, Tensor<B, 2, Bool>)> = programs
@@ -382,7 +468,16 @@ impl<B: Backend> WorldModel<B> {
             .collect();
         log::trace!("answers: the candidates' WAT states computed");
         let mut ids = prefixes.to_vec();
-        let mut out = vec![Vec::new(); n];
+        let mut out: Vec<Decoded> = (0..n).map(|_| Decoded { tokens: Vec::new(), copied: None }).collect();
+        // Per row, what each copy action writes, when the row restates through the
+        // head, and what it has written so far.
+        let writes: Vec<Option<&[Option<Vec<u32>>; 2]>> = (0..n)
+            .map(|r| match (&self.copy, restating) {
+                (Some(_), Some(restating)) => restating.rows[r].as_ref(),
+                _ => None,
+            })
+            .collect();
+        let mut written: Vec<Written> = (0..n).map(|_| Written::new()).collect();
         // The rows still decoding, in the order of `wat`'s rows; a finished row
         // leaves the batch.
         let keep_rows = |wat: Vec<(Tensor<B, 3>, Tensor<B, 2, Bool>)>, rows: &[usize]| {
@@ -420,15 +515,44 @@ impl<B: Backend> WorldModel<B> {
             let d = x.dims()[2];
             let last: Vec<usize> = rows.iter().enumerate().map(|(j, r)| j * s + r.len() - 1).collect();
             let x = x.reshape([a * s, d]).select(0, rows_index::<B>(&last, device)).reshape([a, 1, d]);
-            let logits = self.text.head(x);
+            let h = self.text.model.norm.forward(x);
+            let copy = self.copy.as_ref().map(|c| rows_f32(crate::ops::linear(c, h.clone()).reshape([a, CopyAction::ALL.len()])));
+            let logits = self.text.logits(h);
             let vocab = logits.dims()[2];
             let logits = rows_f32(logits.reshape([a, vocab]));
             let mut kept = Vec::with_capacity(a);
             for (j, &r) in active.iter().enumerate() {
-                let (next, _) = argmax_allowed(&logits[j * vocab..(j + 1) * vocab], &Unguided);
-                out[r].push(next);
-                if !stop.contains(&next) && out[r].len() < budgets[r] {
-                    ids[r].push(next);
+                let text = &logits[j * vocab..(j + 1) * vocab];
+                let step = match (writes[r], &copy, restating) {
+                    (Some(writes), Some(copy), Some(restating)) => {
+                        let copy = &copy[j * CopyAction::ALL.len()..(j + 1) * CopyAction::ALL.len()];
+                        let remaining = budgets[r].saturating_sub(out[r].tokens.len());
+                        restating_step(text, copy, writes, out[r].copied.is_some(), remaining, &written[r], restating.vocab, stop)
+                    }
+                    _ => Step::Token(argmax_allowed(text, &Unguided).0),
+                };
+                let appended = match (step, restating) {
+                    (Step::Token(next), restating) => {
+                        if let Some(piece) = restating.and_then(|v| v.vocab.pieces.get(next as usize)) {
+                            written[r].push(piece);
+                        }
+                        vec![next]
+                    }
+                    (Step::Copy(action), Some(restating)) => {
+                        let mut value = if written[r].boundary { Vec::new() } else { restating.vocab.space.clone() };
+                        let at = out[r].tokens.len() + value.len();
+                        let copy = writes[r].and_then(|w| w[action.index()].clone()).unwrap_or_default();
+                        out[r].copied = Some(Copied { action, at, len: copy.len() });
+                        written[r].copied(action);
+                        value.extend(copy);
+                        value
+                    }
+                    (Step::Copy(_), None) => unreachable!("a copy step needs restating rows"),
+                };
+                out[r].tokens.extend(&appended);
+                let next = *appended.last().unwrap_or(&stop.first().copied().unwrap_or(0));
+                if !stop.contains(&next) && out[r].tokens.len() < budgets[r] {
+                    ids[r].extend(appended);
                     kept.push(j);
                 }
             }
@@ -442,6 +566,181 @@ impl<B: Backend> WorldModel<B> {
             active = kept.into_iter().map(|j| active[j]).collect();
         }
         out
+    }
+}
+
+/// One decoded answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The answer's tokens, the copied value's among them (and the stop id, when it
+    /// stopped).
+    pub tokens: Vec<u32>,
+    /// Where the copy head wrote the value, when it did.
+    pub copied: Option<Copied>,
+}
+
+/// The value a copy action wrote into an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub action: CopyAction,
+    /// Index of its first token in [`Decoded::tokens`].
+    pub at: usize,
+    /// How many tokens it wrote.
+    pub len: usize,
+}
+
+/// How answers restate their computed values through the copy head.
+pub struct Restating<'a> {
+    /// Per row: the tokens each [`CopyAction`] writes (in [`CopyAction::ALL`]'s
+    /// order; `None` where the action cannot state the row's value, such as yes/no
+    /// for 7); `None` for a row without a computed value, which decodes freely.
+    pub rows: Vec<Option<[Option<Vec<u32>>; 2]>>,
+    pub vocab: &'a ValueVocab,
+}
+
+/// What decoding needs to know of the text tokens to keep a restating answer from
+/// stating a value itself.
+pub struct ValueVocab {
+    /// Each token id's text.
+    pub pieces: Vec<String>,
+    /// Per token id: whether it would state a value itself (it holds a digit, or
+    /// is the word yes, no, true or false); ids without a piece are marked too.
+    pub states_value: Vec<bool>,
+    /// The tokens of one space, written before a copied value that would
+    /// otherwise touch the word before it.
+    pub space: Vec<u32>,
+}
+
+impl ValueVocab {
+    /// From each token id's text and the tokens of a space.
+    pub fn new(pieces: Vec<String>, space: Vec<u32>) -> ValueVocab {
+        let states_value = pieces
+            .iter()
+            .map(|p| p.chars().any(|c| c.is_ascii_digit()) || truth_word(&p.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()))
+            .collect();
+        ValueVocab { pieces, states_value, space }
+    }
+}
+
+/// Whether a lowercase word states a truth value (and so 1 or 0).
+fn truth_word(word: &str) -> bool {
+    matches!(word, "yes" | "no" | "true" | "false")
+}
+
+/// A restating row's answer so far, as far as stating values goes.
+#[derive(Default)]
+struct Written {
+    /// The letters and digits the free tokens have written since the last
+    /// non-alphanumeric character, lowercased: the word being written.
+    word: String,
+    /// Whether the text is empty or ends in whitespace (a number copied next
+    /// starts a word of its own).
+    boundary: bool,
+    /// Whether the last thing written was a yes/no the copy head wrote (a letter
+    /// next would turn it into another word).
+    after_truth: bool,
+}
+
+impl Written {
+    fn new() -> Written {
+        Written { boundary: true, ..Written::default() }
+    }
+
+    /// The word being written after `piece`, and whether `piece` ends the one before.
+    fn after(&self, piece: &str) -> (String, bool) {
+        let lead: String = piece.chars().take_while(|c| c.is_alphanumeric()).collect();
+        if lead.len() == piece.len() {
+            return (format!("{}{}", self.word, lead.to_lowercase()), false);
+        }
+        let tail: String = piece.chars().rev().take_while(|c| c.is_alphanumeric()).collect::<Vec<_>>().into_iter().rev().collect();
+        (tail.to_lowercase(), true)
+    }
+
+    fn push(&mut self, piece: &str) {
+        if piece.is_empty() {
+            return;
+        }
+        let (word, _) = self.after(piece);
+        self.word = word;
+        self.boundary = piece.ends_with(char::is_whitespace);
+        self.after_truth = false;
+    }
+
+    fn copied(&mut self, action: CopyAction) {
+        self.word.clear();
+        self.boundary = false;
+        self.after_truth = action == CopyAction::Truth;
+    }
+}
+
+enum Step {
+    Token(u32),
+    Copy(CopyAction),
+}
+
+/// One decoding step of a row that restates its value through the copy head: the
+/// best free token that states no value (and stops only after the copy), or the
+/// best copy action while the row has not copied, forced when `remaining` has just
+/// room for it.
+#[allow(clippy::too_many_arguments)]
+fn restating_step(
+    text: &[f32],
+    copy: &[f32],
+    writes: &[Option<Vec<u32>>; 2],
+    copied: bool,
+    remaining: usize,
+    written: &Written,
+    vocab: &ValueVocab,
+    stop: &[u32],
+) -> Step {
+    struct Free<'a> {
+        vocab: &'a ValueVocab,
+        written: &'a Written,
+        stop: &'a [u32],
+        copied: bool,
+        last: bool,
+    }
+    impl TokenGuide for Free<'_> {
+        fn allows(&self, id: u32) -> bool {
+            if self.stop.contains(&id) {
+                return self.copied && !truth_word(&self.written.word);
+            }
+            let Some(piece) = self.vocab.pieces.get(id as usize) else {
+                return false;
+            };
+            if self.vocab.states_value.get(id as usize).copied().unwrap_or(true) {
+                return false;
+            }
+            if self.written.after_truth && piece.starts_with(char::is_alphanumeric) {
+                return false;
+            }
+            let (word, ended) = self.written.after(piece);
+            let ended_word = if ended {
+                format!("{}{}", self.written.word, piece.chars().take_while(|c| c.is_alphanumeric()).collect::<String>().to_lowercase())
+            } else {
+                String::new()
+            };
+            !truth_word(&ended_word) && !(self.last && truth_word(&word))
+        }
+        fn push(&mut self, _: u32) {}
+    }
+    let free = Free { vocab, written, stop, copied, last: remaining <= 1 };
+    let (token, score) = argmax_allowed(text, &free);
+    if copied {
+        return Step::Token(token);
+    }
+    let best = CopyAction::ALL
+        .into_iter()
+        .filter(|a| writes[a.index()].is_some())
+        .max_by(|a, b| copy[a.index()].total_cmp(&copy[b.index()]));
+    let Some(action) = best else {
+        return Step::Token(token);
+    };
+    let longest = writes.iter().flatten().map(Vec::len).max().unwrap_or(0) + vocab.space.len();
+    if remaining <= longest || f64::from(copy[action.index()]) > score {
+        Step::Copy(action)
+    } else {
+        Step::Token(token)
     }
 }
 
@@ -593,4 +892,43 @@ pub fn weights_digest<B: Backend, M: Module<B>>(module: &M) -> String {
         }
     }
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuTrain;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn copy_cross_entropy_is_one_softmax_over_text_and_copy() {
+        // Against the loss over the concatenated logits, value and gradients.
+        let device = Default::default();
+        let (b, s, v) = (2, 3, 7);
+        let logits = Tensor::<CpuTrain, 3>::random([b, s, v], Distribution::Normal(0.0, 2.0), &device).require_grad();
+        let copy = Tensor::<CpuTrain, 3>::random([b, s, 2], Distribution::Normal(0.0, 2.0), &device).require_grad();
+        let targets = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(vec![1, 4, 6, 0, 2, 3], [b, s]), &device);
+        let actions = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(vec![0, 1, 0, 2, 0, 1], [b, s]), &device);
+        let mask = Tensor::<CpuTrain, 2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0], [b, s]), &device);
+        let ours = copy_cross_entropy(logits.clone(), copy.clone(), targets.clone(), actions.clone(), mask.clone());
+        // The choice's index among [vocab ++ actions].
+        let choice = targets.clone().mask_where(actions.clone().greater_elem(0), actions.clone() + (v as i32 - 1));
+        let all = Tensor::cat(vec![logits.clone(), copy.clone()], 2);
+        let picked = log_softmax(all, 2).gather(2, choice.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+        let reference = (picked * mask.clone()).sum().neg() / mask.sum();
+        let close = |a: Vec<f32>, b: Vec<f32>| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        };
+        let value = |t: Tensor<CpuTrain, 1>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        close(value(ours.clone()), value(reference.clone()));
+        let (g1, g2) = (ours.backward(), reference.backward());
+        let grad = |g: &<CpuTrain as burn::tensor::backend::AutodiffBackend>::Gradients, t: &Tensor<CpuTrain, 3>| {
+            t.grad(g).unwrap().into_data().convert::<f32>().to_vec::<f32>().unwrap()
+        };
+        close(grad(&g1, &logits), grad(&g2, &logits));
+        close(grad(&g1, &copy), grad(&g2, &copy));
+    }
 }

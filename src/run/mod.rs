@@ -368,6 +368,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
         arguments: e.model.arguments,
         max_text_tokens: e.train.max_seq_len.min(e.model.max_position_embeddings),
         max_wat_tokens: e.wat.max_tokens,
+        copy_places: e.copy_places(),
     };
     let mut stages = Vec::new();
     for stage in &t.dataset.stages {
@@ -559,5 +560,6 @@ pub fn evaluate<B: Backend>(
         summary.total,
         summary.total as f64 / seconds.max(1e-9),
     ));
+    dir.log(&summary.restatement.describe());
     Ok(Some(accuracy))
 }

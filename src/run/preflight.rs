@@ -82,6 +82,7 @@ pub fn preflight(loaded: &Loaded) -> Result<Prepared> {
         arguments: e.model.arguments,
         max_text_tokens: e.train.max_seq_len.min(e.model.max_position_embeddings),
         max_wat_tokens: e.wat.max_tokens,
+        copy_places: e.copy_places(),
     };
     for x in dataset.stages.iter().flat_map(|s| s.train.iter().chain(&s.validation).chain(&s.test)) {
         if let Err(err) = encoder.encode(x) {

@@ -80,6 +80,44 @@ pub struct Summary {
     pub exits: Vec<ExitSummary>,
     /// Traps of every exit's candidates, by kind.
     pub traps: BTreeMap<String, usize>,
+    /// Whether the answers state their computed values (absent in summaries
+    /// written before it was measured).
+    #[serde(default)]
+    pub restatement: Restatement,
+}
+
+/// How many answers state the value their computation gave (see
+/// `infer::Provenance`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Restatement {
+    /// Answers that state the computed value, and no other.
+    pub restated: usize,
+    /// Answers with a computed value that state another one, or none.
+    pub differs: usize,
+    /// Answers without a computed value.
+    pub no_computation: usize,
+    /// `restated / (restated + differs)`: the share of answers with a computed
+    /// value that state it (1 when there are none).
+    pub rate: f64,
+}
+
+impl Restatement {
+    pub fn new(restated: usize, differs: usize, no_computation: usize) -> Restatement {
+        let rate = if restated + differs == 0 { 1.0 } else { share(restated, restated + differs) };
+        Restatement { restated, differs, no_computation, rate }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        format!(
+            "restated {:.4}: {} of {} answers with a computed value state it ({} differ; {} without a computation)",
+            self.rate,
+            self.restated,
+            self.restated + self.differs,
+            self.differs,
+            self.no_computation
+        )
+    }
 }
 
 impl Summary {
@@ -122,6 +160,8 @@ impl Summary {
         for (name, s) in &self.stages {
             out += &format!("{name}: {:.3} ({}/{})\n", s.accuracy, s.correct, s.total);
         }
+        out += &self.restatement.describe();
+        out.push('\n');
         out
     }
 }

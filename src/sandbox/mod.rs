@@ -28,7 +28,7 @@ pub use args::{Arg, bind, bind_spans};
 pub use policy::{Capability, GUEST_FILES_DIR, Policy, SystemPolicy};
 pub use params::{NumType, number_fits};
 use params::bind_params;
-pub use value::format_value;
+pub use value::{format_value, format_value_places};
 
 /// The exported function every program provides.
 pub const ENTRY: &str = "compute";

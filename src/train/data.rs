@@ -7,8 +7,8 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use crate::config::ArgumentView;
 use crate::curriculum::Example;
 use crate::curriculum::rng::Rng;
-use crate::model::world::Batch;
-use crate::prompt::{PromptTokens, computed_ids, prompt_tokens};
+use crate::model::world::{Batch, CopyAction};
+use crate::prompt::{PromptTokens, computed_ids, copy_writes, prompt_tokens, split_at_value};
 use crate::tokenize::wat::{BOS, EOS, PAD, WatVocab};
 use crate::tokenize::{TextTokenizer, TokenizeError};
 
@@ -30,6 +30,19 @@ pub struct Encoded {
     pub answer_start: usize,
     /// The program's WAT tokens (no `<bos>`/`<eos>`).
     pub wat: Vec<u32>,
+    /// Where the answer states the computed value through the copy head (see
+    /// [`Encoder::copy_places`]).
+    pub copy: Option<CopyAt>,
+}
+
+/// The computed value copied into a text row's answer: the position before it
+/// chooses the copy action, and its own tokens are given, not predicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyAt {
+    /// Index in [`Encoded::text`] of the value's first token.
+    pub at: usize,
+    pub len: usize,
+    pub action: CopyAction,
 }
 
 /// Encodes examples for both streams.
@@ -46,6 +59,10 @@ pub struct Encoder<'a> {
     pub max_text_tokens: usize,
     /// Longest program, in WAT tokens (`wat.max_tokens`).
     pub max_wat_tokens: usize,
+    /// With a copy head (`model.answer = "copy"`), the decimals it writes values
+    /// at: an answer that states its value gets it as the copy head writes it, the
+    /// copy action as its target. `None`: the answer's tokens, as written.
+    pub copy_places: Option<u32>,
 }
 
 impl Encoder<'_> {
@@ -58,12 +75,30 @@ impl Encoder<'_> {
         } = prompt_tokens(self.text, &example.question, self.arguments, example.frame)?;
         let unread = if self.read_arguments { Vec::new() } else { arguments };
         let computed = computed_ids(self.text, example.value)?;
-        let answer = self.text.encode(&format!("{}<|im_end|>", example.answer))?;
         let question_len = prompt.len();
         let answer_start = question_len + computed.len();
         let mut text = prompt;
         text.extend(computed);
-        text.extend(answer);
+        let split = self
+            .copy_places
+            .and_then(|places| Some((places, split_at_value(&example.answer, example.value, places)?)));
+        let copy = match split {
+            Some((places, (before, action, after))) => {
+                let action = CopyAction::ALL[action];
+                let written = copy_writes(self.text, example.value, places)?[action.index()]
+                    .clone()
+                    .unwrap_or_default();
+                text.extend(self.text.encode(&before)?);
+                let at = text.len();
+                text.extend(&written);
+                text.extend(self.text.encode(&format!("{after}<|im_end|>"))?);
+                Some(CopyAt { at, len: written.len(), action })
+            }
+            None => {
+                text.extend(self.text.encode(&format!("{}<|im_end|>", example.answer))?);
+                None
+            }
+        };
         let wat = self.wat.encode(&example.program)?;
         if text.len() > self.max_text_tokens {
             return Err(TokenizeError::TooLong {
@@ -84,6 +119,7 @@ impl Encoder<'_> {
             carrier,
             answer_start,
             wat,
+            copy,
         })
     }
 }
@@ -175,6 +211,7 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
     let b = rows.len();
     let s = rows.iter().map(|r| r.text.len()).max().unwrap_or(1);
     let w = rows.iter().map(|r| r.wat.len() + 1).max().unwrap_or(1);
+    let mut actions = vec![0i32; b * s];
     let (mut ids, mut targets, mut loss, mut question) = (
         vec![pad as i32; b * s],
         vec![pad as i32; b * s],
@@ -205,6 +242,14 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
                 reads[base + i] = false;
             }
         }
+        if let Some(copy) = row.copy {
+            // The position before the value chooses the copy action; the value's
+            // own tokens are given.
+            actions[base + copy.at - 1] = 1 + copy.action.index() as i32;
+            for i in copy.at..copy.at + copy.len - 1 {
+                loss[base + i] = 0.0;
+            }
+        }
         let base = r * w;
         let input = std::iter::once(BOS).chain(row.wat.iter().copied());
         let target = row.wat.iter().copied().chain(std::iter::once(EOS));
@@ -222,6 +267,7 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
         text_ids: int(ids, s),
         text_targets: int(targets, s),
         text_loss_mask: float(loss, s),
+        copy_actions: int(actions, s),
         question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [b, s]), device),
         wat_reads: Tensor::<B, 2, Bool>::from_data(TensorData::new(reads, [b, s]), device),
         wat_ids: int(wat_ids, w),
@@ -279,6 +325,62 @@ mod tests {
     }
 
     #[test]
+    fn answers_stating_their_value_train_the_copy_head() {
+        let corpus = ["What is 2 - 9?", "The answer is -7.", "Is 7 prime?", "Yes.", "<computed>5</computed>"];
+        let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
+        let wat = WatVocab::new();
+        let encoder = Encoder {
+            text: &text,
+            wat: &wat,
+            pad: text.token_id("<|endoftext|>").unwrap(),
+            read_arguments: false,
+            arguments: ArgumentView::Tokens,
+            max_text_tokens: 512,
+            max_wat_tokens: 512,
+            copy_places: Some(4),
+        };
+        let example = |q: &str, v: f64, answer: &str| Example {
+            id: "t".into(),
+            stage: "s".into(),
+            family: "f".into(),
+            op: "sub".into(),
+            split: Split::Train,
+            question: q.into(),
+            program: String::new(),
+            args: vec![],
+            value: v,
+            answer: answer.into(),
+            system: false,
+            frame: None,
+        };
+        for (q, v, answer, action, written) in [
+            ("What is 2 - 9?", -7.0, "The answer is -7.", CopyAction::Value, "-7"),
+            ("What is 2 - 9?", -1234.5, "The answer is -1234.5.", CopyAction::Value, "-1234.5"),
+            ("Is 7 prime?", 1.0, "Yes.", CopyAction::Truth, "Yes"),
+        ] {
+            let row = encoder.encode(&example(q, v, answer)).unwrap();
+            let copy = row.copy.expect(answer);
+            assert_eq!(copy.action, action);
+            assert_eq!(text.decode(&row.text[copy.at..copy.at + copy.len]).unwrap(), written);
+            assert_eq!(text.decode(&row.text[row.answer_start..]).unwrap(), format!("{answer}<|im_end|>"));
+            let batch = collate::<Cpu>(&[&row], encoder.pad, &Default::default());
+            let actions: Vec<i64> = batch.copy_actions.into_data().convert::<i64>().to_vec().unwrap();
+            let loss: Vec<f32> = batch.text_loss_mask.into_data().to_vec().unwrap();
+            for i in 0..row.text.len() {
+                let expected = if i + 1 == copy.at { 1 + action.index() as i64 } else { 0 };
+                assert_eq!(actions[i], expected, "{answer}: position {i}");
+                // The value's own tokens are given; the token after it is predicted.
+                let given = (copy.at..copy.at + copy.len - 1).contains(&i);
+                assert_eq!(loss[i] == 0.0, given || i + 1 < row.answer_start || i + 1 == row.text.len(), "{answer}: position {i}");
+            }
+        }
+        // Without a copy head, or an answer that does not state its value: the tokens as written.
+        assert!(encoder.encode(&example("q", 12.0, "Twelve.")).unwrap().copy.is_none());
+        let tokens = Encoder { copy_places: None, ..encoder };
+        assert!(tokens.encode(&example("What is 2 - 9?", -7.0, "The answer is -7.")).unwrap().copy.is_none());
+    }
+
+    #[test]
     fn batches_mask_the_computed_span_and_pad_both_streams() {
         let corpus = [
             "What is 2 + 3?",
@@ -295,6 +397,7 @@ mod tests {
             arguments: ArgumentView::Tokens,
             max_text_tokens: 512,
             max_wat_tokens: 512,
+            copy_places: None,
         };
         let example = |q: &str, v: f64| {
             Example {
