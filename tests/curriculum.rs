@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use wmx::curriculum::{Curriculum, Dataset, Split, values_match};
-use wmx::sandbox::{Outcome, bind};
+use wmx::sandbox::{Arg, Outcome, bind};
 
 fn standard() -> &'static (Curriculum, Dataset) {
     static DATA: OnceLock<(Curriculum, Dataset)> = OnceLock::new();
@@ -19,9 +19,11 @@ fn standard() -> &'static (Curriculum, Dataset) {
 
 #[test]
 fn stage_counts_are_the_declared_ones() {
-    // The prototype's arithmetic (555) and complex-logic (489) sizes; its 27
-    // system examples were all placeholders, and 27 proved too few to learn the
-    // long WASI programs from, so the stage declares 200.
+    // The prototype's arithmetic (555) and complex-logic (489) sizes, broadened
+    // with signed arithmetic and word problems (760), expressions, digit operations
+    // and two-step word problems (820); its 27 system examples were all
+    // placeholders, and 27 proved too few to learn the long WASI programs from, so
+    // the stage declares 200.
     let (_, dataset) = standard();
     let counts: Vec<(&str, usize)> = dataset
         .stages
@@ -31,9 +33,9 @@ fn stage_counts_are_the_declared_ones() {
     assert_eq!(
         counts,
         vec![
-            ("arithmetic", 555),
+            ("arithmetic", 760),
             ("system_operations", 200),
-            ("complex_logic", 489)
+            ("complex_logic", 820)
         ]
     );
     for stage in &dataset.stages {
@@ -45,7 +47,7 @@ fn stage_counts_are_the_declared_ones() {
         );
         assert_eq!(
             stage.test.len(),
-            (stage.train.len() as f64 * 0.1).round() as usize,
+            (stage.train.len() as f64 * 0.2).round() as usize,
             "{}",
             stage.name
         );
@@ -225,4 +227,46 @@ fn carrier_built_questions_know_their_frame() {
     let total: usize = dataset.stages.iter().map(|s| s.train.len() + s.test.len()).sum();
     assert!(framed * 2 > total, "{framed} of {total}");
     assert!(framed < total);
+}
+
+#[test]
+fn broadened_families_reach_the_test_split_with_what_they_are_for() {
+    let (_, dataset) = standard();
+    let test: Vec<_> = dataset.examples(Split::Test).collect();
+    let numbers = |x: &wmx::curriculum::Example| -> Vec<f64> {
+        x.args.iter().filter_map(|a| match a { Arg::Number(n) => Some(*n), Arg::Text(_) => None }).collect()
+    };
+    // Signed arithmetic: each basic task asks with negative operands, and gives
+    // negative results, in the test split as in training.
+    for family in ["add", "sub", "mul", "div"] {
+        for split in [Split::Train, Split::Test] {
+            let of = |x: &&wmx::curriculum::Example| x.family == family && x.split == split;
+            let xs: Vec<_> = dataset.examples(split).filter(|x| of(x)).collect();
+            assert!(xs.iter().any(|x| numbers(x).iter().any(|&n| n < 0.0)), "{family} {split}: no negative operand");
+            assert!(xs.iter().any(|x| x.value < 0.0), "{family} {split}: no negative result");
+        }
+    }
+    // A negative operand after an operator symbol is written in parentheses, and binds.
+    let parenthesised = test.iter().chain(dataset.examples(Split::Train).collect::<Vec<_>>().iter()).any(|x| x.question.contains("(-"));
+    assert!(parenthesised);
+    // Expressions and digit operations have held-out test questions.
+    for family in [
+        "add_sub", "sub_mul", "add_div", "sub_mul_paren", "sub_sum_paren", "add_mul_sub",
+        "digit_sum", "digit_product", "digit_count", "reverse_digits",
+    ] {
+        let n = test.iter().filter(|x| x.family == family).count();
+        assert!(n >= 3, "{family}: {n} test questions");
+    }
+    // Word problems with a distractor bind every number, and the program names the
+    // distractor's parameter without reading it.
+    for split in [Split::Train, Split::Test] {
+        let distracted: Vec<_> = dataset
+            .examples(split)
+            .filter(|x| x.program.contains("(param $z f64)"))
+            .collect();
+        assert!(distracted.len() >= 5, "{split}: {} questions with a distractor", distracted.len());
+        for x in distracted {
+            assert_eq!(x.program.matches("local.get $z").count(), 0, "{}", x.program);
+        }
+    }
 }

@@ -380,7 +380,7 @@ pub fn default_intents() -> Vec<Intent> {
             "loop",
             &[
                 "factorial", "!", "fibonacci", "fib(", "prime", "power", "^", "gcd", "divisor",
-                "integers from", "number from", "numbers from", "through", "one to",
+                "integers from", "number from", "numbers from", "through", "one to", "digit",
             ],
         ),
         ("min", &["smallest", "minimum", "least", "lowest"]),

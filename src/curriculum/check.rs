@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::tasks::Task;
+use super::tasks::{DISTRACTOR, Kind, Task};
 use crate::sandbox::bind;
 use super::{Curriculum, CurriculumError, FamilySpec, StageSpec};
 
@@ -158,15 +158,23 @@ pub(super) fn check_phrasing(task: Task, phrasing: &str) -> Result<(), String> {
         rest = &rest[close + 1..];
     }
     literal.push_str(rest);
+    let numeric = !task.placeholders().is_empty() && task.placeholders().iter().all(|(_, k)| *k == Kind::Number);
     for name in &found {
+        if name == DISTRACTOR && numeric {
+            if found.iter().filter(|f| *f == DISTRACTOR).count() > 1 {
+                return Err(format!("{phrasing:?} may contain the distractor {{{DISTRACTOR}}} once"));
+            }
+            continue;
+        }
         if !task.placeholders().iter().any(|(p, _)| p == name) {
             let known: Vec<String> = task
                 .placeholders()
                 .iter()
                 .map(|(p, _)| format!("{{{p}}}"))
                 .collect();
+            let distractor = if numeric { format!(" (and the distractor {{{DISTRACTOR}}})") } else { String::new() };
             return Err(format!(
-                "unknown placeholder {{{name}}} in {phrasing:?}; task `{}` takes {}",
+                "unknown placeholder {{{name}}} in {phrasing:?}; task `{}` takes {}{distractor}",
                 task.name(),
                 known.join(" ")
             ));

@@ -318,10 +318,13 @@ impl Curriculum {
         };
         for _ in 0..attempts {
             let phrasing = rng.pick(phrasings).clone();
-            let sample = family
+            let mut sample = family
                 .task
                 .sample(rng, draw, family.numbers, pools)
                 .map_err(fail)?;
+            if phrasing.contains(&format!("{{{}}}", tasks::DISTRACTOR)) {
+                sample.insert(tasks::DISTRACTOR, Slot::Number(rng.range(2, 60) as f64));
+            }
             let (question, order) = render_question(&phrasing, &sample);
             if split == Split::Validation && train_questions.contains(&question) {
                 continue;
@@ -368,7 +371,15 @@ fn render_question(phrasing: &str, sample: &tasks::Sample) -> (String, Vec<&'sta
         let close = rest[open..].find('}').map_or(rest.len(), |c| c + open);
         let name = &rest[open + 1..close];
         if let Some((key, slot)) = sample.get_key_value(name) {
-            question.push_str(&tasks::render_slot(key, slot));
+            let shown = tasks::render_slot(key, slot);
+            // A negative number right after an operator symbol is written in
+            // parentheses, as people write it: `5 - (-3)`, not `5 - -3`.
+            let after_operator = question.trim_end().ends_with(['+', '-', '×', '*', '/', '÷', '^']);
+            if shown.starts_with('-') && after_operator {
+                question.push_str(&format!("({shown})"));
+            } else {
+                question.push_str(&shown);
+            }
             order.push(*key);
         }
         rest = rest.get(close + 1..).unwrap_or("");

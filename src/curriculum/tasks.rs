@@ -49,7 +49,32 @@ pub enum Task {
     FileLines,
     FileNumber,
     ClockYear,
+    /// `a + b - c`
+    AddSub,
+    /// `a - b * c`: the product first
+    SubMul,
+    /// `a + b / c`: the quotient first
+    AddDiv,
+    /// `(a - b) * c`
+    SubMulParen,
+    /// `a - (b + c)`
+    SubSumParen,
+    /// `a + b * c - d`
+    AddMulSub,
+    /// The sum of `n`'s digits
+    DigitSum,
+    /// The product of `n`'s digits
+    DigitProduct,
+    /// How many digits `n` has
+    DigitCount,
+    /// `n` with its digits in reverse order
+    ReverseDigits,
 }
+
+/// A number placeholder any phrasing of a task on numbers may hold once, which the
+/// computation does not use ("Mina, who is {z}, had {a} stickers…"): it binds to a
+/// parameter like every number in the question, and the program leaves it unread.
+pub const DISTRACTOR: &str = "z";
 
 /// What a placeholder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +94,9 @@ pub enum Numbers {
     Integer,
     /// Operands with one or two decimals.
     Decimal,
+    /// Integers of either sign: operands and results may be negative (in
+    /// symbols, a negative operand after an operator is written in parentheses).
+    Signed,
 }
 
 /// Which numbers a sample may use: training sees the seen ones, the test split
@@ -105,7 +133,7 @@ pub struct Pools<'a> {
 pub type Sample = BTreeMap<&'static str, Slot>;
 
 impl Task {
-    pub const ALL: [Task; 27] = [
+    pub const ALL: [Task; 37] = [
         Task::Add,
         Task::Sub,
         Task::Mul,
@@ -133,6 +161,16 @@ impl Task {
         Task::FileLines,
         Task::FileNumber,
         Task::ClockYear,
+        Task::AddSub,
+        Task::SubMul,
+        Task::AddDiv,
+        Task::SubMulParen,
+        Task::SubSumParen,
+        Task::AddMulSub,
+        Task::DigitSum,
+        Task::DigitProduct,
+        Task::DigitCount,
+        Task::ReverseDigits,
     ];
 
     /// The task's name as written in curriculum files (snake case).
@@ -158,6 +196,11 @@ impl Task {
             Task::AddMul | Task::SubDiv | Task::MulAdd => {
                 &[("a", Number), ("b", Number), ("c", Number)]
             }
+            Task::AddSub | Task::SubMul | Task::AddDiv | Task::SubMulParen | Task::SubSumParen => {
+                &[("a", Number), ("b", Number), ("c", Number)]
+            }
+            Task::AddMulSub => &[("a", Number), ("b", Number), ("c", Number), ("d", Number)],
+            Task::DigitSum | Task::DigitProduct | Task::DigitCount | Task::ReverseDigits => &[("n", Number)],
             Task::Percent => &[("p", Number), ("x", Number)],
             Task::Min | Task::Max | Task::Average => &[("list", List)],
             Task::Factorial | Task::Fibonacci | Task::IsPrime => &[("n", Number)],
@@ -255,6 +298,49 @@ impl Task {
                 self.sample_strings(rng, draw, pools, &mut s)?
             }
             Task::ClockYear => {}
+            Task::AddSub | Task::SubSumParen => {
+                // Non-negative results, so the word problems stay sensible.
+                let a = int(rng, 1, 999);
+                let b = int(rng, 1, 500);
+                let c = if self == Task::AddSub { rng.range(1, (a + b).min(500)) } else { rng.range(1, 500) };
+                let (b, c) = if self == Task::SubSumParen && b + c > a {
+                    let b = rng.range(0, a / 2);
+                    (b, rng.range(0, a - b))
+                } else {
+                    (b, c)
+                };
+                put(&mut s, "a", a as f64);
+                put(&mut s, "b", b as f64);
+                put(&mut s, "c", c as f64);
+            }
+            Task::SubMul => {
+                put(&mut s, "a", int(rng, 1, 999) as f64);
+                put(&mut s, "b", int(rng, 2, 20) as f64);
+                put(&mut s, "c", int(rng, 2, 20) as f64);
+            }
+            Task::AddDiv => {
+                put(&mut s, "a", int(rng, 1, 999) as f64);
+                let c = int(rng, 2, 12);
+                put(&mut s, "b", (c * rng.range(1, 50)) as f64);
+                put(&mut s, "c", c as f64);
+            }
+            Task::SubMulParen => {
+                let a = int(rng, 1, 99);
+                let b = rng.range(0, a);
+                put(&mut s, "a", a as f64);
+                put(&mut s, "b", b as f64);
+                put(&mut s, "c", int(rng, 2, 20) as f64);
+            }
+            Task::AddMulSub => {
+                put(&mut s, "a", int(rng, 1, 200) as f64);
+                put(&mut s, "b", int(rng, 2, 20) as f64);
+                put(&mut s, "c", int(rng, 2, 20) as f64);
+                put(&mut s, "d", int(rng, 1, 200) as f64);
+            }
+            Task::DigitSum | Task::DigitProduct | Task::DigitCount | Task::ReverseDigits => {
+                let digits = rng.range(2, 7) as u32;
+                put(&mut s, "n", int(rng, 10i64.pow(digits - 1), 10i64.pow(digits) - 1) as f64);
+            }
         }
         Ok(s)
     }
@@ -275,6 +361,18 @@ impl Task {
             (Task::Mul, Numbers::Decimal) => {
                 (int(rng, 1, 999) as f64 / 10.0, int(rng, 2, 99) as f64)
             }
+            (Task::Add | Task::Sub, Numbers::Signed) => {
+                (signed(rng, 9999, int), signed(rng, 9999, &mut |r: &mut Rng, lo, hi| r.range(lo, hi)))
+            }
+            (Task::Mul, Numbers::Signed) => {
+                (signed(rng, 99, int), signed(rng, 99, &mut |r: &mut Rng, lo, hi| r.range(lo, hi)))
+            }
+            (_, Numbers::Signed) => {
+                let q = signed(rng, 99, int);
+                let b = signed(rng, 49, &mut |r: &mut Rng, lo, hi| r.range(lo, hi));
+                let b = if b.abs() < 2.0 { 2.0 * b.signum() } else { b };
+                (q * b, b)
+            }
             (_, Numbers::Integer) => {
                 let q = int(rng, 1, 99);
                 let b = int(rng, 2, 49);
@@ -284,8 +382,9 @@ impl Task {
                 (int(rng, 1, 9_999) as f64 / 10.0, int(rng, 2, 99) as f64)
             }
         };
-        // Subtraction keeps non-negative results so word problems stay sensible.
-        if self == Task::Sub && b > a { (b, a) } else { (a, b) }
+        // Subtraction keeps non-negative results so word problems stay sensible;
+        // signed operands may give any result.
+        if self == Task::Sub && b > a && numbers != Numbers::Signed { (b, a) } else { (a, b) }
     }
 
     /// A string task's text (and character), or a file task's file, from the pool
@@ -415,6 +514,21 @@ impl Task {
                         .ok_or_else(|| format!("{} holds no number", path.display()))?,
                 }
             }
+            Task::AddSub => a + b - n("c"),
+            Task::SubMul => a - b * n("c"),
+            Task::AddDiv => a + b / n("c"),
+            Task::SubMulParen => (a - b) * n("c"),
+            Task::SubSumParen => a - (b + n("c")),
+            Task::AddMulSub => a + b * n("c") - n("d"),
+            Task::DigitSum | Task::DigitProduct | Task::DigitCount | Task::ReverseDigits => {
+                let digits: Vec<i64> = format!("{}", n("n") as i64).bytes().map(|b| i64::from(b - b'0')).collect();
+                match self {
+                    Task::DigitSum => digits.iter().sum::<i64>() as f64,
+                    Task::DigitProduct => digits.iter().product::<i64>() as f64,
+                    Task::DigitCount => digits.len() as f64,
+                    _ => digits.iter().rev().fold(0i64, |r, d| r * 10 + d) as f64,
+                }
+            }
             Task::ClockYear => {
                 let secs = pools
                     .clock_secs
@@ -484,6 +598,16 @@ impl Task {
             Task::FileLines => include_str!("programs/file_lines.wat"),
             Task::FileNumber => include_str!("programs/file_number.wat"),
             Task::ClockYear => include_str!("programs/clock_year.wat"),
+            Task::AddSub => include_str!("programs/add_sub.wat"),
+            Task::SubMul => include_str!("programs/sub_mul.wat"),
+            Task::AddDiv => include_str!("programs/add_div.wat"),
+            Task::SubMulParen => include_str!("programs/sub_mul_paren.wat"),
+            Task::SubSumParen => include_str!("programs/sub_sum_paren.wat"),
+            Task::AddMulSub => include_str!("programs/add_mul_sub.wat"),
+            Task::DigitSum => include_str!("programs/digit_sum.wat"),
+            Task::DigitProduct => include_str!("programs/digit_product.wat"),
+            Task::DigitCount => include_str!("programs/digit_count.wat"),
+            Task::ReverseDigits => include_str!("programs/reverse_digits.wat"),
         }
     }
 }
@@ -525,6 +649,13 @@ fn first_integer(bytes: &[u8]) -> Option<f64> {
     digits.parse::<f64>().ok()
 }
 
+/// A nonzero integer of up to `max` in size, its size drawn by `int`: negative
+/// half the time.
+fn signed(rng: &mut Rng, max: i64, int: &mut dyn FnMut(&mut Rng, i64, i64) -> i64) -> f64 {
+    let size = int(rng, 1, max) as f64;
+    if rng.unit() < 0.5 { -size } else { size }
+}
+
 /// Renders a placeholder value the way a question shows it.
 pub fn render_slot(name: &str, slot: &Slot) -> String {
     match slot {
@@ -549,6 +680,47 @@ mod tests {
             let back: Task =
                 serde_json::from_value(serde_json::Value::String(task.name())).unwrap();
             assert_eq!(back, task);
+        }
+    }
+
+    #[test]
+    fn expressions_and_digit_tasks_compute_what_they_say() {
+        let pools = Pools::default();
+        let eval = |task: Task, slots: &[(&'static str, f64)]| {
+            let sample: Sample = slots.iter().map(|&(k, v)| (k, Slot::Number(v))).collect();
+            task.evaluate(&sample, &pools).unwrap()
+        };
+        let abcd = [("a", 9.0), ("b", 4.0), ("c", 2.0), ("d", 1.0)];
+        assert_eq!(eval(Task::AddSub, &abcd), 11.0);
+        assert_eq!(eval(Task::SubMul, &abcd), 1.0);
+        assert_eq!(eval(Task::AddDiv, &abcd), 11.0);
+        assert_eq!(eval(Task::SubMulParen, &abcd), 10.0);
+        assert_eq!(eval(Task::SubSumParen, &abcd), 3.0);
+        assert_eq!(eval(Task::AddMulSub, &abcd), 16.0);
+        assert_eq!(eval(Task::DigitSum, &[("n", 4719.0)]), 21.0);
+        assert_eq!(eval(Task::DigitProduct, &[("n", 4719.0)]), 252.0);
+        assert_eq!(eval(Task::DigitCount, &[("n", 4719.0)]), 4.0);
+        assert_eq!(eval(Task::ReverseDigits, &[("n", 1200.0)]), 21.0);
+    }
+
+    #[test]
+    fn signed_operands_take_either_sign() {
+        let mut rng = Rng::new(9);
+        let pools = Pools::default();
+        for task in [Task::Add, Task::Sub, Task::Mul, Task::Div] {
+            let (mut negative_operand, mut negative_value) = (0, 0);
+            for _ in 0..200 {
+                let s = task.sample(&mut rng, Draw::Seen, Numbers::Signed, &pools).unwrap();
+                let (Slot::Number(a), Slot::Number(b)) = (&s["a"], &s["b"]) else { panic!() };
+                negative_operand += usize::from(*a < 0.0 || *b < 0.0);
+                let v = task.evaluate(&s, &pools).unwrap();
+                negative_value += usize::from(v < 0.0);
+                if task == Task::Div {
+                    assert_eq!(v.fract(), 0.0, "{a} / {b}");
+                    assert!(b.abs() >= 2.0);
+                }
+            }
+            assert!(negative_operand > 100 && negative_value > 50, "{task:?}: {negative_operand} {negative_value}");
         }
     }
 
