@@ -110,6 +110,12 @@ pub fn provenance(text: &str, value: Option<f64>, places: u32) -> Provenance {
             _ => {}
         }
     }
+    // A value that is not a finite number (a division by zero) is stated by its word.
+    for word in text.split(|c: char| !c.is_alphanumeric() && c != '-') {
+        if matches!(word, "inf" | "-inf" | "NaN") {
+            stated.push(word.to_string());
+        }
+    }
     let value = shown(value);
     if !stated.is_empty() && stated.iter().all(|s| *s == value) {
         Provenance::Restated
@@ -869,6 +875,9 @@ mod tests {
         assert_eq!(p("It is 4, not 5.", 4.0), Provenance::Differs);
         assert_eq!(p("I cannot say.", 5.0), Provenance::Differs);
         assert_eq!(provenance("The answer is 5.", None, 4), Provenance::NoComputation);
+        assert_eq!(p("The answer is inf.", f64::INFINITY), Provenance::Restated);
+        assert_eq!(p("The answer is -inf.", f64::NEG_INFINITY), Provenance::Restated);
+        assert_eq!(p("The answer is inf.", 4.0), Provenance::Differs);
     }
 
     #[test]

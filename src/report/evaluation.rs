@@ -15,6 +15,7 @@ pub(super) fn section(s: &Summary, run: &Path, contents: &mut Contents) -> Resul
     by_stage(s, contents)?;
     by_operation(s, contents)?;
     selection(s, contents)?;
+    restatement(s, contents)?;
     specialization(s, contents)?;
     outcome_counts(run, contents)
 }
@@ -105,6 +106,27 @@ fn by_operation(s: &Summary, contents: &mut Contents) -> Result<()> {
         },
         "Per operation the question needs: how often the final answer is right, and how often each exit's program computed the right value. An exit that is right where others are not has specialised.",
     );
+    Ok(())
+}
+
+/// Whether the answers state the values computed for them.
+fn restatement(s: &Summary, contents: &mut Contents) -> Result<()> {
+    let r = &s.restatement;
+    let rows = [
+        ("restated", r.restated, "states the computed value, and no other"),
+        ("differs", r.differs, "a value was computed; the answer states another, or none"),
+        ("no-computation", r.no_computation, "no candidate computed a value"),
+    ];
+    contents.tables.push(Table {
+        name: "restatement".into(),
+        caption: format!("Answers and the computed value: restated {:.3} of those with one", r.rate),
+        header: ["provenance", "answers", "meaning"].map(String::from).to_vec(),
+        rows: rows.iter().map(|(p, n, m)| vec![p.to_string(), n.to_string(), m.to_string()]).collect(),
+        frame: DataFrame::new_infer_height(vec![
+            Column::new("provenance".into(), rows.iter().map(|r| r.0.to_string()).collect::<Vec<_>>()),
+            Column::new("answers".into(), rows.iter().map(|r| r.1 as u64).collect::<Vec<_>>()),
+        ])?,
+    });
     Ok(())
 }
 
