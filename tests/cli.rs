@@ -186,16 +186,16 @@ fn data_writes_verified_splits_and_prints_stage_counts() {
     let printed = text(&out);
     for line in [
         "arithmetic",
-        "555",
+        "760",
         "system_operations",
         "200",
         "complex_logic",
-        "489",
+        "820",
     ] {
         assert!(printed.contains(line), "{printed}");
     }
     let train = std::fs::read_to_string(dir.path().join("out/train.jsonl")).unwrap();
-    assert_eq!(train.lines().count(), 555 + 200 + 489);
+    assert_eq!(train.lines().count(), 760 + 200 + 820);
     let first: serde_json::Value = serde_json::from_str(train.lines().next().unwrap()).unwrap();
     for field in ["question", "program", "args", "value", "answer"] {
         assert!(first.get(field).is_some(), "missing {field} in {first}");
