@@ -324,21 +324,26 @@ mod tests {
         assert!(copy_variant(&example(12.0, "Twelve."), &mut rng).is_none());
     }
 
-    #[test]
-    fn answers_stating_their_value_train_the_copy_head() {
-        let corpus = ["What is 2 - 9?", "The answer is -7.", "Is 7 prime?", "Yes.", "<computed>5</computed>"];
-        let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
-        let wat = WatVocab::new();
-        let encoder = Encoder {
-            text: &text,
-            wat: &wat,
+    /// An encoder of the tests' tokenizer: arguments as tokens, read by neither stream.
+    fn encoder<'a>(text: &'a TextTokenizer, wat: &'a WatVocab, copy_places: Option<u32>) -> Encoder<'a> {
+        Encoder {
+            text,
+            wat,
             pad: text.token_id("<|endoftext|>").unwrap(),
             read_arguments: false,
             arguments: ArgumentView::Tokens,
             max_text_tokens: 512,
             max_wat_tokens: 512,
-            copy_places: Some(4),
-        };
+            copy_places,
+        }
+    }
+
+    #[test]
+    fn answers_stating_their_value_train_the_copy_head() {
+        let corpus = ["What is 2 - 9?", "The answer is -7.", "Is 7 prime?", "Yes.", "<computed>5</computed>"];
+        let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
+        let wat = WatVocab::new();
+        let encoder = encoder(&text, &wat, Some(4));
         let example = |q: &str, v: f64, answer: &str| Example {
             id: "t".into(),
             stage: "s".into(),
@@ -389,16 +394,7 @@ mod tests {
         ];
         let text = TextTokenizer::train_bpe(corpus.iter().copied().cycle().take(30), 300).unwrap();
         let wat = WatVocab::new();
-        let encoder = Encoder {
-            text: &text,
-            wat: &wat,
-            pad: text.token_id("<|endoftext|>").unwrap(),
-            read_arguments: false,
-            arguments: ArgumentView::Tokens,
-            max_text_tokens: 512,
-            max_wat_tokens: 512,
-            copy_places: None,
-        };
+        let encoder = encoder(&text, &wat, None);
         let example = |q: &str, v: f64| {
             Example {
             id: "t".into(),
