@@ -300,6 +300,9 @@ impl std::fmt::Display for Ablation {
     }
 }
 
+/// An answer's text and how the copy head wrote its value, or why it has none.
+type Stated = Result<(String, Option<CopyAction>), TokenizeError>;
+
 /// What answering needs besides the model.
 pub struct Answerer<'a> {
     pub text: &'a TextTokenizer,
@@ -370,6 +373,19 @@ impl<'a> Answerer<'a> {
         })
     }
 
+    /// The ids an answer stops after.
+    fn stop(&self) -> Vec<u32> {
+        self.text.token_id("<|im_end|>").into_iter().collect()
+    }
+
+    /// A question's prompt as the text stream reads it, and the positions the WAT
+    /// stream leaves unread; an error when it leaves no room for an answer.
+    fn prompt(&self, question: &str) -> Result<(Vec<u32>, Vec<usize>), TokenizeError> {
+        let PromptTokens { ids, arguments, .. } = prompt_tokens(self.text, question, self.arguments, None)?;
+        self.fits(ids.len())?;
+        Ok((ids, if self.read_arguments { Vec::new() } else { arguments }))
+    }
+
     /// The answer tokens that fit after a prefix of `len` tokens.
     fn budget(&self, len: usize) -> usize {
         self.max_new_tokens.min(self.max_positions.saturating_sub(len))
@@ -409,20 +425,15 @@ impl<'a> Answerer<'a> {
         ablation: Ablation,
         device: &B::Device,
     ) -> Vec<Result<Answer, TokenizeError>> {
-        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
+        let stop = self.stop();
         let mut results: Vec<Option<Result<Answer, TokenizeError>>> = questions.iter().map(|_| None).collect();
         let started = std::time::Instant::now();
         // The rows answered together: (index into `questions`, prompt, unread positions).
         let mut rows: Vec<(usize, Vec<u32>, Vec<usize>)> = Vec::new();
         for (i, question) in questions.iter().enumerate() {
-            let prompt = prompt_tokens(self.text, question, self.arguments, None)
-                .and_then(|p| self.fits(p.ids.len()).map(|()| p));
-            match prompt {
+            match self.prompt(question) {
                 Err(e) => results[i] = Some(Err(e)),
-                Ok(PromptTokens { ids, arguments, .. }) => {
-                    let unread = if self.read_arguments { Vec::new() } else { arguments };
-                    rows.push((i, ids, unread));
-                }
+                Ok((ids, unread)) => rows.push((i, ids, unread)),
             }
         }
         if ablation == Ablation::TextOnly {
@@ -579,8 +590,8 @@ impl<'a> Answerer<'a> {
         values: &[Option<f64>],
         stop: &[u32],
         device: &B::Device,
-    ) -> Vec<Result<(String, Option<CopyAction>), TokenizeError>> {
-        let mut out: Vec<Option<Result<(String, Option<CopyAction>), TokenizeError>>> = prompts.iter().map(|_| None).collect();
+    ) -> Vec<Stated> {
+        let mut out: Vec<Option<Stated>> = prompts.iter().map(|_| None).collect();
         let mut kept = Vec::new();
         let mut prefixes = Vec::new();
         let mut writes = Vec::new();
@@ -638,15 +649,9 @@ impl<'a> Answerer<'a> {
         values: &[Option<f64>],
         device: &B::Device,
     ) -> Result<Vec<Answer>, TokenizeError> {
-        let stop: Vec<u32> = self.text.token_id("<|im_end|>").into_iter().collect();
-        let mut prompts = Vec::new();
-        let mut unread = Vec::new();
-        for question in questions {
-            let p = prompt_tokens(self.text, question, self.arguments, None)?;
-            self.fits(p.ids.len())?;
-            prompts.push(p.ids);
-            unread.push(if self.read_arguments { Vec::new() } else { p.arguments });
-        }
+        let stop = self.stop();
+        let (prompts, unread): (Vec<Vec<u32>>, Vec<Vec<usize>>) =
+            questions.iter().map(|q| self.prompt(q)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         let prefill = model.prefill(&prompts, &unread, device);
         let programs = vec![vec![Vec::new(); questions.len()]; model.fusion_layers.len()];
         let texts = self.state_values(model, &prefill, &prompts, &programs, values, &stop, device);

@@ -646,14 +646,15 @@ impl Written {
         Written { boundary: true, ..Written::default() }
     }
 
-    /// The word being written after `piece`, and whether `piece` ends the one before.
-    fn after(&self, piece: &str) -> (String, bool) {
+    /// The word being written after `piece`, and the word `piece` ends, if it ends one.
+    fn after(&self, piece: &str) -> (String, Option<String>) {
         let lead: String = piece.chars().take_while(|c| c.is_alphanumeric()).collect();
+        let joined = format!("{}{}", self.word, lead.to_lowercase());
         if lead.len() == piece.len() {
-            return (format!("{}{}", self.word, lead.to_lowercase()), false);
+            return (joined, None);
         }
         let tail: String = piece.chars().rev().take_while(|c| c.is_alphanumeric()).collect::<Vec<_>>().into_iter().rev().collect();
-        (tail.to_lowercase(), true)
+        (tail.to_lowercase(), Some(joined))
     }
 
     fn push(&mut self, piece: &str) {
@@ -715,12 +716,7 @@ fn restating_step(
                 return false;
             }
             let (word, ended) = self.written.after(piece);
-            let ended_word = if ended {
-                format!("{}{}", self.written.word, piece.chars().take_while(|c| c.is_alphanumeric()).collect::<String>().to_lowercase())
-            } else {
-                String::new()
-            };
-            !truth_word(&ended_word) && !(self.last && truth_word(&word))
+            !(ended.is_some_and(|w| truth_word(&w)) || self.last && truth_word(&word))
         }
         fn push(&mut self, _: u32) {}
     }
@@ -912,7 +908,7 @@ mod tests {
         let mask = Tensor::<CpuTrain, 2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0], [b, s]), &device);
         let ours = copy_cross_entropy(logits.clone(), copy.clone(), targets.clone(), actions.clone(), mask.clone());
         // The choice's index among [vocab ++ actions].
-        let choice = targets.clone().mask_where(actions.clone().greater_elem(0), actions.clone() + (v as i32 - 1));
+        let choice = targets.clone().mask_where(actions.clone().greater_elem(0), actions.clone() + (v - 1));
         let all = Tensor::cat(vec![logits.clone(), copy.clone()], 2);
         let picked = log_softmax(all, 2).gather(2, choice.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
         let reference = (picked * mask.clone()).sum().neg() / mask.sum();
