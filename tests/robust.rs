@@ -453,3 +453,20 @@ fn a_fifo_in_the_files_directory_is_refused_not_waited_on() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("pipe") && text(&out).contains("not a regular file"), "{}", text(&out));
 }
+
+#[test]
+fn training_on_several_devices_asks_for_cuda_and_shards_that_share_evenly() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    // The CPU backend cannot sum across processes: exit 2 naming the key, nothing written.
+    let out = wmx(dir.path()).args(["run"]).arg(&exp).args(["--devices", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("train.devices") && text(&out).contains("NCCL"), "{}", text(&out));
+    assert!(!dir.path().join("runs").exists(), "nothing is written");
+    // Shards that do not split evenly between the devices fail at validate.
+    let (code, out) = validate_with(&["train.devices=2", "train.shards=3"], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("train.shards") && out.contains("multiple of train.devices"), "{out}");
+    let (code, out) = validate_with(&["train.devices=2", "train.shards=4"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+}

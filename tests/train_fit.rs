@@ -13,7 +13,8 @@ use wmx::model::world::WorldModel;
 use wmx::tokenize::TextTokenizer;
 use wmx::tokenize::wat::WatVocab;
 use wmx::train::data::Encoder;
-use wmx::train::fit::{Control, Cursor, Hooks, EncodedStage, StepReport, epoch_plan, fit};
+use wmx::train::world::World;
+use wmx::train::fit::{Control, Cursor, Hooks, EncodedStage, StepReport, batch_gradients, epoch_plan, fit};
 
 type B = CpuTrain;
 type Optim = OptimizerAdaptor<burn::optim::AdamW, WorldModel<B>, B>;
@@ -203,6 +204,7 @@ fn train_fresh(
         pad,
         &mut Cursor::default(),
         &mut rec,
+        &World::solo(),
     );
     (rec, trained, finished)
 }
@@ -234,6 +236,7 @@ fn resumed_training_matches_uninterrupted() {
         pad,
         &mut cursor,
         &mut second,
+        &World::solo(),
     );
     assert!(finished);
     let resumed: Vec<_> = first.losses.into_iter().chain(second.losses).collect();
@@ -360,6 +363,7 @@ fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
         pad,
         &mut Cursor::default(),
         &mut saver,
+        &World::solo(),
     );
     // The newest two are kept, and step 3, which closed the first epoch with the best validation loss.
     assert_eq!(checkpoints.steps(), vec![5, 4, 3]);
@@ -392,6 +396,7 @@ fn checkpoints_round_trip_and_corruption_falls_back_to_the_previous_one() {
         pad,
         &mut cursor,
         &mut rec,
+        &World::solo(),
     );
     assert_eq!(rec.losses[0].0, saver.losses[4]);
 }
@@ -418,6 +423,7 @@ fn a_frozen_text_stream_does_not_move() {
         pad,
         &mut Cursor::default(),
         &mut rec,
+        &World::solo(),
     );
     assert_eq!(
         trained.text.model.layers[0]
@@ -432,4 +438,69 @@ fn a_frozen_text_stream_does_not_move() {
         trained.wat.segments[0].exit_head.weight.val().into_data(),
         wat_before
     );
+}
+
+/// Every parameter's gradient in `grads`, in the model's order (absent ones empty).
+fn gradient_values(m: &WorldModel<B>, grads: &burn::optim::GradientsParams) -> Vec<Vec<f32>> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Collect<'a> {
+        grads: &'a burn::optim::GradientsParams,
+        out: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let g = self.grads.get::<wmx::backend::Cpu, D>(param.id);
+            self.out.push(g.map(|g| g.into_data().convert::<f32>().to_vec::<f32>().unwrap()).unwrap_or_default());
+        }
+    }
+    let mut c = Collect { grads, out: Vec::new() };
+    m.visit(&mut c);
+    c.out
+}
+
+#[test]
+fn ranks_share_a_batchs_shards_and_their_gradients_sum_to_the_batchs_gradient() {
+    let (stages, pad, vocab) = setup();
+    let m = model(vocab);
+    let rows: Vec<_> = stages[0].train[..6].iter().collect();
+    let with = |shards: usize, devices: usize| TrainConfig { shards, devices, ..config() };
+    // One process, the batch in two shards; two ranks, one shard each (shards = 1
+    // with two devices means one each).
+    let (whole, text, wat) = batch_gradients(&m, &rows, &with(2, 1), pad, &World::solo());
+    let (first, text0, wat0) = batch_gradients(&m, &rows, &with(1, 2), pad, &World::unsummed(0, 2));
+    let (second, text1, wat1) = batch_gradients(&m, &rows, &with(1, 2), pad, &World::unsummed(1, 2));
+    let (whole, first, second) = (gradient_values(&m, &whole), gradient_values(&m, &first), gradient_values(&m, &second));
+    assert!(whole.iter().filter(|g| !g.is_empty()).count() > 10, "the batch trains the model's parameters");
+    for (i, w) in whole.iter().enumerate() {
+        assert_eq!(first[i].len(), w.len(), "parameter {i}: rank 0 has a gradient wherever the batch has");
+        assert_eq!(second[i].len(), w.len(), "parameter {i}: rank 1 has a gradient wherever the batch has");
+        for (j, &v) in w.iter().enumerate() {
+            // The same two shards, added in the same order: the same numbers.
+            assert_eq!(first[i][j] + second[i][j], v, "parameter {i}, element {j}");
+        }
+    }
+    assert!(first.iter().zip(&second).any(|(a, b)| a != b), "the ranks trained different rows");
+    assert_eq!(text0 + text1, text, "the ranks' text losses add up to the batch's");
+    assert_eq!(wat0.len(), wat.len());
+    for (k, w) in wat.iter().enumerate() {
+        assert_eq!(wat0[k] + wat1[k], *w, "exit {k}'s WAT loss");
+    }
+    // Four shards on two ranks: two each, the same gradient as one process's four.
+    let (four, _, _) = batch_gradients(&m, &rows, &with(4, 1), pad, &World::solo());
+    let (a, _, _) = batch_gradients(&m, &rows, &with(4, 2), pad, &World::unsummed(0, 2));
+    let (b, _, _) = batch_gradients(&m, &rows, &with(4, 2), pad, &World::unsummed(1, 2));
+    let (four, a, b) = (gradient_values(&m, &four), gradient_values(&m, &a), gradient_values(&m, &b));
+    for (i, w) in four.iter().enumerate() {
+        for (j, &v) in w.iter().enumerate() {
+            let sum = a[i][j] + b[i][j];
+            assert!((sum - v).abs() <= 1e-6 * v.abs().max(1.0), "parameter {i}, element {j}: {sum} vs {v}");
+        }
+    }
+    // A batch with fewer rows than ranks: the rank without rows trains nothing.
+    let one = &rows[..1];
+    let (g, t, _) = batch_gradients(&m, one, &with(1, 2), pad, &World::unsummed(1, 2));
+    assert!(gradient_values(&m, &g).iter().all(Vec::is_empty) && t == 0.0);
+    let (g, t, _) = batch_gradients(&m, one, &with(1, 2), pad, &World::unsummed(0, 2));
+    assert!(!gradient_values(&m, &g).iter().all(Vec::is_empty) && t > 0.0);
 }

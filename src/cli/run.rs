@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// (raise train.epoch_scale for more). Sets [train.init_from] with state = "all".
     #[arg(long = "continue", value_name = "RUN")]
     continue_run: Option<PathBuf>,
+    /// Train on this many GPUs of this host, one process each, their gradients
+    /// summed through NCCL (CUDA). Sets train.devices.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    devices: Option<u64>,
 }
 
 /// `--init-from RUN[:CHECKPOINT]` and `--continue RUN` as the `--set` overrides of
@@ -62,6 +66,9 @@ fn init_overrides(args: &RunArgs) -> Result<Vec<String>> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut set = args.set.clone();
     set.extend(init_overrides(&args)?);
+    if let Some(n) = args.devices {
+        set.push(format!("train.devices={n}"));
+    }
     let loaded = config::load(&args.file, &set)?;
     let backend = args.backend.unwrap_or(loaded.experiment.backend);
     Ok(match wmx::run::run(&loaded, Path::new("."), args.fresh, backend)? {
@@ -80,6 +87,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Outcome::Interrupted { dir } => {
             println!("interrupted; {} keeps the checkpoint — run the same command to resume", dir.display());
             ExitCode::from(130)
+        }
+        Outcome::Rank { dir, rank, finished } => {
+            eprintln!("rank {rank} of {} {}", dir.display(), if finished { "finished training" } else { "stopped" });
+            if finished { ExitCode::SUCCESS } else { ExitCode::from(130) }
         }
     })
 }

@@ -128,6 +128,7 @@ fn sizes(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
         ("train.batch_size", e.train.batch_size),
         ("train.grad_accum", e.train.grad_accum),
         ("train.shards", e.train.shards),
+        ("train.devices", e.train.devices),
         ("train.max_seq_len", e.train.max_seq_len),
         ("train.checkpoint.keep_last", e.train.checkpoint.keep_last),
         ("eval.max_new_tokens", e.eval.max_new_tokens),
@@ -252,6 +253,15 @@ fn choices(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
         if !(0.0..1.0).contains(&share) {
             return fail(key, "must be in [0, 1)".into());
         }
+    }
+    if e.train.devices > 1 && e.train.shards > 1 && !e.train.shards.is_multiple_of(e.train.devices) {
+        return fail(
+            "train.shards",
+            format!(
+                "{} shards cannot be shared evenly between {} devices; use a multiple of train.devices (or 1: one shard each)",
+                e.train.shards, e.train.devices
+            ),
+        );
     }
     if !(0.0..=1.0).contains(&e.train.copy_practice) {
         return fail("train.copy_practice", "must be between 0 and 1".into());

@@ -435,6 +435,12 @@ pub struct TrainConfig {
     /// shard order: the trajectory depends on `shards`, never on the machine. Use
     /// about one per core; on a GPU, 1.
     pub shards: usize,
+    /// GPUs that train the run together, one process each (data parallelism): the
+    /// shards of each micro-batch are shared between them (with `shards = 1`, one
+    /// each) and their gradients summed through NCCL before each step. CUDA only;
+    /// `--devices` sets it. Not part of the run's identity: a run resumes on any
+    /// number of GPUs.
+    pub devices: usize,
     pub learning_rate: f64,
     /// Final learning rate of the cosine schedule, as a share of `learning_rate`.
     pub min_lr_ratio: f64,
@@ -505,6 +511,7 @@ impl Default for TrainConfig {
             batch_size: 32,
             grad_accum: 1,
             shards: 1,
+            devices: 1,
             learning_rate: 3e-3,
             min_lr_ratio: 0.1,
             warmup_steps: 50,

@@ -4,6 +4,7 @@
 
 mod hooks;
 mod preflight;
+pub mod ranks;
 pub mod signals;
 pub mod slurm;
 pub mod sweep;
@@ -36,12 +37,17 @@ use crate::tokenize::TextTokenizer;
 use crate::tokenize::wat::WatVocab;
 use crate::train::data::Encoder;
 use crate::train::fit::{Cursor, EncodedStage, fit};
+use crate::train::world::World;
+use ranks::Role;
 
 /// What `wmx run` did.
 pub enum Outcome {
     AlreadyComplete { dir: PathBuf, accuracy: Option<f64> },
     Finished { dir: PathBuf, accuracy: f64 },
     Interrupted { dir: PathBuf },
+    /// A later rank of a run trained on several GPUs finished its part (or was
+    /// stopped with the others: `finished` false); the first rank reports the run.
+    Rank { dir: PathBuf, rank: usize, finished: bool },
 }
 
 /// Trains (or resumes) and evaluates the experiment; see the module docs.
@@ -56,6 +62,12 @@ pub fn run(
     backend: crate::config::Backend,
 ) -> Result<Outcome> {
     let (dir, _) = RunDir::for_experiment(root, loaded)?;
+    ranks::pin_srun_task(&ranks::ProcessEnvironment);
+    let role = ranks::role(&ranks::ProcessEnvironment, loaded.experiment.train.devices, &dir.path)?;
+    let gpus = check_role(loaded, &role, backend)?;
+    if let Role::Follower(place) = role {
+        return follow(loaded, dir, place, backend);
+    }
     // Checked before anything is written: bad input leaves no run behind.
     let complete = dir.meta().is_some_and(|m| m.status == Status::Complete);
     let prepared = if complete && !fresh { None } else { Some(preflight(loaded)?) };
@@ -100,7 +112,7 @@ pub fn run(
             Some(prepared) => prepared,
             None => preflight(loaded)?,
         };
-        train_and_evaluate(&dir, e, prepared, tracker.as_ref(), backend)
+        train_and_evaluate(&dir, e, prepared, tracker.as_ref(), backend, &role, &gpus)
     }))
     .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(panic.as_ref()))));
     let status = end(&dir, &mut meta, &result)?;
@@ -111,6 +123,64 @@ pub fn run(
         Some(accuracy) => Outcome::Finished { dir: dir.path, accuracy },
         None => Outcome::Interrupted { dir: dir.path },
     })
+}
+
+/// Training on several GPUs needs the CUDA backend and, started here, as many GPUs
+/// as ranks: bad input otherwise (`train.devices`), before anything is written.
+/// Returns the GPUs the ranks started here take, one each.
+fn check_role(loaded: &Loaded, role: &Role, backend: crate::config::Backend) -> Result<Vec<String>> {
+    let size = match role {
+        Role::Alone => return Ok(Vec::new()),
+        Role::Lead { size, .. } => *size,
+        Role::Follower(place) => place.size,
+    };
+    let bad = |message: String| {
+        Err(crate::config::ConfigError::key("train.devices", loaded.path.display().to_string(), message).into())
+    };
+    if backend != crate::config::Backend::Cuda {
+        return bad(format!(
+            "training on {size} devices sums gradients through NCCL, on the CUDA backend only (this run is on {}); \
+             on the CPU, train.shards splits each batch across cores",
+            format!("{backend:?}").to_lowercase()
+        ));
+    }
+    if let Role::Lead { size, local: true } = role {
+        let gpus = sweep::visible_gpus(backend);
+        if gpus.len() < *size {
+            return bad(format!("{size} devices asked for, but {} GPU(s) are visible here", gpus.len()));
+        }
+        return Ok(gpus);
+    }
+    Ok(Vec::new())
+}
+
+/// A later rank of a run trained on several GPUs: prepares the same data, waits for
+/// the first rank's communicator id, trains its shards with the others and ends;
+/// it writes nothing to the run directory.
+fn follow(loaded: &Loaded, dir: RunDir, place: ranks::Place, backend: crate::config::Backend) -> Result<Outcome> {
+    let e = &loaded.experiment;
+    signals::install();
+    signals::fail_fast_on_device_panics(None);
+    let Prepared { dataset, tokenizer, source, .. } = preflight(loaded)?;
+    let id = ranks::wait_for_id(&place.rendezvous, std::time::Duration::from_secs(600))?;
+    let checkpoints = Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
+    let source = source.filter(|_| checkpoints.steps().is_empty());
+    let tokenizer = run_tokenizer(&dir, e, tokenizer, false)?;
+    let task = Train {
+        dir: &dir,
+        experiment: e,
+        dataset: &dataset,
+        tokenizer: &tokenizer,
+        init_weights: match (&source, &e.train.init_from) {
+            (Some(source), Some(init)) if init.state == InitState::Weights => Some(source.model_path.clone()),
+            _ => None,
+        },
+        interrupted: signals::interrupted(),
+        tracker: None,
+        ranks: Ranks::Follower { rank: place.rank, size: place.size, id },
+    };
+    let finished = crate::backend::dispatch(backend, task)??;
+    Ok(Outcome::Rank { dir: dir.path, rank: place.rank, finished })
 }
 
 /// Writes the run's `config.toml` (paths relative to the run directory) and
@@ -202,6 +272,8 @@ fn train_and_evaluate(
     Prepared { dataset, tokenizer, source, .. }: Prepared,
     tracker: Option<&std::sync::Mutex<tracking::Tracker>>,
     backend: crate::config::Backend,
+    role: &Role,
+    gpus: &[String],
 ) -> Result<Option<f64>> {
     let checkpoints = Checkpoints::at(dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     checkpoints.clean_leftovers()?;
@@ -221,7 +293,21 @@ fn train_and_evaluate(
             stage.epochs
         );
     }
-    let tokenizer = run_tokenizer(dir, e, tokenizer)?;
+    let tokenizer = run_tokenizer(dir, e, tokenizer, true)?;
+    // The other ranks start now, preparing their data while this one does.
+    let (ranks, locals) = match *role {
+        Role::Lead { size, local } => {
+            let rendezvous = ranks::lead_rendezvous(&ranks::ProcessEnvironment, &dir.path, local);
+            let locals = if local {
+                dir.log(&format!("starting ranks 1–{} on GPUs {}", size - 1, gpus[1..size].join(", ")));
+                Some(ranks::Locals::start(size, gpus, &rendezvous, &dir.path)?)
+            } else {
+                None
+            };
+            (Ranks::Lead { size, rendezvous }, locals)
+        }
+        _ => (Ranks::Alone, None),
+    };
     let task = Train {
         dir,
         experiment: e,
@@ -233,8 +319,13 @@ fn train_and_evaluate(
         },
         interrupted: signals::interrupted(),
         tracker,
+        ranks,
     };
-    if !crate::backend::dispatch(backend, task)?? {
+    let finished = crate::backend::dispatch(backend, task)??;
+    if let Some(locals) = locals {
+        locals.finish()?;
+    }
+    if !finished {
         return Ok(None);
     }
     let evaluation = Evaluate { dir, experiment: e, dataset: &dataset, tokenizer: &tokenizer };
@@ -320,8 +411,8 @@ fn new_meta(e: &Experiment, backend: crate::config::Backend) -> Meta {
 }
 
 /// The run's tokenizer: the one kept in its directory when resuming, else `fresh`
-/// (kept there for the run's later use).
-fn run_tokenizer(dir: &RunDir, e: &Experiment, fresh: TextTokenizer) -> Result<TextTokenizer> {
+/// (kept there for the run's later use when `keep`).
+fn run_tokenizer(dir: &RunDir, e: &Experiment, fresh: TextTokenizer, keep: bool) -> Result<TextTokenizer> {
     if e.model.checkpoint_tokenizer().is_some() {
         return Ok(fresh);
     }
@@ -329,7 +420,9 @@ fn run_tokenizer(dir: &RunDir, e: &Experiment, fresh: TextTokenizer) -> Result<T
     if path.is_file() {
         return Ok(TextTokenizer::from_file(&path)?);
     }
-    fresh.save(&path)?;
+    if keep {
+        fresh.save(&path)?;
+    }
     Ok(fresh)
 }
 
@@ -343,6 +436,91 @@ struct Train<'a> {
     init_weights: Option<PathBuf>,
     interrupted: &'static AtomicBool,
     tracker: Option<&'a std::sync::Mutex<tracking::Tracker>>,
+    ranks: Ranks,
+}
+
+/// Which processes train the run with this one.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+enum Ranks {
+    Alone,
+    /// The first rank of `size`: publishes the communicator's id in `rendezvous`.
+    Lead { size: usize, rendezvous: PathBuf },
+    /// A later rank, with the id the first rank published.
+    Follower { rank: usize, size: usize, id: Vec<u8> },
+}
+
+impl Ranks {
+    /// Joins the other ranks' communicator (blocking until all have): the world
+    /// this process trains in.
+    fn join(&self, dir: &RunDir, interrupted: &'static AtomicBool) -> Result<World> {
+        let (rank, size) = match self {
+            Ranks::Alone => return Ok(World::solo()),
+            Ranks::Lead { size, .. } => (0, *size),
+            Ranks::Follower { rank, size, .. } => (*rank, *size),
+        };
+        #[cfg(feature = "cuda")]
+        {
+            use crate::ops::cuda::nccl;
+            let id: [u8; nccl::ID_BYTES] = match self {
+                Ranks::Lead { rendezvous, .. } => {
+                    let id = nccl::unique_id().map_err(anyhow::Error::msg)?;
+                    ranks::publish(rendezvous, &id)?;
+                    dir.log(&format!(
+                        "training on {size} GPUs, one process each, summing gradients through NCCL {}",
+                        nccl::version().map_err(anyhow::Error::msg)?
+                    ));
+                    id
+                }
+                Ranks::Follower { id, .. } => id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("the rendezvous holds {} bytes, not an NCCL id", id.len()))?,
+                Ranks::Alone => unreachable!("handled above"),
+            };
+            nccl::init(&id, rank, size).map_err(anyhow::Error::msg).context("joining the other ranks")?;
+            if let Ranks::Lead { rendezvous, .. } = self {
+                let _ = std::fs::remove_file(rendezvous);
+            }
+            Ok(World::joined(rank, size, interrupted))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (dir, interrupted, rank);
+            anyhow::bail!("training on {size} devices needs a wmx built with `--features cuda` (NCCL)")
+        }
+    }
+}
+
+/// Hooks of a later rank: it writes nothing, and stops when the ranks agree to
+/// (a signal to any of them, which each step's sum shares).
+struct RankHooks {
+    interrupted: &'static AtomicBool,
+}
+
+impl<B: AutodiffBackend, O> crate::train::fit::Hooks<B, O> for RankHooks {
+    fn after_step(
+        &mut self,
+        r: &crate::train::fit::StepReport,
+        _: &WorldModel<B>,
+        _: &O,
+        cursor: &Cursor,
+    ) -> crate::train::fit::Control {
+        use crate::train::fit::Control;
+        // As the first rank's hooks: a stop at an epoch's end waits for validation.
+        if self.interrupted.load(std::sync::atomic::Ordering::SeqCst) && cursor.step_in_epoch < r.steps_in_epoch {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+
+    fn after_epoch(&mut self, _: f64, _: &WorldModel<B>, _: &O, _: &Cursor) -> crate::train::fit::Control {
+        if self.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            crate::train::fit::Control::Stop
+        } else {
+            crate::train::fit::Control::Continue
+        }
+    }
 }
 
 impl crate::backend::BackendTask for Train<'_> {
@@ -394,16 +572,20 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     if let Some(weights) = &t.init_weights {
         model = model.load(weights, &device)?;
     }
+    let world = t.ranks.join(t.dir, t.interrupted)?;
     let checkpoints = Checkpoints::at(t.dir.path.join("checkpoints"), e.train.checkpoint.keep_last);
     let clipping = (e.train.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(e.train.grad_clip as f32));
     let optim_config = AdamW::new(e.train.weight_decay as f32);
     let (loaded, skipped) = checkpoints.load_latest(model.clone(), optim_config.clone().init(clipping.as_ref()), &device)?;
+    // Only the first rank writes to the run's log.
+    let lead = !matches!(t.ranks, Ranks::Follower { .. });
+    let note = |line: &str| if lead { t.dir.log(line) } else { log::debug!("{line}") };
     for s in &skipped {
-        t.dir.log(&format!("skipping a checkpoint: {s}"));
+        note(&format!("skipping a checkpoint: {s}"));
     }
     let (mut model, mut optim, mut cursor) = match loaded {
         Some((m, o, c, step)) => {
-            t.dir.log(&format!(
+            note(&format!(
                 "resuming from checkpoint step {step} (stage {}, epoch {})",
                 stages[c.stage.min(stages.len() - 1)].name,
                 c.epoch + 1
@@ -417,6 +599,12 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
         // The decoder (and a tied head with it) is frozen; an untied head still trains.
         Trainable::FrozenText => model.text.model = model.text.model.no_grad(),
         Trainable::FusionAndWat => model.text = model.text.no_grad(),
+    }
+    let model = world.share_parameters(model);
+    if let Ranks::Follower { .. } = t.ranks {
+        let mut hooks = RankHooks { interrupted: t.interrupted };
+        let (_, finished) = fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world);
+        return Ok(finished);
     }
     show_progress(t.dir, crate::train::fit::total_steps(&stages, &e.train), cursor.step);
     let mut hooks = RunHooks {
@@ -448,6 +636,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
         pad,
         &mut cursor,
         &mut hooks,
+        &world,
     );
     if let Some(bar) = t.dir.progress.get() {
         bar.finish_and_clear();

@@ -119,7 +119,7 @@ fn visible_devices_variable(backend: crate::config::Backend) -> &'static str {
 
 /// The GPUs members can be pinned to: the ones the visible-devices variable already
 /// names, else every GPU `nvidia-smi -L` (or `rocm-smi --showid`) lists; none on the CPU.
-fn visible_gpus(backend: crate::config::Backend) -> Vec<String> {
+pub(super) fn visible_gpus(backend: crate::config::Backend) -> Vec<String> {
     if backend == crate::config::Backend::Cpu {
         return Vec::new();
     }

@@ -89,6 +89,8 @@ impl RunDir {
         // once, do not change what it computes.
         experiment.tracking = Default::default();
         experiment.eval.batch_size = crate::config::EvalConfig::DEFAULT_BATCH;
+        // Nor does how many GPUs share the training (only the order of additions).
+        experiment.train.devices = 1;
         // A run started from another is that run's weights, not the path to it.
         if let Some(init) = &mut experiment.train.init_from {
             init.run = PathBuf::from(source_identity(&init.run, init.checkpoint));

@@ -15,6 +15,7 @@ use super::schedule::{learning_rate, stage_warmup};
 use crate::config::TrainConfig;
 use crate::curriculum::rng::Rng;
 use crate::model::world::WorldModel;
+use super::world::World;
 
 /// One stage's encoded data.
 #[derive(Debug, Clone)]
@@ -84,7 +85,9 @@ pub trait Hooks<B: AutodiffBackend, O> {
 }
 
 /// Trains `model` through the stages from `cursor` on; returns the model and
-/// whether it ran to the end (`false` when a hook stopped it).
+/// whether it ran to the end (`false` when a hook stopped it). With several ranks
+/// in `world`, this process trains its share of each batch's shards and the ranks'
+/// gradients are summed before each step (see [`World`]).
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
     mut model: WorldModel<B>,
@@ -95,6 +98,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
     pad: u32,
     cursor: &mut Cursor,
     hooks: &mut dyn Hooks<B, O>,
+    world: &World,
 ) -> (WorldModel<B>, bool) {
     let device = model.text.rotary.cos.device();
     let examples_per_step = config.batch_size * config.grad_accum;
@@ -158,7 +162,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                         .iter()
                         .map(|r| r.text.len() + r.wat.len() + 1)
                         .sum::<usize>();
-                    for part in micro_batch_gradients(&model, &rows, config, pad, scale, &device) {
+                    for part in micro_batch_gradients(&model, &rows, config, pad, scale, world, &device) {
                         text_sum += part.text;
                         for (sum, l) in wat_sums.iter_mut().zip(part.wat) {
                             *sum += l;
@@ -167,6 +171,14 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     }
                 }
                 let grads = accumulator.grads();
+                let (grads, text_sum, wat_sums) = if world.is_solo() {
+                    (grads, text_sum, wat_sums)
+                } else {
+                    let mut values = vec![text_sum];
+                    values.extend(&wat_sums);
+                    let (grads, values) = world.sum_step(&model, grads, &values, &device);
+                    (grads, values[0], values[1..].to_vec())
+                };
                 let grad_norm = grad_norm(&model, &grads);
                 model = optim.step(lr, model, grads);
                 cursor.step += 1;
@@ -183,11 +195,12 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     tokens,
                     steps_in_epoch,
                 };
-                if hooks.after_step(&report, &model, optim, cursor) == Control::Stop {
+                let control = hooks.after_step(&report, &model, optim, cursor);
+                if world.agree::<B>(control, &device) == Control::Stop {
                     return (model, false);
                 }
             }
-            let validation = validation_loss(&model.valid(), &stage.validation, config, pad);
+            let validation = validation_loss_shared(&model.valid(), &stage.validation, config, pad, world);
             cursor.epoch += 1;
             cursor.step_in_epoch = 0;
             if cursor
@@ -196,7 +209,8 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
             {
                 cursor.best_validation = Some((validation, cursor.step));
             }
-            if hooks.after_epoch(validation, &model, optim, cursor) == Control::Stop {
+            let control = hooks.after_epoch(validation, &model, optim, cursor);
+            if world.agree::<B>(control, &device) == Control::Stop {
                 return (model, false);
             }
         }
@@ -204,6 +218,29 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
         cursor.epoch = 0;
     }
     (model, true)
+}
+
+/// This rank's gradients for one batch of `rows` (its shards of them, summed), with
+/// its shares of the batch's text loss and of each exit's WAT loss: what the ranks'
+/// sum adds up to the batch's gradient and losses.
+pub fn batch_gradients<B: AutodiffBackend>(
+    model: &WorldModel<B>,
+    rows: &[&Encoded],
+    config: &TrainConfig,
+    pad: u32,
+    world: &World,
+) -> (GradientsParams, f64, Vec<f64>) {
+    let device = model.text.rotary.cos.device();
+    let mut accumulator = GradientsAccumulator::<WorldModel<B>>::new();
+    let (mut text, mut wat) = (0.0, vec![0.0; model.fusion.len()]);
+    for part in micro_batch_gradients(model, rows, config, pad, 1.0, world, &device) {
+        text += part.text;
+        for (sum, l) in wat.iter_mut().zip(part.wat) {
+            *sum += l;
+        }
+        accumulator.accumulate(model, part.grads);
+    }
+    (accumulator.grads(), text, wat)
 }
 
 /// One shard's gradients and its share of the micro-batch's losses.
@@ -220,13 +257,17 @@ struct ShardGradients {
 /// micro-batch's loss tokens, so the shards' gradients sum to exactly the
 /// gradient of the whole micro-batch's mean loss (times `scale`). With more than
 /// one shard, each thread trains its own copy of the model (same parameter ids,
-/// separate autodiff graphs), so the threads never contend for one graph.
+/// separate autodiff graphs), so the threads never contend for one graph. With
+/// several ranks, this process trains only its own shards ([`World::shards`]); a
+/// rank whose shards hold no rows returns none.
+#[allow(clippy::too_many_arguments)]
 fn micro_batch_gradients<B: AutodiffBackend>(
     model: &WorldModel<B>,
     rows: &[&Encoded],
     config: &TrainConfig,
     pad: u32,
     scale: f64,
+    world: &World,
     device: &B::Device,
 ) -> Vec<ShardGradients> {
     let answer_tokens = |r: &&Encoded| r.text.len().saturating_sub(r.answer_start).max(1) as f64;
@@ -253,9 +294,12 @@ fn micro_batch_gradients<B: AutodiffBackend>(
             wat: wat.into_iter().map(|l| scalar(l) * wat_share * scale).collect(),
         }
     };
-    let parts: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(config.shards.max(1)).max(1)).collect();
+    let shards = shards(config.shards, world.size);
+    let all: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(shards).max(1)).collect();
+    let mine = world.shards(shards);
+    let parts = &all[mine.start.min(all.len())..mine.end.min(all.len())];
     if parts.len() <= 1 {
-        return vec![shard(model, rows)];
+        return parts.first().map(|part| shard(model, part)).into_iter().collect();
     }
     if !crate::backend::runs_on_host::<B>() {
         return parts.iter().map(|part| shard(model, part)).collect();
@@ -391,6 +435,13 @@ fn replay_draw(
     drawn
 }
 
+/// How many shards each micro-batch is cut into with `devices` ranks: `shards`,
+/// or one per rank when `shards` is 1 (the configuration check requires a
+/// multiple of `devices` otherwise).
+pub fn shards(shards: usize, devices: usize) -> usize {
+    if shards <= 1 { devices.max(1) } else { shards }
+}
+
 /// Mean loss (text + weighted mean WAT) over a split, without gradients.
 pub fn validation_loss<B: Backend>(
     model: &WorldModel<B>,
@@ -398,18 +449,31 @@ pub fn validation_loss<B: Backend>(
     config: &TrainConfig,
     pad: u32,
 ) -> f64 {
+    validation_loss_shared(model, rows, config, pad, &World::solo())
+}
+
+/// [`validation_loss`] with the split's batches shared between the ranks of
+/// `world` (rank r takes every r-th batch) and their sums added.
+fn validation_loss_shared<B: Backend>(
+    model: &WorldModel<B>,
+    rows: &[Encoded],
+    config: &TrainConfig,
+    pad: u32,
+    world: &World,
+) -> f64 {
     if rows.is_empty() {
         return f64::NAN;
     }
     let device = model.text.rotary.cos.device();
     let mut total = 0.0;
-    for chunk in rows.chunks(config.batch_size) {
+    let chunks = rows.chunks(config.batch_size).enumerate().filter(|(i, _)| i % world.size == world.rank);
+    for (_, chunk) in chunks {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let (text, wat) = model.losses(&collate::<B>(&refs, pad, &device));
         let wat_mean = wat.iter().map(|l| scalar(l.clone())).sum::<f64>() / wat.len().max(1) as f64;
         total += (scalar(text) + config.wat_loss_weight * wat_mean) * chunk.len() as f64;
     }
-    total / rows.len() as f64
+    world.sum_values::<B>(&[total], &device)[0] / rows.len() as f64
 }
 
 /// The global L2 norm of the gradients (before clipping).

@@ -5,3 +5,4 @@ pub mod adamw;
 pub mod data;
 pub mod fit;
 pub mod schedule;
+pub mod world;

@@ -4,6 +4,7 @@
 
 pub mod cublas;
 pub mod kernel;
+pub mod nccl;
 
 use burn::backend::Autodiff;
 use burn::cubecl::CubeCount;
