@@ -4,6 +4,8 @@
 #   - by one process training every shard (the reference);
 #   - as rank 0 of a world of one, through NCCL (WMX_RANK=0 WMX_WORLD_SIZE=1): the
 #     whole data-parallel path, whose sums of one rank must change nothing;
+#   - by one process again, with the kernel cache the first run filled: how far
+#     two runs of the same thing differ on this GPU;
 #   - on 2 and 4 GPUs (`--devices N`) where the machine has them;
 # each with the same shards, so every run takes the same gradient per step up to
 # the order of additions. Prints one table: steps, the largest
@@ -49,7 +51,8 @@ run() { # name, environment ("K=V …" or ""), then extra arguments
 : > "$OUT/multi-exits.txt"
 run one ""
 run nccl-1 "WMX_RANK=0 WMX_WORLD_SIZE=1 WMX_RENDEZVOUS=$WORK/rendezvous"
-names=(one nccl-1)
+run one-again ""
+names=(one nccl-1 one-again)
 for n in 2 4; do
     if [ "$GPUS" -ge "$n" ] && [ $((SHARDS % n)) -eq 0 ]; then
         run "devices-$n" "" --devices "$n"
