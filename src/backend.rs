@@ -25,6 +25,26 @@ pub fn runs_on_host<B: Backend>() -> bool {
     b == std::any::TypeId::of::<Cpu>() || b == std::any::TypeId::of::<CpuTrain>()
 }
 
+/// Makes the C allocator keep memory the process frees for its next allocations.
+///
+/// Training on the CPU frees and allocates tensors of the same few sizes at every
+/// operation. With glibc's defaults, a freed tensor of some megabytes went back to
+/// the kernel (unmapped, or trimmed off the heap's top) and the next one came back
+/// as fresh pages, each faulted in and zeroed: 680k page faults and a fifth of the
+/// process's time in the kernel over ten text-stream steps of base.toml
+/// (bench/RESULTS.md). Blocks below 32 MiB (glibc's largest mmap threshold) now
+/// come from the heap, whose top is trimmed only past 1 GiB free. Memory the run
+/// has used stays with the process until it ends. Elsewhere than glibc, nothing
+/// changes.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Work generic over the backend.
 pub trait BackendTask {
     type Output;

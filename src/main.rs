@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    wmx::backend::reuse_freed_memory();
     let args = cli::Cli::parse();
     args.init_logging();
     match cli::exec(args.command) {
