@@ -196,7 +196,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     steps_in_epoch,
                 };
                 let control = hooks.after_step(&report, &model, optim, cursor);
-                if world.agree::<B>(control, &device) == Control::Stop {
+                if world.any::<B>(control == Control::Stop, &device) {
                     return (model, false);
                 }
             }
@@ -210,7 +210,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                 cursor.best_validation = Some((validation, cursor.step));
             }
             let control = hooks.after_epoch(validation, &model, optim, cursor);
-            if world.agree::<B>(control, &device) == Control::Stop {
+            if world.any::<B>(control == Control::Stop, &device) {
                 return (model, false);
             }
         }

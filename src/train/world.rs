@@ -21,8 +21,6 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::fit::Control;
-
 /// This process's place among the processes training one run.
 #[derive(Debug, Clone, Copy)]
 pub struct World {
@@ -100,14 +98,13 @@ impl World {
         self.sum(t).into_data().convert::<f64>().to_vec::<f64>().expect("a sum of f64 values reads back as f64")
     }
 
-    /// The ranks' controls combined: every rank stops when any rank stops (the first
-    /// rank on an error writing the run, any rank on a signal).
-    pub fn agree<B: Backend>(&self, control: Control, device: &B::Device) -> Control {
+    /// Whether any rank's `flag` is set: every rank stops when any rank stops (the
+    /// first rank on an error writing the run, any rank on a signal).
+    pub fn any<B: Backend>(&self, flag: bool, device: &B::Device) -> bool {
         if !self.collective {
-            return control;
+            return flag;
         }
-        let stop = self.sum_values::<B>(&[f64::from(u8::from(control == Control::Stop))], device);
-        if stop[0] > 0.0 { Control::Stop } else { Control::Continue }
+        self.sum_values::<B>(&[f64::from(u8::from(flag))], device)[0] > 0.0
     }
 
     /// Sums the ranks' gradients for `model`'s trainable parameters, and with them the
