@@ -171,16 +171,22 @@ fn follow(loaded: &Loaded, dir: RunDir, place: ranks::Place, backend: crate::con
         experiment: e,
         dataset: &dataset,
         tokenizer: &tokenizer,
-        init_weights: match (&source, &e.train.init_from) {
-            (Some(source), Some(init)) if init.state == InitState::Weights => Some(source.model_path.clone()),
-            _ => None,
-        },
+        init_weights: init_weights(source.as_ref(), e),
         interrupted: signals::interrupted(),
         tracker: None,
         ranks: Ranks::Follower { rank: place.rank, size: place.size, id },
     };
     let finished = crate::backend::dispatch(backend, task)??;
     Ok(Outcome::Rank { dir: dir.path, rank: place.rank, finished })
+}
+
+/// `model.mpk` whose weights a run's first start takes (`train.init_from` with
+/// `state = "weights"`), given the run it starts from.
+fn init_weights(source: Option<&OpenedRun>, e: &Experiment) -> Option<PathBuf> {
+    match (source, &e.train.init_from) {
+        (Some(source), Some(init)) if init.state == InitState::Weights => Some(source.model_path.clone()),
+        _ => None,
+    }
 }
 
 /// Writes the run's `config.toml` (paths relative to the run directory) and
@@ -313,10 +319,7 @@ fn train_and_evaluate(
         experiment: e,
         dataset: &dataset,
         tokenizer: &tokenizer,
-        init_weights: match (&source, &e.train.init_from) {
-            (Some(source), Some(init)) if init.state == InitState::Weights => Some(source.model_path.clone()),
-            _ => None,
-        },
+        init_weights: init_weights(source.as_ref(), e),
         interrupted: signals::interrupted(),
         tracker,
         ranks,

@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::rundir::RunDir;
-
 /// This process's place in a run trained by several processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
@@ -197,13 +195,13 @@ impl Locals {
         let exe = std::env::current_exe().context("cannot find this wmx binary to start the other ranks")?;
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut children = Vec::new();
-        for rank in 1..size {
+        for (rank, gpu) in gpus.iter().enumerate().take(size).skip(1) {
             let mut cmd = Command::new(&exe);
             cmd.args(&args)
                 .env("WMX_RANK", rank.to_string())
                 .env("WMX_WORLD_SIZE", size.to_string())
                 .env("WMX_RENDEZVOUS", rendezvous)
-                .env("CUDA_VISIBLE_DEVICES", &gpus[rank])
+                .env("CUDA_VISIBLE_DEVICES", gpu)
                 .stdout(std::process::Stdio::null());
             // A rank dies with the first rank, however that ends.
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -277,15 +275,7 @@ fn watch(children: &Mutex<Vec<(usize, Child)>>, done: &AtomicBool, dir: &Path) {
             })
         });
         if let Some(reason) = failed {
-            let run = RunDir::at(dir);
-            if let Some(mut meta) = run.meta() {
-                meta.status = crate::rundir::Status::Failed;
-                meta.ended = Some(crate::rundir::now());
-                meta.reason = Some(reason.clone());
-                let _ = run.write_meta(&meta);
-            }
-            run.log(&format!("failed: {reason}"));
-            eprintln!("error: {reason}; the run is marked failed");
+            super::signals::mark_failed(dir, &reason);
             if let Ok(mut list) = children.lock() {
                 for (_, child) in list.iter_mut() {
                     let _ = child.kill();

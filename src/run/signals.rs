@@ -79,21 +79,28 @@ pub fn fail_fast_on_device_panics(run: Option<PathBuf>) {
         let message = super::panic_message(info.payload());
         let reason = format!("the GPU backend panicked at {}:{}: {message}", location.file(), location.line());
         if let Some(run) = &run {
-            let dir = crate::rundir::RunDir::at(run);
-            if let Some(mut meta) = dir.meta() {
-                meta.status = crate::rundir::Status::Failed;
-                meta.ended = Some(crate::rundir::now());
-                meta.reason = Some(reason.clone());
-                let _ = dir.write_meta(&meta);
-            }
-            dir.log(&format!("failed: {reason}"));
-            eprintln!("error: {reason}; the run is marked failed");
+            mark_failed(run, &reason);
         } else {
             eprintln!("error: {reason}");
         }
         // SAFETY: _exit only ends the process; nothing after it runs.
         unsafe { libc::_exit(1) }
     }));
+}
+
+/// Records the run in `run` as `failed` with `reason` (in `meta.json` and its log)
+/// and says so on standard error: for a process about to end at once, which cannot
+/// return its error through `wmx run`'s usual path.
+pub fn mark_failed(run: &std::path::Path, reason: &str) {
+    let dir = crate::rundir::RunDir::at(run);
+    if let Some(mut meta) = dir.meta() {
+        meta.status = crate::rundir::Status::Failed;
+        meta.ended = Some(crate::rundir::now());
+        meta.reason = Some(reason.to_string());
+        let _ = dir.write_meta(&meta);
+    }
+    dir.log(&format!("failed: {reason}"));
+    eprintln!("error: {reason}; the run is marked failed");
 }
 
 #[cfg(test)]

@@ -121,10 +121,13 @@ impl World {
         if !self.collective {
             return (grads, values.to_vec());
         }
+        /// A trainable parameter: its id, its number of elements, its dtype and this
+        /// rank's gradient for it, flattened.
+        type Entry<B> = (ParamId, usize, DType, Option<Tensor<<B as AutodiffBackend>::InnerBackend, 1>>);
         // Every rank lists the same parameters in the same order: the model's.
         struct Collect<'a, B: AutodiffBackend> {
             grads: &'a mut GradientsParams,
-            entries: Vec<(ParamId, usize, DType, Option<Tensor<B::InnerBackend, 1>>)>,
+            entries: Vec<Entry<B>>,
         }
         impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
