@@ -45,6 +45,26 @@ pub fn reuse_freed_memory() {
     }
 }
 
+/// Runs `f` on one of rayon's threads (the caller waits), unless
+/// `WMX_ON_POOL=0` or the caller is one already.
+///
+/// The CPU kernels and burn-flex's products share their work through rayon. Called
+/// from a thread outside rayon's pool, every such operation hands its work to the
+/// pool and puts the caller to sleep until it is done, then wakes it: two thread
+/// wake-ups per operation, each an interrupt between cores on a virtual machine.
+/// From inside the pool, the calling thread does its share and waits only for
+/// the others. On a GPU backend nothing runs through rayon, and this only moves
+/// the caller.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static ON: crate::ops::Switch = crate::ops::Switch::new("WMX_ON_POOL");
+    if !ON.on() || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("rayon's scope runs its body")
+}
+
 /// Work generic over the backend.
 pub trait BackendTask {
     type Output;

@@ -87,13 +87,14 @@ impl crate::backend::BackendTask for ModelBench<'_> {
             wat_targets: ids(wat_len, wat_vocab),
             wat_loss_mask: Tensor::ones([batch, wat_len], &device),
         };
-        let time = |f: &dyn Fn()| {
-            f();
-            f();
+        // Each step runs on rayon's pool, as training's do (`backend::on_pool`).
+        let time = |f: &(dyn Fn() + Sync)| {
+            crate::backend::on_pool(f);
+            crate::backend::on_pool(f);
             let mut times: Vec<f64> = (0..repeats)
                 .map(|_| {
                     let t = Instant::now();
-                    f();
+                    crate::backend::on_pool(f);
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();

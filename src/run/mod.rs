@@ -606,7 +606,9 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     let model = world.share_parameters(model);
     if let Ranks::Follower { .. } = t.ranks {
         let mut hooks = RankHooks { interrupted: t.interrupted };
-        let (_, finished) = fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world);
+        let (_, finished) = crate::backend::on_pool(|| {
+            fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world)
+        });
         return Ok(finished);
     }
     show_progress(t.dir, crate::train::fit::total_steps(&stages, &e.train), cursor.step);
@@ -630,17 +632,11 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
         stage_names: stages.iter().map(|s| s.name.clone()).collect(),
         error: None,
     };
-    let (_, finished) = fit(
-        model,
-        &mut optim,
-        &stages,
-        &e.train,
-        e.seed,
-        pad,
-        &mut cursor,
-        &mut hooks,
-        &world,
-    );
+    // On rayon's pool: each CPU operation's work is then shared without waking
+    // this thread (`backend::on_pool`).
+    let (_, finished) = crate::backend::on_pool(|| {
+        fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world)
+    });
     if let Some(bar) = t.dir.progress.get() {
         bar.finish_and_clear();
     }

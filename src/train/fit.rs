@@ -251,12 +251,12 @@ struct ShardGradients {
 }
 
 /// Forward and backward over one micro-batch, split into `config.shards` shards run
-/// on as many threads on the CPU, and one after another on a GPU (whose device
+/// side by side on rayon's threads on the CPU, and one after another on a GPU (whose device
 /// one thread drives best, and whose allocator is not safe to share between
 /// threads training at once). Each shard's losses are weighted by its share of the
 /// micro-batch's loss tokens, so the shards' gradients sum to exactly the
 /// gradient of the whole micro-batch's mean loss (times `scale`). With more than
-/// one shard, each thread trains its own copy of the model (same parameter ids,
+/// one shard, each shard trains its own copy of the model (same parameter ids,
 /// separate autodiff graphs), so the threads never contend for one graph. With
 /// several ranks, this process trains only its own shards ([`World::shards`]); a
 /// rank whose shards hold no rows returns none.
@@ -304,21 +304,18 @@ fn micro_batch_gradients<B: AutodiffBackend>(
     if !crate::backend::runs_on_host::<B>() {
         return parts.iter().map(|part| shard(model, part)).collect();
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                // `fork` detaches: fresh leaves, same parameter ids and values.
-                let copy = model.clone().fork(device);
-                let shard = &shard;
-                scope.spawn(move || shard(&copy, part))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a training shard panicked"))
-            .collect()
-    })
+    // Each shard a job of rayon's pool, whose threads also share each shard's
+    // operations: nothing waits for a thread to wake while there is work.
+    let mut out: Vec<Option<ShardGradients>> = parts.iter().map(|_| None).collect();
+    rayon::scope(|scope| {
+        for (slot, part) in out.iter_mut().zip(parts) {
+            // `fork` detaches: fresh leaves, same parameter ids and values.
+            let copy = model.clone().fork(device);
+            let shard = &shard;
+            scope.spawn(move |_| *slot = Some(shard(&copy, part)));
+        }
+    });
+    out.into_iter().map(|g| g.expect("every shard ran")).collect()
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
