@@ -56,8 +56,9 @@ pub fn reuse_freed_memory() {
 /// the others. On a GPU backend nothing runs through rayon, and this only moves
 /// the caller.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    static ON: crate::ops::Switch = crate::ops::Switch::new("WMX_ON_POOL");
-    if !ON.on() || rayon::current_thread_index().is_some() {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("WMX_ON_POOL").map_or(true, |v| v != "0"));
+    if !on || rayon::current_thread_index().is_some() {
         return f();
     }
     let mut out = None;
