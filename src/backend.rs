@@ -53,12 +53,12 @@ pub fn reuse_freed_memory() {
 /// pool and puts the caller to sleep until it is done, then wakes it: two thread
 /// wake-ups per operation, each an interrupt between cores on a virtual machine.
 /// From inside the pool, the calling thread does its share and waits only for
-/// the others. On a GPU backend nothing runs through rayon, and this only moves
-/// the caller.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+/// the others. Only for work on the CPU backend `B`: a GPU backend's work is not
+/// shared through rayon, and runs where it is called.
+pub fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let on = *ON.get_or_init(|| std::env::var("WMX_ON_POOL").map_or(true, |v| v != "0"));
-    if !on || rayon::current_thread_index().is_some() {
+    if !on || !runs_on_host::<B>() || rayon::current_thread_index().is_some() {
         return f();
     }
     let mut out = None;

@@ -89,12 +89,12 @@ impl crate::backend::BackendTask for ModelBench<'_> {
         };
         // Each step runs on rayon's pool, as training's do (`backend::on_pool`).
         let time = |f: &(dyn Fn() + Sync)| {
-            crate::backend::on_pool(f);
-            crate::backend::on_pool(f);
+            crate::backend::on_pool::<B, _>(f);
+            crate::backend::on_pool::<B, _>(f);
             let mut times: Vec<f64> = (0..repeats)
                 .map(|_| {
                     let t = Instant::now();
-                    crate::backend::on_pool(f);
+                    crate::backend::on_pool::<B, _>(f);
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();

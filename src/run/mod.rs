@@ -606,7 +606,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     let model = world.share_parameters(model);
     if let Ranks::Follower { .. } = t.ranks {
         let mut hooks = RankHooks { interrupted: t.interrupted };
-        let (_, finished) = crate::backend::on_pool(|| {
+        let (_, finished) = crate::backend::on_pool::<B, _>(|| {
             fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world)
         });
         return Ok(finished);
@@ -634,7 +634,7 @@ fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     };
     // On rayon's pool: each CPU operation's work is then shared without waking
     // this thread (`backend::on_pool`).
-    let (_, finished) = crate::backend::on_pool(|| {
+    let (_, finished) = crate::backend::on_pool::<B, _>(|| {
         fit(model, &mut optim, &stages, &e.train, e.seed, pad, &mut cursor, &mut hooks, &world)
     });
     if let Some(bar) = t.dir.progress.get() {
