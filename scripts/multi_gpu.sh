@@ -30,11 +30,10 @@ if ! ldconfig -p 2>/dev/null | grep -q libnccl.so.2; then
     [ -n "$lib" ] && export WMX_NCCL=$lib
 fi
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU ")
-REPO=$PWD
 WORK=$(mktemp -d)
-sed -n '/^pub const CURRICULUM/,/^"#;/p' tests/common/mod.rs | sed '1d;$d' > "$WORK/curriculum.toml"
-sed -n '/let text = format!(/,/^"#$/p' tests/common/mod.rs | sed '1d;$d' \
-    | sed -e 's/^ *r#"//' -e "s|{base:?}|\"$REPO/experiments/base.toml\"|" > "$WORK/tiny.toml"
+# shellcheck source=scripts/tiny-experiment.sh
+. scripts/tiny-experiment.sh
+tiny_experiment "$WORK"
 SHARDS=${SHARDS:-4}
 sets=(--set "train.shards=$SHARDS" --set "train.epoch_scale=${SCALE:-1}" --set "train.batch_size=16")
 for s in ${MODEL:-}; do sets+=(--set "$s"); done

@@ -17,11 +17,10 @@ mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 # shellcheck source=bench/kernel-cache.sh
 . bench/kernel-cache.sh
-REPO=$PWD
 WORK=$(mktemp -d)
-sed -n '/^pub const CURRICULUM/,/^"#;/p' tests/common/mod.rs | sed '1d;$d' > "$WORK/curriculum.toml"
-sed -n '/let text = format!(/,/^"#$/p' tests/common/mod.rs | sed '1d;$d' \
-    | sed -e 's/^ *r#"//' -e "s|{base:?}|\"$REPO/experiments/base.toml\"|" > "$WORK/tiny.toml"
+# shellcheck source=scripts/tiny-experiment.sh
+. scripts/tiny-experiment.sh
+tiny_experiment "$WORK"
 rows=()
 for config in f32:1 bf16:1 bf16:4; do
     dtype=${config%:*} shards=${config#*:} name=${config/:/-}
