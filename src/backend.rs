@@ -45,25 +45,38 @@ pub fn reuse_freed_memory() {
     }
 }
 
-/// Runs `f` on one of rayon's threads (the caller waits), unless
-/// `WMX_ON_POOL=0` or the caller is one already.
+/// Runs `f` on a rayon pool of its own, as many threads as rayon's global pool
+/// (the caller waits), unless `WMX_ON_POOL=0` or the caller is already on a
+/// rayon pool.
 ///
 /// The CPU kernels and burn-flex's products share their work through rayon. Called
-/// from a thread outside rayon's pool, every such operation hands its work to the
+/// from a thread outside a rayon pool, every such operation hands its work to the
 /// pool and puts the caller to sleep until it is done, then wakes it: two thread
 /// wake-ups per operation, each an interrupt between cores on a virtual machine.
 /// From inside the pool, the calling thread does its share and waits only for
 /// the others. Only for work on the CPU backend `B`: a GPU backend's work is not
 /// shared through rayon, and runs where it is called.
+///
+/// A pool of its own because burn's autodiff holds a graph's lock through a
+/// backward pass and then takes every graph's lock to clean up: on a shared
+/// pool, a thread cleaning up after one training loop could wait for a lock held
+/// by another loop that waits for that very pool's threads. On this pool only
+/// `f`'s own work runs.
 pub fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let on = *ON.get_or_init(|| std::env::var("WMX_ON_POOL").map_or(true, |v| v != "0"));
     if !on || !runs_on_host::<B>() || rayon::current_thread_index().is_some() {
         return f();
     }
-    let mut out = None;
-    rayon::scope(|_| out = Some(f()));
-    out.expect("rayon's scope runs its body")
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("wmx-train-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(f),
+        // No threads to be had: run where called, as with `WMX_ON_POOL=0`.
+        Err(_) => f(),
+    }
 }
 
 /// Work generic over the backend.

@@ -296,6 +296,38 @@ fn shards_train_the_same_trajectory_on_parallel_threads() {
     assert_eq!(three, run(3));
 }
 
+/// `wmx run` trains on rayon's pool (`backend::on_pool`), and a micro-batch's
+/// shards share the pool's threads. burn's autodiff holds a graph's lock through
+/// a backward pass and then takes every graph's lock to clean up, so a backward
+/// pass on the pool could wait for a lock held by a thread that waits for the
+/// pool (it hung CI once). Sharded and unsharded runs at once, on the pool as
+/// `wmx run` trains and from plain threads, must all finish.
+#[test]
+fn sharded_runs_on_rayons_pool_and_beside_it_both_finish() {
+    let (done, finished) = std::sync::mpsc::channel();
+    let runs = [(3, true), (3, false), (1, false), (1, true)];
+    for (shards, on_pool) in runs {
+        let done = done.clone();
+        // Detached, so a deadlocked run cannot keep the test from failing.
+        std::thread::spawn(move || {
+            let (stages, pad, vocab) = setup();
+            let config = TrainConfig {
+                shards,
+                epoch_scale: 3.0,
+                ..config()
+            };
+            let train = || train_fresh((&stages, pad, vocab), &config, 5, None).2;
+            let ok = if on_pool { wmx::backend::on_pool::<B, _>(train) } else { train() };
+            done.send(ok).unwrap();
+        });
+    }
+    for _ in runs {
+        // Minutes more than the runs need: only a deadlock gets here.
+        let ok = finished.recv_timeout(std::time::Duration::from_secs(600));
+        assert_eq!(ok, Ok(true), "sharded runs on rayon's pool did not finish: a deadlock");
+    }
+}
+
 #[test]
 fn replay_shares_evenly_between_earlier_stages_whatever_their_size() {
     let (stages, _, _) = setup();

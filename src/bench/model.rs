@@ -87,19 +87,21 @@ impl crate::backend::BackendTask for ModelBench<'_> {
             wat_targets: ids(wat_len, wat_vocab),
             wat_loss_mask: Tensor::ones([batch, wat_len], &device),
         };
-        // Each step runs on rayon's pool, as training's do (`backend::on_pool`).
+        // The steps run on a rayon pool, as training's do (`backend::on_pool`).
         let time = |f: &(dyn Fn() + Sync)| {
-            crate::backend::on_pool::<B, _>(f);
-            crate::backend::on_pool::<B, _>(f);
-            let mut times: Vec<f64> = (0..repeats)
-                .map(|_| {
-                    let t = Instant::now();
-                    crate::backend::on_pool::<B, _>(f);
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            times[times.len() / 2]
+            crate::backend::on_pool::<B, _>(|| {
+                f();
+                f();
+                let mut times: Vec<f64> = (0..repeats)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                times[times.len() / 2]
+            })
         };
         let text_only = time(&|| {
             let logits = model.text.forward(b.text_ids.clone(), None);

@@ -250,16 +250,24 @@ struct ShardGradients {
     wat: Vec<f64>,
 }
 
-/// Forward and backward over one micro-batch, split into `config.shards` shards run
-/// side by side on rayon's threads on the CPU, and one after another on a GPU (whose device
-/// one thread drives best, and whose allocator is not safe to share between
-/// threads training at once). Each shard's losses are weighted by its share of the
-/// micro-batch's loss tokens, so the shards' gradients sum to exactly the
-/// gradient of the whole micro-batch's mean loss (times `scale`). With more than
-/// one shard, each shard trains its own copy of the model (same parameter ids,
-/// separate autodiff graphs), so the threads never contend for one graph. With
-/// several ranks, this process trains only its own shards ([`World::shards`]); a
-/// rank whose shards hold no rows returns none.
+/// Forward and backward over one micro-batch, split into `config.shards` shards.
+/// On the CPU the shards' forward passes run side by side as jobs of rayon's pool,
+/// then their backward passes one after another, each sharing its operations
+/// across the pool; on a GPU (whose device one thread drives best, and whose
+/// allocator is not safe to share between threads training at once) everything
+/// runs in turn. Each shard's losses are weighted by its share of the micro-batch's
+/// loss tokens, so the shards' gradients sum to exactly the gradient of the whole
+/// micro-batch's mean loss (times `scale`). With more than one shard, each shard
+/// trains its own copy of the model (same parameter ids, separate autodiff graphs).
+/// With several ranks, this process trains only its own shards
+/// ([`World::shards`]); a rank whose shards hold no rows returns none.
+///
+/// Why never two backward passes at once on rayon's threads: burn's autodiff
+/// holds a graph's lock through its whole backward pass, and afterwards takes
+/// every graph's lock in turn to clean up. A worker waiting inside one backward
+/// pass for its operation's other half runs whatever job is queued, so it could
+/// start a second shard's backward pass, whose clean-up then waits for the lock
+/// the same worker holds further down its stack: a deadlock (seen in CI).
 #[allow(clippy::too_many_arguments)]
 fn micro_batch_gradients<B: AutodiffBackend>(
     model: &WorldModel<B>,
@@ -276,7 +284,7 @@ fn micro_batch_gradients<B: AutodiffBackend>(
         rows.iter().map(answer_tokens).sum(),
         rows.iter().map(wat_tokens).sum(),
     );
-    let shard = |model: &WorldModel<B>, part: &[&Encoded]| {
+    let forward = |model: &WorldModel<B>, part: &[&Encoded]| {
         let text_share = part.iter().map(answer_tokens).sum::<f64>() / text_total;
         let wat_share = part.iter().map(wat_tokens).sum::<f64>() / wat_total;
         let (text, wat) = model.losses(&collate::<B>(part, pad, device));
@@ -288,34 +296,37 @@ fn micro_batch_gradients<B: AutodiffBackend>(
             .map_or_else(|| text.zeros_like(), |s| s / exits);
         let loss = (text.clone() * text_share + wat_mean * (wat_share * config.wat_loss_weight))
             * scale;
-        ShardGradients {
-            grads: GradientsParams::from_grads(loss.backward(), model),
-            text: scalar(text) * text_share * scale,
-            wat: wat.into_iter().map(|l| scalar(l) * wat_share * scale).collect(),
-        }
+        let text = scalar(text) * text_share * scale;
+        let wat = wat.into_iter().map(|l| scalar(l) * wat_share * scale).collect();
+        (loss, text, wat)
+    };
+    let backward = |model: &WorldModel<B>, (loss, text, wat): (Tensor<B, 1>, f64, Vec<f64>)| {
+        ShardGradients { grads: GradientsParams::from_grads(loss.backward(), model), text, wat }
     };
     let shards = shards(config.shards, world.size);
     let all: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(shards).max(1)).collect();
     let mine = world.shards(shards);
     let parts = &all[mine.start.min(all.len())..mine.end.min(all.len())];
     if parts.len() <= 1 {
-        return parts.first().map(|part| shard(model, part)).into_iter().collect();
+        return parts.first().map(|part| backward(model, forward(model, part))).into_iter().collect();
     }
     if !crate::backend::runs_on_host::<B>() {
-        return parts.iter().map(|part| shard(model, part)).collect();
+        return parts.iter().map(|part| backward(model, forward(model, part))).collect();
     }
-    // Each shard a job of rayon's pool, whose threads also share each shard's
-    // operations: nothing waits for a thread to wake while there is work.
-    let mut out: Vec<Option<ShardGradients>> = parts.iter().map(|_| None).collect();
+    // `fork` detaches: fresh leaves, same parameter ids and values.
+    let copies: Vec<WorldModel<B>> = parts.iter().map(|_| model.clone().fork(device)).collect();
+    let mut losses: Vec<Option<_>> = parts.iter().map(|_| None).collect();
     rayon::scope(|scope| {
-        for (slot, part) in out.iter_mut().zip(parts) {
-            // `fork` detaches: fresh leaves, same parameter ids and values.
-            let copy = model.clone().fork(device);
-            let shard = &shard;
-            scope.spawn(move |_| *slot = Some(shard(&copy, part)));
+        for ((slot, part), copy) in losses.iter_mut().zip(parts).zip(&copies) {
+            let forward = &forward;
+            scope.spawn(move |_| *slot = Some(forward(copy, part)));
         }
     });
-    out.into_iter().map(|g| g.expect("every shard ran")).collect()
+    copies
+        .iter()
+        .zip(losses)
+        .map(|(copy, loss)| backward(copy, loss.expect("every shard's forward pass ran")))
+        .collect()
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
