@@ -431,9 +431,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub grad_accum: usize,
     /// Each micro-batch is split into this many shards, run side by side on as many
-    /// threads on the CPU (one after another on a GPU), their gradients summed in
-    /// shard order: the trajectory depends on `shards`, never on the machine. Use
-    /// about one per core; on a GPU, 1.
+    /// threads on the CPU, their gradients summed in shard order: on the CPU the
+    /// trajectory depends on `shards`, never on the machine. Use about one per
+    /// core. On a GPU a process's shards train as one batch (the same gradient,
+    /// summed in the GPU's order), so `shards` costs nothing there.
     pub shards: usize,
     /// GPUs that train the run together, one process each (data parallelism): the
     /// shards of each micro-batch are shared between them (with `shards = 1`, one

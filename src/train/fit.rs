@@ -253,9 +253,9 @@ struct ShardGradients {
 /// Forward and backward over one micro-batch, split into `config.shards` shards.
 /// On the CPU the shards' forward passes run side by side as jobs of rayon's pool,
 /// then their backward passes one after another, each sharing its operations
-/// across the pool; on a GPU (whose device one thread drives best, and whose
-/// allocator is not safe to share between threads training at once) everything
-/// runs in turn. Each shard's losses are weighted by its share of the micro-batch's
+/// across the pool. On a GPU (whose device one thread drives best, and whose
+/// allocator is not safe to share between threads training at once) the shards
+/// this process trains run as one batch. Each shard's losses are weighted by its share of the micro-batch's
 /// loss tokens, so the shards' gradients sum to exactly the gradient of the whole
 /// micro-batch's mean loss (times `scale`). With more than one shard, each shard
 /// trains its own copy of the model (same parameter ids, separate autodiff graphs).
@@ -311,7 +311,11 @@ fn micro_batch_gradients<B: AutodiffBackend>(
         return parts.first().map(|part| backward(model, forward(model, part))).into_iter().collect();
     }
     if !crate::backend::runs_on_host::<B>() {
-        return parts.iter().map(|part| backward(model, forward(model, part))).collect();
+        // One after another, shards would only add their launches and host
+        // hand-offs: on a GPU this rank's shards train as one batch, whose loss
+        // shares add up to theirs — the same gradient, summed in another order.
+        let merged: Vec<&Encoded> = parts.iter().flat_map(|part| part.iter().copied()).collect();
+        return vec![backward(model, forward(model, &merged))];
     }
     // `fork` detaches: fresh leaves, same parameter ids and values.
     let copies: Vec<WorldModel<B>> = parts.iter().map(|_| model.clone().fork(device)).collect();
