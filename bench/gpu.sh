@@ -12,7 +12,9 @@
 # and the table shows each side's median round, since either one's speed moves
 # from run to run on a shared host), LIMIT (seconds any one step may take, 240), PARTS
 # (which of "train generate parity base" to run, the first three by default;
-# "base" trains and evaluates experiments/base.toml on CUDA, one shard, within
+# "train" times wmx, eager PyTorch and PyTorch under torch.compile, its compiling
+# timed apart;
+# "base" trains and evaluates experiments/base.toml on CUDA as shipped, within
 # BASE_LIMIT seconds (480); "cubecl" trains again with cubecl's own matmul kernels
 # (WMX_CUBLAS=0) for comparison with cuBLAS's, wmx's default; "spread" prints how far
 # transformers' own bf16 logits move between devices and attention kernels
@@ -71,6 +73,7 @@ if has train; then
     for round in $(seq "$ROUNDS"); do
         sampled "wmx-train.$round" "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
         sampled "torch-train.$round" python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
+        sampled "torch-compile-train.$round" python3 scripts/bench_torch_gpu.py train "$EXP" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --compile --json
     done
     if has cubecl; then
         WMX_CUBLAS=0 sampled wmx-train-cubecl "$WMX" bench train "$EXP" "${RANDOM_SHAPE[@]}" --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --json
@@ -101,7 +104,7 @@ if has base; then
     work=$(mktemp -d)
     repo=$PWD
     bin=$(realpath "$WMX")
-    (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" run "$repo/experiments/base.toml" --backend cuda --set train.shards=1 > "$DIR/base-cuda.log" 2>&1)
+    (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" run "$repo/experiments/base.toml" --backend cuda > "$DIR/base-cuda.log" 2>&1)
     echo "   exit $? after $((SECONDS - start)) s"
     grep -v "panicked\|backtrace\|CallError\|^note:" "$DIR/base-cuda.log" | grep "done\|accuracy\|error" | tail -8
     cp "$work"/runs/base/*/eval/summary.json "$DIR/base-cuda-summary.json" 2>/dev/null

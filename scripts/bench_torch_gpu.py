@@ -10,7 +10,9 @@ batch and lengths, and print the same JSON fields:
 
 - train: forward, cross-entropy over every position (in the model's dtype, as wmx
   computes it), backward and an AdamW step; the device is synchronised before and
-  after each timed step; sdpa attention.
+  after each timed step; sdpa attention. `--compile` is what a PyTorch user gets
+  with one line: the model under `torch.compile` (default mode) and the fused
+  AdamW; the warm-up steps, which compile, are timed apart (`compile_s`).
 - generate: greedy decoding of `new` tokens after a `prompt`-token question,
   batch 1, with the KV cache, no early stop.
 
@@ -66,9 +68,12 @@ def train(args):
 
     model, config, dtype = build(args.experiment, args.dtype)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=args.compile or None)
+    parameters = sum(p.numel() for p in model.parameters())
+    if args.compile:
+        model = torch.compile(model)
     vocab = config.vocab_size
-    seconds = []
+    seconds, warmup = [], []
     for i in range(args.warmup + args.repeats):
         g = torch.Generator(device="cuda").manual_seed(i)
         ids = torch.randint(0, vocab, (args.batch, args.seq), device="cuda", generator=g)
@@ -81,14 +86,14 @@ def train(args):
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        if i >= args.warmup:
-            seconds.append(time.perf_counter() - t)
+        (seconds if i >= args.warmup else warmup).append(time.perf_counter() - t)
     med = statistics.median(seconds)
     return {
         "what": "train",
-        "backend": "torch",
+        "backend": "torch.compile" if args.compile else "torch",
+        "compile_s": sum(warmup) if args.compile else None,
         "dtype": str(dtype).replace("torch.", ""),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters,
         "batch": args.batch,
         "seq": args.seq,
         "seconds": seconds,
@@ -165,6 +170,7 @@ def report(args):
 
     wt, tt, wg, tg = load("wmx-train"), load("torch-train"), load("wmx-gen"), load("torch-gen")
     wc = load("wmx-train-cubecl")
+    tc = load("torch-compile-train")
     m = model_section(args.experiment, os.environ.get("QWEN3_DIR"))
     peak = next((p for name, p in PEAK_BF16 if name in args.card), None)
     attn = m["num_attention_heads"] * m["head_dim"]
@@ -196,6 +202,15 @@ def report(args):
             if wc
             else []
         ),
+        *(
+            [
+                ("training tokens/s against torch.compile", g(wt, "tokens_per_s"), g(tc, "tokens_per_s"), ",.0f",
+                 spread(f"PyTorch column: compiled, fused AdamW; compiling took {g(tc, 'compile_s') or 0:.0f} s, excluded", wt, tc, ",.0f")),
+                ("peak GPU memory, training, against torch.compile (GiB)", g(wt, "peak_mem_gib"), g(tc, "peak_mem_gib"), ".2f", "lower is better"),
+            ]
+            if tc
+            else []
+        ),
         ("MFU", mfu(wt), mfu(tt), ".1%", f"bf16 dense peak {peak / 1e12:.0f} TFLOP/s" if peak else "unknown card"),
         ("peak GPU memory, training (GiB)", g(wt, "peak_mem_gib"), g(tt, "peak_mem_gib"), ".2f", "nvidia-smi, per process"),
         (f"generation {args.prompt}+{args.new} tokens (s)", g(wg, "median_s"), g(tg, "median_s"), ".3f", spread("lower is better", wg, tg, ".3f")),
@@ -221,6 +236,11 @@ def report(args):
         "peak_mem_gib_torch": g(tt, "peak_mem_gib"),
         "mfu_wmx": mfu(wt),
         "mfu_torch": mfu(tt),
+        "train_tok_s_torch_compile": g(tc, "tokens_per_s"),
+        "peak_mem_gib_torch_compile": g(tc, "peak_mem_gib"),
+        "compile_s_torch_compile": g(tc, "compile_s"),
+        "mfu_torch_compile": mfu(tc),
+        "train_tok_s_rounds_torch_compile": g(tc, "rounds"),
         "train_tok_s_rounds_wmx": g(wt, "rounds"),
         "train_tok_s_rounds_torch": g(tt, "rounds"),
         "gen_s_rounds_wmx": g(wg, "rounds"),
@@ -243,6 +263,7 @@ def main():
         if mode == "train":
             p.add_argument("--batch", type=int, default=8)
             p.add_argument("--seq", type=int, default=512)
+            p.add_argument("--compile", action="store_true", help="torch.compile the model and fuse AdamW")
         else:
             p.add_argument("--prompt", type=int, default=32)
             p.add_argument("--new", type=int, default=48)
