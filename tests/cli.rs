@@ -167,7 +167,7 @@ fn environment_and_set_override_the_file_last_wins() {
     // The backend's switches are not experiment keys.
     let mut validate = Command::new(env!("CARGO_BIN_EXE_wmx"));
     validate.args(["validate", "experiments/base.toml"]).current_dir(repo());
-    for switch in ["CUBLAS", "CUDA_MEMORY", "FUSED_ADAMW", "FUSED_NORM", "FUSED_ROTARY", "FUSED_SOFTMAX", "FUSED_SWIGLU"] {
+    for switch in ["CUBLAS", "CUDA_MEMORY", "FUSED_ADAMW", "FUSED_NORM", "FUSED_ROTARY", "FUSED_SOFTMAX", "FUSED_SWIGLU", "FUSED_HEADS", "ON_POOL"] {
         validate.env(format!("WMX_{switch}"), "0");
     }
     let out = validate.output().unwrap();

@@ -52,19 +52,14 @@ impl<B: Backend> CrossAttention<B> {
         let [b, s, _] = x.dims();
         let t = context.dims()[1];
         let (h, hd) = (self.num_heads, self.head_dim);
-        let q = crate::ops::linear(&self.q_proj, x)
-            .reshape([b, s, h, hd])
-            .swap_dims(1, 2);
-        let k = crate::ops::linear(&self.k_proj, context.clone())
-            .reshape([b, t, h, hd])
-            .swap_dims(1, 2);
-        let v = crate::ops::linear(&self.v_proj, context)
-            .reshape([b, t, h, hd])
-            .swap_dims(1, 2);
+        let swap = crate::ops::heads::swap;
+        let q = swap(crate::ops::linear(&self.q_proj, x).reshape([b, s, h, hd]));
+        let k = swap(crate::ops::linear(&self.k_proj, context.clone()).reshape([b, t, h, hd]));
+        let v = swap(crate::ops::linear(&self.v_proj, context).reshape([b, t, h, hd]));
         let scores = crate::ops::matmul(q, k.swap_dims(2, 3));
         let p = crate::ops::softmax::apply_padded(scores, (hd as f64).sqrt(), ignore);
         let out = crate::ops::matmul(p, v);
-        crate::ops::linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        crate::ops::linear(&self.o_proj, crate::ops::heads::swap(out).reshape([b, s, h * hd]))
     }
 }
 

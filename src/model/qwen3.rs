@@ -347,9 +347,10 @@ impl<B: Backend> Attention<B> {
         let k = self
             .k_norm
             .forward(heads(crate::ops::linear(&self.k_proj, x.clone()), nkv));
-        let q = rotary.apply(q, start).swap_dims(1, 2);
-        let k = rotary.apply(k, start).swap_dims(1, 2);
-        let v = heads(crate::ops::linear(&self.v_proj, x), nkv).swap_dims(1, 2);
+        let swap = crate::ops::heads::swap;
+        let q = swap(rotary.apply(q, start));
+        let k = swap(rotary.apply(k, start));
+        let v = swap(heads(crate::ops::linear(&self.v_proj, x), nkv));
         (q, k, v)
     }
 
@@ -369,7 +370,7 @@ impl<B: Backend> Attention<B> {
         let scores = crate::ops::matmul(q, k.swap_dims(2, 3));
         let p = crate::ops::softmax::apply(scores, (hd as f64).sqrt(), mask.map(|m| (m.mask(), m.past())));
         let out = crate::ops::matmul(p, v);
-        out.reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd])
+        crate::ops::heads::swap(out.reshape([b, nh, s, hd])).reshape([b, s, nh * hd])
     }
 }
 

@@ -131,6 +131,30 @@ pub fn back<B: burn::tensor::backend::Backend>(t: FlexTensor) -> FloatTensor<B> 
     super::cast_primitive::<Cpu, B>(t)
 }
 
+pub mod heads {
+    use super::*;
+
+    /// `[a, b, c, d]` → `[a, c, b, d]`, contiguous: output rows of `d` copied
+    /// from the input's, shared between threads.
+    pub fn swap(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        let dims: [usize; 4] = x.layout().shape().as_slice().try_into().expect("a 4-dimensional tensor");
+        let [a, b, c, d] = dims;
+        let xs = values(&x);
+        let mut out = vec![0.0f32; xs.len()];
+        blocks(&mut out, d, d, |first, block| {
+            for (i, row) in block.chunks_mut(d).enumerate() {
+                // Output row `r` is (ai, ci, bi); the input holds it at (ai, bi, ci).
+                let r = first + i;
+                let (ai, ci, bi) = (r / (c * b), r / b % c, r % b);
+                let from = ((ai * b + bi) * c + ci) * d;
+                row.copy_from_slice(&xs[from..from + d]);
+            }
+        });
+        tensor(out, Shape::new([a, c, b, d]))
+    }
+}
+
 pub mod rms_norm {
     use super::*;
 

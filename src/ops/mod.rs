@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub mod cross_entropy;
+pub mod heads;
 pub mod rms_norm;
 pub mod rotary;
 pub mod softmax;
