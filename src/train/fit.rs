@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::data::{Encoded, collate, drop_carrier, drop_words};
@@ -296,12 +296,20 @@ fn micro_batch_gradients<B: AutodiffBackend>(
             .map_or_else(|| text.zeros_like(), |s| s / exits);
         let loss = (text.clone() * text_share + wat_mean * (wat_share * config.wat_loss_weight))
             * scale;
-        let text = scalar(text) * text_share * scale;
-        let wat = wat.into_iter().map(|l| scalar(l) * wat_share * scale).collect();
-        (loss, text, wat)
+        // Read back after the backward pass is queued, all in one transfer (f32
+        // holds any float dtype's loss exactly): on a GPU each read waits for the
+        // device, which would idle between the passes.
+        let losses = std::iter::once(text).chain(wat).map(|l| l.detach().cast(FloatDType::F32));
+        (loss, Tensor::cat(losses.collect(), 0), text_share, wat_share)
     };
-    let backward = |model: &WorldModel<B>, (loss, text, wat): (Tensor<B, 1>, f64, Vec<f64>)| {
-        ShardGradients { grads: GradientsParams::from_grads(loss.backward(), model), text, wat }
+    let backward = |model: &WorldModel<B>, (loss, losses, text_share, wat_share): (Tensor<B, 1>, Tensor<B, 1>, f64, f64)| {
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let values = values(losses);
+        ShardGradients {
+            grads,
+            text: values[0] * text_share * scale,
+            wat: values[1..].iter().map(|l| l * wat_share * scale).collect(),
+        }
     };
     let shards = shards(config.shards, world.size);
     let all: Vec<&[&Encoded]> = rows.chunks(rows.len().div_ceil(shards).max(1)).collect();
@@ -334,12 +342,13 @@ fn micro_batch_gradients<B: AutodiffBackend>(
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(f64::NAN)
+    values(t).first().copied().unwrap_or(f64::NAN)
+}
+
+/// A vector's values as f64s (NaN where they cannot be read).
+fn values<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+    let n = t.dims()[0];
+    t.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_else(|_| vec![f64::NAN; n])
 }
 
 /// The row example `(s, i)` trains on this epoch: itself, or — for a
