@@ -59,7 +59,7 @@ impl<B: Backend> CrossAttention<B> {
         let scores = crate::ops::matmul(q, k.swap_dims(2, 3));
         let p = crate::ops::softmax::apply_padded(scores, (hd as f64).sqrt(), ignore);
         let out = crate::ops::matmul(p, v);
-        crate::ops::linear(&self.o_proj, crate::ops::heads::swap(out).reshape([b, s, h * hd]))
+        crate::ops::linear(&self.o_proj, swap(out).reshape([b, s, h * hd]))
     }
 }
 
