@@ -15,7 +15,8 @@
 # "train" times wmx, eager PyTorch and PyTorch under torch.compile, its compiling
 # timed apart;
 # "base" trains and evaluates experiments/base.toml on CUDA as shipped, within
-# BASE_LIMIT seconds (480); "cubecl" trains again with cubecl's own matmul kernels
+# BASE_LIMIT seconds (480), then evaluates that run again at each batch size of
+# BASE_EVAL_BATCHES (e.g. "16 128"; none by default); "cubecl" trains again with cubecl's own matmul kernels
 # (WMX_CUBLAS=0) for comparison with cuBLAS's, wmx's default; "spread" prints how far
 # transformers' own bf16 logits move between devices and attention kernels
 # (scripts/bf16_spread.py); PARITY_DTYPES (f32 bf16) picks parity's dtypes, each run
@@ -109,6 +110,13 @@ if has base; then
     grep -v "panicked\|backtrace\|CallError\|^note:" "$DIR/base-cuda.log" | grep "done\|accuracy\|error" | tail -8
     cp "$work"/runs/base/*/eval/summary.json "$DIR/base-cuda-summary.json" 2>/dev/null
     cp "$work"/runs/base/*/metrics.csv "$DIR/base-cuda-metrics.csv" 2>/dev/null
+    # Evaluation of the same run again at each of BASE_EVAL_BATCHES questions together.
+    for b in ${BASE_EVAL_BATCHES:-}; do
+        start=$SECONDS
+        (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" eval runs/base/* --backend cuda --batch "$b" --out "$work/eval-$b" > "$DIR/base-eval-$b.log" 2>&1)
+        rc=$?
+        echo "   wmx eval --batch $b: exit $rc after $((SECONDS - start)) s, accuracy $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$work/eval-$b/summary.json" 2>/dev/null)"
+    done
 fi
 save_kernel_cache "$DIR"
 echo "kernel cache: $(du -sh "$KERNELS" | cut -f1), $(find "$KERNELS" -type f | wc -l) files, $(du -h "$DIR/kernels.tar.xz" | cut -f1) compressed"

@@ -43,7 +43,7 @@ pub struct Args {
     /// Output directory [default: RUN/eval/, or RUN/eval/<data>[-<ablation>]/].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Questions answered together [default: the experiment's eval.batch_size].
+    /// Questions answered together [default: the experiment's eval.batch_size; unset, 16 on the CPU, 128 on a GPU].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     batch: Option<u64>,
     /// Backend [default: the run's].

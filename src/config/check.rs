@@ -132,7 +132,7 @@ fn sizes(e: &Experiment, fail: &Fail) -> Result<(), ConfigError> {
         ("train.max_seq_len", e.train.max_seq_len),
         ("train.checkpoint.keep_last", e.train.checkpoint.keep_last),
         ("eval.max_new_tokens", e.eval.max_new_tokens),
-        ("eval.batch_size", e.eval.batch_size),
+        ("eval.batch_size", e.eval.batch_size.unwrap_or(1)),
     ] {
         if value == 0 {
             return fail(key, "must be at least 1".into());

@@ -335,6 +335,19 @@ mod tests {
     }
 
     #[test]
+    fn evaluation_batches_follow_the_backend_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let unset = write(dir.path(), "unset.toml", "seed = 1\n");
+        let e = load_with_env(&unset, &[], no_env()).unwrap().experiment;
+        assert_eq!((e.eval.batch(true), e.eval.batch(false)), (16, 128));
+        let e = load_with_env(&unset, &["eval.batch_size=8".into()], no_env()).unwrap().experiment;
+        assert_eq!((e.eval.batch(true), e.eval.batch(false)), (8, 8));
+        // Unset, it is left out of the resolved config a run writes.
+        let e = load_with_env(&unset, &[], no_env()).unwrap().experiment;
+        assert!(!toml::to_string(&e.eval).unwrap().contains("batch_size"));
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "e.toml", "[train]\nbatch_sise = 8\n");

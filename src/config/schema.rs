@@ -567,16 +567,23 @@ pub struct EvalConfig {
     pub decimals: Option<u32>,
     /// Questions answered together (one prefill, each exit's candidates, the
     /// answers). It changes how fast evaluation runs, not what it computes, so it is
-    /// not part of the run's id.
-    #[serde(skip_serializing_if = "EvalConfig::is_default_batch")]
-    pub batch_size: usize,
+    /// not part of the run's id. Unset: [`EvalConfig::CPU_BATCH`] on the CPU,
+    /// [`EvalConfig::GPU_BATCH`] on a GPU ([`EvalConfig::batch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
 }
 
 impl EvalConfig {
-    pub const DEFAULT_BATCH: usize = 16;
+    /// On the CPU a batch's padding costs work, and larger batches ran slower.
+    pub const CPU_BATCH: usize = 16;
+    /// On a GPU each decoding step costs its launches whatever the rows, so the
+    /// fewer batches the better.
+    pub const GPU_BATCH: usize = 128;
 
-    fn is_default_batch(batch: &usize) -> bool {
-        *batch == Self::DEFAULT_BATCH
+    /// Questions answered together on a backend that runs on the host's cores
+    /// (`on_host`) or not.
+    pub fn batch(&self, on_host: bool) -> usize {
+        self.batch_size.unwrap_or(if on_host { Self::CPU_BATCH } else { Self::GPU_BATCH })
     }
 }
 
@@ -586,7 +593,7 @@ impl Default for EvalConfig {
             split: "test".into(),
             max_new_tokens: 24,
             decimals: None,
-            batch_size: Self::DEFAULT_BATCH,
+            batch_size: None,
         }
     }
 }

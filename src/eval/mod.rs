@@ -485,7 +485,7 @@ pub struct EvalRun<'a> {
     /// Default: `RUN/eval/` for the run's own evaluation split with nothing ablated,
     /// else `RUN/eval/<data>[-<ablation>]/`.
     pub out: Option<PathBuf>,
-    /// Questions answered together [default: `eval.batch_size`].
+    /// Questions answered together [default: `eval.batch_size`, else by backend].
     pub batch: Option<usize>,
 }
 
@@ -534,7 +534,7 @@ impl crate::backend::BackendTask for EvalRun<'_> {
             decimals: self.decimals.or(e.eval.decimals),
             data: name,
             out: out.clone(),
-            batch: self.batch.unwrap_or(e.eval.batch_size),
+            batch: self.batch.unwrap_or_else(|| e.eval.batch(crate::backend::runs_on_host::<B>())),
         };
         let bar = indicatif::ProgressBar::new(questions.len() as u64);
         let summary = evaluate(

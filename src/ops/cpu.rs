@@ -41,6 +41,22 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
 }
 
+/// `n` zeros for a fresh output, written by rayon's threads when there are many
+/// (zeroed by the allocator, a large output cost the calling thread alone a
+/// memset while the others waited).
+fn zeros(n: usize) -> Vec<f32> {
+    if n < 4 * PARALLEL_MIN {
+        return vec![0.0; n];
+    }
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()
+        .par_chunks_mut(PARALLEL_MIN)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all `n` elements were written above.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// The number of rows of a tensor of `shape` and the length of each (its last dimension).
 fn rows(shape: &Shape) -> (usize, usize) {
     let d = *shape.as_slice().last().unwrap_or(&1);
@@ -141,7 +157,7 @@ pub mod heads {
         let dims: [usize; 4] = x.layout().shape().as_slice().try_into().expect("a 4-dimensional tensor");
         let [a, b, c, d] = dims;
         let xs = values(&x);
-        let mut out = vec![0.0f32; xs.len()];
+        let mut out = zeros(xs.len());
         blocks(&mut out, d, d, |first, block| {
             for (i, row) in block.chunks_mut(d).enumerate() {
                 // Output row `r` is (ai, ci, bi); the input holds it at (ai, bi, ci).
@@ -155,6 +171,148 @@ pub mod heads {
     }
 }
 
+pub mod product {
+    use super::*;
+
+    /// One operand of a product: a tensor's storage read through its layout, its
+    /// last two dimensions as the matrix, optionally transposed (strides swapped).
+    struct Operand<'a> {
+        data: &'a [f32],
+        start: isize,
+        /// Strides of the batch dimensions, in elements.
+        batch: Vec<isize>,
+        rows: usize,
+        cols: usize,
+        row_stride: isize,
+        col_stride: isize,
+    }
+
+    impl<'a> Operand<'a> {
+        fn of(t: &'a FlexTensor, transposed: bool) -> Operand<'a> {
+            let layout = t.layout();
+            let (dims, strides) = (layout.shape().as_slice(), layout.strides());
+            let d = dims.len();
+            let (mut rows, mut cols, mut rs, mut cs) = (dims[d - 2], dims[d - 1], strides[d - 2], strides[d - 1]);
+            if transposed {
+                (rows, cols, rs, cs) = (cols, rows, cs, rs);
+            }
+            Operand {
+                data: t.storage::<f32>(),
+                start: layout.start_offset() as isize,
+                batch: strides[..d - 2].to_vec(),
+                rows,
+                cols,
+                row_stride: rs,
+                col_stride: cs,
+            }
+        }
+
+        /// Where matrix `b` (an index over the batch dimensions `dims`) starts.
+        fn at(&self, b: usize, dims: &[usize]) -> *const f32 {
+            let (mut rest, mut offset) = (b, self.start);
+            for (&n, &stride) in dims.iter().zip(&self.batch).rev() {
+                offset += (rest % n) as isize * stride;
+                rest /= n;
+            }
+            // SAFETY: the layout addresses elements of its own storage.
+            unsafe { self.data.as_ptr().offset(offset) }
+        }
+    }
+
+    /// Total multiply-adds above which one product shares its blocks across threads.
+    const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+    /// …and above which a batch of small products runs its matrices in parallel.
+    const PARALLEL_BATCH: usize = 128 * 128 * 128;
+
+    /// `lhs · rhs` for each matrix of the batch dimensions `dims` (the operands'
+    /// own, equal), into a fresh contiguous `[dims…, m, n]`. The output is written
+    /// by gemm without being zeroed first (burn-flex zeroes, then copies each
+    /// product's output into an aligned buffer: a tenth of a CPU training step,
+    /// on the training thread alone).
+    fn batched(lhs: &Operand, rhs: &Operand, dims: &[usize]) -> (Vec<f32>, Shape) {
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        debug_assert_eq!(k, rhs.rows);
+        let count: usize = dims.iter().product();
+        let size = m * n;
+        let mut shape = dims.to_vec();
+        shape.extend([m, n]);
+        if k == 0 || size == 0 || count == 0 {
+            return (vec![0.0; count * size], Shape::from(shape));
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(count * size);
+        let base = out.as_mut_ptr() as usize;
+        let one = |b: usize, parallelism: gemm::Parallelism| {
+            // SAFETY: gemm reads the operands through their layouts' strides and
+            // writes every element of matrix `b` of `out` (read_dst = false).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    (base as *mut f32).add(b * size),
+                    1,
+                    n as isize,
+                    false,
+                    lhs.at(b, dims),
+                    lhs.col_stride,
+                    lhs.row_stride,
+                    rhs.at(b, dims),
+                    rhs.col_stride,
+                    rhs.row_stride,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        };
+        let work = m * n * k;
+        if count >= 4 && count * work >= PARALLEL_BATCH && work < PARALLEL_PRODUCT {
+            (0..count).into_par_iter().for_each(|b| one(b, gemm::Parallelism::None));
+        } else {
+            let parallelism =
+                if work >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            for b in 0..count {
+                one(b, parallelism);
+            }
+        }
+        // SAFETY: every matrix of the batch was written above.
+        unsafe { out.set_len(count * size) };
+        (out, Shape::from(shape))
+    }
+
+    fn batch_dims(t: &FlexTensor) -> Vec<usize> {
+        let dims = t.layout().shape().as_slice();
+        dims[..dims.len() - 2].to_vec()
+    }
+
+    /// Whether [`forward`] takes `lhs · rhs`: f32, the same batch dimensions.
+    pub fn takes(lhs: &FlexTensor, rhs: &FlexTensor) -> bool {
+        lhs.dtype() == DType::F32
+            && rhs.dtype() == DType::F32
+            && lhs.layout().shape().num_dims() >= 2
+            && batch_dims(lhs) == batch_dims(rhs)
+    }
+
+    /// `lhs · rhs` over the last two dimensions, reading either through its layout
+    /// (a transposed view costs no copy).
+    pub fn forward(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
+        let dims = batch_dims(lhs);
+        let (out, shape) = batched(&Operand::of(lhs, false), &Operand::of(rhs, false), &dims);
+        tensor(out, shape)
+    }
+
+    /// `(d lhs, d rhs) = (g · rhsᵀ, lhsᵀ · g)` for the product's gradient `g`.
+    pub fn grads(lhs: &FlexTensor, rhs: &FlexTensor, g: &FlexTensor) -> (FlexTensor, FlexTensor) {
+        let dims = batch_dims(lhs);
+        let (d_lhs, s_lhs) = batched(&Operand::of(g, false), &Operand::of(rhs, true), &dims);
+        let (d_rhs, s_rhs) = batched(&Operand::of(lhs, true), &Operand::of(g, false), &dims);
+        (tensor(d_lhs, s_lhs), tensor(d_rhs, s_rhs))
+    }
+}
+
 pub mod rms_norm {
     use super::*;
 
@@ -164,7 +322,7 @@ pub mod rms_norm {
         let shape = x.layout().shape().clone();
         let (n, d) = rows(&shape);
         let (xs, ws) = (values(&x), values(&w));
-        let mut y = vec![0.0f32; n * d];
+        let mut y = zeros(n * d);
         let mut rms = vec![0.0f32; n];
         blocks2(&mut y, d, &mut rms, 1, 2 * d, |first, y, rms| {
             for (i, (out, rr)) in y.chunks_mut(d).zip(rms.iter_mut()).enumerate() {
@@ -188,7 +346,7 @@ pub mod rms_norm {
         let shape = x.layout().shape().clone();
         let (n, d) = rows(&shape);
         let (xs, ws, rs, gs) = (values(&x), values(&w), values(&rms), values(&g));
-        let mut dx = vec![0.0f32; n * d];
+        let mut dx = zeros(n * d);
         blocks(&mut dx, d, 3 * d, |first, dx| {
             for (i, out) in dx.chunks_mut(d).enumerate() {
                 let r = first + i;
@@ -239,7 +397,7 @@ pub mod rotary {
         assert!(start + seq <= cos.layout().shape().as_slice()[0], "rotary embeddings: positions beyond the table");
         let half = hd / 2;
         let (xs, cs, ss) = (values(&x), values(&cos), values(&sin));
-        let mut y = vec![0.0f32; xs.len()];
+        let mut y = zeros(xs.len());
         blocks(&mut y, hd, hd, |first, y| {
             for (i, out) in y.chunks_mut(hd).enumerate() {
                 let r = first + i;
@@ -294,7 +452,7 @@ pub mod softmax {
             assert_eq!(ignore.len(), shape.as_slice()[0] * keys, "softmax: a key mask of another shape than [batch, keys]");
         }
         let xs = values(&scores);
-        let mut p = vec![0.0f32; xs.len()];
+        let mut p = zeros(xs.len());
         let div = divisor as f32;
         blocks(&mut p, keys, 3 * keys, |first, p| {
             for (i, out) in p.chunks_mut(keys).enumerate() {
@@ -345,7 +503,7 @@ pub mod softmax {
         let shape = p.layout().shape().clone();
         let (_, keys) = rows(&shape);
         let (ps, gs) = (values(&p), values(&dp));
-        let mut ds = vec![0.0f32; ps.len()];
+        let mut ds = zeros(ps.len());
         let div = divisor as f32;
         blocks(&mut ds, keys, 3 * keys, |first, ds| {
             for (i, out) in ds.chunks_mut(keys).enumerate() {
@@ -369,7 +527,7 @@ pub mod swiglu {
         let (gate, up) = (contiguous(gate), contiguous(up));
         let shape = gate.layout().shape().clone();
         let (gs, us) = (values(&gate), values(&up));
-        let mut y = vec![0.0f32; gs.len()];
+        let mut y = zeros(gs.len());
         blocks(&mut y, 1, 1, |at, y| {
             // σ(g) = 1 / (1 + e^−g)
             for (i, o) in y.iter_mut().enumerate() {
@@ -389,8 +547,8 @@ pub mod swiglu {
         let (gate, up, dy) = (contiguous(gate), contiguous(up), contiguous(dy));
         let shape = gate.layout().shape().clone();
         let (gs, us, ds) = (values(&gate), values(&up), values(&dy));
-        let mut d_gate = vec![0.0f32; gs.len()];
-        let mut d_up = vec![0.0f32; gs.len()];
+        let mut d_gate = zeros(gs.len());
+        let mut d_up = zeros(gs.len());
         blocks2(&mut d_gate, 1, &mut d_up, 1, 1, |at, dg, du| {
             for i in 0..dg.len() {
                 dg[i] = -gs[at + i];
@@ -455,7 +613,7 @@ pub mod cross_entropy {
         let (_, v) = rows(&shape);
         let ts = indices(targets);
         let (xs, ls, gs) = (values(&logits), values(&lse), values(&grad));
-        let mut out = vec![0.0f32; xs.len()];
+        let mut out = zeros(xs.len());
         blocks(&mut out, v, v, |first, out| {
             for (i, row) in out.chunks_mut(v).enumerate() {
                 let r = first + i;

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 
 pub mod cross_entropy;
 pub mod heads;
+pub mod product;
 pub mod rms_norm;
 pub mod rotary;
 pub mod softmax;
@@ -120,11 +121,16 @@ where
 }
 
 /// `lhs · rhs` over the last two dimensions: through cuBLAS on CUDA ([`cuda::cublas`]),
-/// burn's `matmul` on every other backend.
+/// gemm straight into its output on the CPU ([`product`]), burn's `matmul` elsewhere.
 pub fn matmul<B: Backend, const D: usize>(
     lhs: burn::tensor::Tensor<B, D>,
     rhs: burn::tensor::Tensor<B, D>,
 ) -> burn::tensor::Tensor<B, D> {
+    // On the CPU, wmx's own product ([`product`]), else burn's.
+    let (lhs, rhs) = match product::matmul(lhs, rhs) {
+        Ok(out) => return out,
+        Err(operands) => operands,
+    };
     #[cfg(feature = "cuda")]
     return cuda::cublas::matmul(lhs, rhs);
     #[cfg(not(feature = "cuda"))]

@@ -705,7 +705,7 @@ pub fn evaluate<B: Backend>(
         decimals: e.eval.decimals,
         data: split.name().to_string(),
         out: dir.path.join("eval"),
-        batch: e.eval.batch_size,
+        batch: e.eval.batch(crate::backend::runs_on_host::<B>()),
     };
     // A line every tenth of the questions, or every minute; a signal stops it (the
     // run ends interrupted, and running it again evaluates from the start).

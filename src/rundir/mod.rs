@@ -88,7 +88,7 @@ impl RunDir {
         // Where a run is followed, and how many questions evaluation answers at
         // once, do not change what it computes.
         experiment.tracking = Default::default();
-        experiment.eval.batch_size = crate::config::EvalConfig::DEFAULT_BATCH;
+        experiment.eval.batch_size = None;
         // Nor does how many GPUs share the training (only the order of additions).
         experiment.train.devices = 1;
         // A run started from another is that run's weights, not the path to it.

@@ -103,6 +103,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
     let device = model.text.rotary.cos.device();
     let examples_per_step = config.batch_size * config.grad_accum;
     let total_steps = total_steps(stages, config);
+    let mut profile = HostSampling::from_env();
     while cursor.stage < stages.len() {
         let stage = &stages[cursor.stage];
         let epochs = stage_epochs(stage, config);
@@ -122,6 +123,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                 } else {
                     1.0
                 };
+                profile.before_step(cursor.step);
                 let started = Instant::now();
                 let group = &plan[cursor.step_in_epoch * examples_per_step
                     ..((cursor.step_in_epoch + 1) * examples_per_step).min(plan.len())];
@@ -195,6 +197,7 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
                     tokens,
                     steps_in_epoch,
                 };
+                profile.after_step(cursor.step);
                 let control = hooks.after_step(&report, &model, optim, cursor);
                 if world.any::<B>(control == Control::Stop, &device) {
                     return (model, false);
@@ -218,6 +221,53 @@ pub fn fit<B: AutodiffBackend, O: Optimizer<WorldModel<B>, B>>(
         cursor.epoch = 0;
     }
     (model, true)
+}
+
+/// `WMX_HOST_PROFILE=FILE`: the host's stacks sampled over a training run's
+/// optimizer steps `WMX_HOST_PROFILE_STEPS` (`FROM..TO`, default `100..400`),
+/// written to FILE when step TO ends ([`crate::profile`]; needs the `profile`
+/// feature). What a real run's steps spend, shapes and all, where
+/// `wmx bench train` times the text stream alone.
+struct HostSampling {
+    file: Option<std::path::PathBuf>,
+    steps: std::ops::Range<usize>,
+    running: Option<crate::profile::HostProfile>,
+}
+
+impl HostSampling {
+    fn from_env() -> HostSampling {
+        let file = std::env::var_os("WMX_HOST_PROFILE").map(std::path::PathBuf::from);
+        let steps = std::env::var("WMX_HOST_PROFILE_STEPS")
+            .ok()
+            .and_then(|s| {
+                let (from, to) = s.split_once("..")?;
+                Some(from.trim().parse().ok()?..to.trim().parse().ok()?)
+            })
+            .unwrap_or(100..400);
+        HostSampling { file, steps, running: None }
+    }
+
+    fn before_step(&mut self, step: usize) {
+        if let Some(file) = &self.file
+            && step == self.steps.start
+        {
+            match crate::profile::HostProfile::start(file) {
+                Ok(p) => self.running = Some(p),
+                Err(e) => log::warn!("WMX_HOST_PROFILE: {e}"),
+            }
+        }
+    }
+
+    fn after_step(&mut self, step: usize) {
+        if step >= self.steps.end
+            && let Some(p) = self.running.take()
+        {
+            match p.finish() {
+                Ok(n) => log::info!("WMX_HOST_PROFILE: {n} samples of steps {:?}", self.steps),
+                Err(e) => log::warn!("WMX_HOST_PROFILE: {e}"),
+            }
+        }
+    }
 }
 
 /// This rank's gradients for one batch of `rows` (its shards of them, summed), with
@@ -339,10 +389,6 @@ fn micro_batch_gradients<B: AutodiffBackend>(
         .zip(losses)
         .map(|(copy, loss)| backward(copy, loss.expect("every shard's forward pass ran")))
         .collect()
-}
-
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    values(t).first().copied().unwrap_or(f64::NAN)
 }
 
 /// A vector's values as f64s (NaN where they cannot be read).
@@ -486,31 +532,50 @@ fn validation_loss_shared<B: Backend>(
         return f64::NAN;
     }
     let device = model.text.rotary.cos.device();
-    let mut total = 0.0;
+    // Each batch's losses stay on the device until the split is done, then are
+    // read back in one transfer (a read per loss waited for a GPU each time).
+    let mut losses = Vec::new();
+    let mut sizes = Vec::new();
     let chunks = rows.chunks(config.batch_size).enumerate().filter(|(i, _)| i % world.size == world.rank);
     for (_, chunk) in chunks {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let (text, wat) = model.losses(&collate::<B>(&refs, pad, &device));
-        let wat_mean = wat.iter().map(|l| scalar(l.clone())).sum::<f64>() / wat.len().max(1) as f64;
-        total += (scalar(text) + config.wat_loss_weight * wat_mean) * chunk.len() as f64;
+        sizes.push((chunk.len(), wat.len()));
+        losses.extend(std::iter::once(text).chain(wat).map(|l| l.cast(FloatDType::F32)));
+    }
+    let read = if losses.is_empty() { Vec::new() } else { values(Tensor::cat(losses, 0)) };
+    let mut total = 0.0;
+    let mut at = 0;
+    for (rows, exits) in sizes {
+        let (text, wat) = (read[at], &read[at + 1..at + 1 + exits]);
+        at += 1 + exits;
+        let wat_mean = wat.iter().sum::<f64>() / exits.max(1) as f64;
+        total += (text + config.wat_loss_weight * wat_mean) * rows as f64;
     }
     world.sum_values::<B>(&[total], &device)[0] / rows.len() as f64
 }
 
-/// The global L2 norm of the gradients (before clipping).
+/// The global L2 norm of the gradients (before clipping). Each parameter's sum of
+/// squares is computed on the device and all of them are read back in one
+/// transfer, then added on the host in parameter order: on a GPU a read per
+/// parameter waited for the device once per tensor, every step.
 fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> f64 {
-    struct Norm<'a> {
+    struct Sums<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
-        sum: f64,
+        sums: Vec<Tensor<B::InnerBackend, 1>>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Norm<'_> {
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Sums<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                self.sum += scalar(g.square().sum());
+                // f32 holds any float dtype's sum exactly.
+                self.sums.push(g.square().sum().cast(FloatDType::F32));
             }
         }
     }
-    let mut visitor = Norm { grads, sum: 0.0 };
+    let mut visitor = Sums::<B> { grads, sums: Vec::new() };
     model.visit(&mut visitor);
-    visitor.sum.sqrt()
+    if visitor.sums.is_empty() {
+        return 0.0;
+    }
+    values(Tensor::cat(visitor.sums, 0)).iter().sum::<f64>().sqrt()
 }
