@@ -113,7 +113,7 @@ if has base; then
     # Evaluation of the same run again at each of BASE_EVAL_BATCHES questions together.
     for b in ${BASE_EVAL_BATCHES:-}; do
         start=$SECONDS
-        (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" eval runs/base/* --backend cuda --batch "$b" --out "$work/eval-$b" > "$DIR/base-eval-$b.log" 2>&1)
+        (cd "$work" && timeout "${BASE_LIMIT:-480}" "$bin" eval "$(ls -d runs/base/*/ | head -1)" --backend cuda --batch "$b" --out "$work/eval-$b" > "$DIR/base-eval-$b.log" 2>&1)
         rc=$?
         echo "   wmx eval --batch $b: exit $rc after $((SECONDS - start)) s, accuracy $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$work/eval-$b/summary.json" 2>/dev/null)"
     done
