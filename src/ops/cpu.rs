@@ -288,16 +288,9 @@ pub mod product {
         dims[..dims.len() - 2].to_vec()
     }
 
-    /// Whether [`forward`] takes `lhs · rhs`: f32, the same batch dimensions.
-    pub fn takes(lhs: &FlexTensor, rhs: &FlexTensor) -> bool {
-        lhs.dtype() == DType::F32
-            && rhs.dtype() == DType::F32
-            && lhs.layout().shape().num_dims() >= 2
-            && batch_dims(lhs) == batch_dims(rhs)
-    }
-
-    /// `lhs · rhs` over the last two dimensions, reading either through its layout
-    /// (a transposed view costs no copy).
+    /// `lhs · rhs` over the last two dimensions (f32 operands with the same batch
+    /// dimensions), reading either through its layout (a transposed view costs no
+    /// copy).
     pub fn forward(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
         let dims = batch_dims(lhs);
         let (out, shape) = batched(&Operand::of(lhs, false), &Operand::of(rhs, false), &dims);

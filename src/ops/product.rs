@@ -24,39 +24,31 @@ use crate::backend::{Cpu, CpuTrain};
 
 static SWITCH: super::Switch = super::Switch::new("WMX_FUSED_PRODUCT");
 
-fn flex<B: Backend>(t: &FloatTensor<B>) -> Option<&burn::backend::flex::FlexTensor> {
-    (t as &dyn std::any::Any).downcast_ref()
+/// A float primitive of `B`, which is the CPU backend, as burn-flex's tensor.
+fn cpu<B: Backend>(t: &FloatTensor<B>) -> &burn::backend::flex::FlexTensor {
+    (t as &dyn std::any::Any).downcast_ref().expect("a CPU tensor")
 }
 
 /// `lhs · rhs` on the CPU backend (with or without autodiff) when the operands
-/// are f32 with the same batch dimensions; `None` hands them back for burn's.
+/// are f32 with the same batch dimensions; `Err` hands them back for burn's.
 pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
     use super::{cast, is};
-    use burn::tensor::Float;
-    if !SWITCH.on() || !(is::<B, Cpu>() || is::<B, CpuTrain>()) {
+    use burn::tensor::{DType, Float};
+    let takes = SWITCH.on()
+        && (is::<B, Cpu>() || is::<B, CpuTrain>())
+        && lhs.dtype() == DType::F32
+        && rhs.dtype() == DType::F32
+        && D >= 2
+        && lhs.dims()[..D - 2] == rhs.dims()[..D - 2];
+    if !takes {
         return Err((lhs, rhs));
     }
     if is::<B, CpuTrain>() {
-        let (l, r) = (cast::<B, CpuTrain, D, Float>(lhs), cast::<B, CpuTrain, D, Float>(rhs));
-        let takes = {
-            let (lp, rp) = (l.clone().into_primitive().tensor(), r.clone().into_primitive().tensor());
-            super::cpu::product::takes(&lp.primitive, &rp.primitive)
-        };
-        if !takes {
-            return Err((cast(l), cast(r)));
-        }
-        return Ok(cast(tracked::<Cpu, D>(l, r)));
+        return Ok(cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(lhs), cast::<B, CpuTrain, D, Float>(rhs))));
     }
     let (l, r) = (lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
-    let out = match (flex::<B>(&l), flex::<B>(&r)) {
-        (Some(a), Some(b)) if super::cpu::product::takes(a, b) => Some(super::cpu::product::forward(a, b)),
-        _ => None,
-    };
-    let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-    match out {
-        Some(out) => Ok(float(super::cpu::back::<B>(out))),
-        None => Err((float(l), float(r))),
-    }
+    let out = super::cpu::product::forward(cpu(&l), cpu(&r));
+    Ok(Tensor::from_primitive(TensorPrimitive::Float(super::cpu::back::<B>(out))))
 }
 
 /// The product as one node of the autodiff graph over the CPU backend.
@@ -71,19 +63,14 @@ fn tracked<B: Backend, const D: usize>(lhs: Tensor<Autodiff<B>, D>, rhs: Tensor<
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (lhs, rhs) = ops.state;
             let grad = grads.consume::<B>(&ops.node);
-            let (a, b, g) = (flex::<B>(&lhs), flex::<B>(&rhs), flex::<B>(&grad));
-            let (a, b, g) = (a.expect("a CPU tensor"), b.expect("a CPU tensor"), g.expect("a CPU tensor"));
-            let (d_lhs, d_rhs) = super::cpu::product::grads(a, b, g);
+            let (d_lhs, d_rhs) = super::cpu::product::grads(cpu::<B>(&lhs), cpu::<B>(&rhs), cpu::<B>(&grad));
             let back = super::cpu::back::<B>;
             super::register_grads!(B, grads, ops.parents, [back(d_lhs), back(d_rhs)]);
         }
     }
 
     let (lhs, rhs) = (lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
-    let y = {
-        let (a, b) = (flex::<B>(&lhs.primitive), flex::<B>(&rhs.primitive));
-        super::cpu::back::<B>(super::cpu::product::forward(a.expect("a CPU tensor"), b.expect("a CPU tensor")))
-    };
+    let y = super::cpu::back::<B>(super::cpu::product::forward(cpu::<B>(&lhs.primitive), cpu::<B>(&rhs.primitive)));
     let out = super::tracked_node!(Product, [lhs.node.clone(), rhs.node.clone()], (lhs.primitive, rhs.primitive), y);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }

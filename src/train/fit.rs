@@ -307,8 +307,9 @@ struct ShardGradients {
 /// allocator is not safe to share between threads training at once) the shards
 /// this process trains run as one batch. Each shard's losses are weighted by its
 /// share of the micro-batch's loss tokens, so the shards' gradients sum to exactly
-/// the gradient of the whole micro-batch's mean loss (times `scale`). With more than one shard, each shard
-/// trains its own copy of the model (same parameter ids, separate autodiff graphs).
+/// the gradient of the whole micro-batch's mean loss (times `scale`). With more
+/// than one shard, each shard trains its own copy of the model (same parameter
+/// ids, separate autodiff graphs).
 /// With several ranks, this process trains only its own shards
 /// ([`World::shards`]); a rank whose shards hold no rows returns none.
 ///
