@@ -47,7 +47,7 @@ pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) 
         return Ok(cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(lhs), cast::<B, CpuTrain, D, Float>(rhs))));
     }
     let (l, r) = (lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
-    let out = super::cpu::product::forward(cpu(&l), cpu(&r));
+    let out = super::cpu::product::forward(cpu::<B>(&l), cpu::<B>(&r));
     Ok(Tensor::from_primitive(TensorPrimitive::Float(super::cpu::back::<B>(out))))
 }
 
