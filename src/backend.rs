@@ -79,6 +79,56 @@ pub fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// `f(0)`, …, `f(jobs − 1)`, their results in that order, run on
+/// `min(jobs, threads)` threads side by side (`threads` being rayon's current
+/// count), each thread taking the next job not yet taken, each job alone on a
+/// one-thread rayon pool of its own thread: whatever the job's operations share
+/// through rayon runs on that thread only. With one thread to run on, the jobs
+/// run where called.
+///
+/// For CPU work too small to share well within each operation (a training shard
+/// of a few rows, whose operations are each tens of microseconds): each job keeps
+/// one core busy from its start to its end, where sharing every operation costs a
+/// thread wake-up per operation and leaves the second core idle in between. A job
+/// computes what it would on any pool: the CPU kernels and gemm give the same bits
+/// whatever the number of threads.
+///
+/// Why not rayon's own pool: burn's autodiff holds a graph's lock through a
+/// backward pass, then takes every graph's lock in turn to clean up. A rayon worker
+/// waiting inside one job's backward pass may run another job queued on the same
+/// pool, whose clean-up would then wait for the lock that same worker holds further
+/// down its stack. Here no thread ever holds more than its own job.
+pub fn on_threads<T: Send>(jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = rayon::current_num_threads().min(jobs);
+    if threads <= 1 {
+        return (0..jobs).map(f).collect();
+    }
+    let (f, next) = (&f, &std::sync::atomic::AtomicUsize::new(0));
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    // Jobs of unequal length (shards of longer rows) keep both
+                    // threads busy to the end.
+                    let mine = std::iter::from_fn(|| Some(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))).take_while(|&j| j < jobs);
+                    match rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(move |_| format!("wmx-shard-{t}")).build() {
+                        Ok(pool) => mine.map(|j| (j, pool.install(|| f(j)))).collect::<Vec<_>>(),
+                        // No thread to be had for a pool: the job's operations share
+                        // through the global pool instead.
+                        Err(_) => mine.map(|j| (j, f(j))).collect(),
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    done.sort_by_key(|(j, _)| *j);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
 /// Work generic over the backend.
 pub trait BackendTask {
     type Output;
@@ -233,5 +283,29 @@ mod tests {
         std::fs::write(root.path().join("a").join("cubecl.toml"), "").unwrap();
         assert_eq!(kernel_cache_dir_in(&work, env(&[("HOME", "/home/u")])), None);
         assert_eq!(kernel_cache_dir_in(&work, named).unwrap(), std::path::Path::new("/k"));
+    }
+
+    /// Jobs come back in their order, each having run alone: on a two-thread pool,
+    /// seven jobs run on at most two threads besides the caller, and what a job
+    /// shares through rayon stays on its own thread.
+    #[test]
+    fn jobs_on_threads_run_alone_and_return_in_order() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let caller = std::thread::current().id();
+        let done = pool.install(|| {
+            super::on_threads(7, |j| {
+                use rayon::prelude::*;
+                let here = std::thread::current().id();
+                let elsewhere = (0..64).into_par_iter().filter(|_| std::thread::current().id() != here).count();
+                (j, rayon::current_num_threads(), elsewhere, here)
+            })
+        });
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        assert!(done.iter().all(|d| d.1 == 1 && d.2 == 0), "{done:?}");
+        let threads: std::collections::HashSet<_> = done.iter().map(|d| d.3).collect();
+        assert!(threads.len() <= 2 && !threads.contains(&caller), "{done:?}");
+        // One thread to run on: the jobs run where called.
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(one.install(|| super::on_threads(3, |j| j * 2)), vec![0, 2, 4]);
     }
 }

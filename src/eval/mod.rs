@@ -242,10 +242,17 @@ pub fn evaluate<B: Backend>(
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let mut scored = Vec::with_capacity(questions.len());
-    for batch in questions.chunks(options.batch.max(1)) {
-        let wordings: Vec<&str> = batch.iter().map(|q| q.question.as_str()).collect();
-        let answers = answerer.answer_all(model, &wordings, options.ablation, device);
-        for (q, answer) in batch.iter().zip(answers) {
+    let batches: Vec<&[Question]> = questions.chunks(options.batch.max(1)).collect();
+    // On the CPU, batches are answered side by side, each on one thread of its own
+    // (a batch's decoding steps are too small to share well between threads); a
+    // batch's answers are the same on any thread. A GPU answers one at a time.
+    let together = if crate::backend::runs_on_host::<B>() { rayon::current_num_threads().max(1) } else { 1 };
+    for group in batches.chunks(together) {
+        let answered = crate::backend::on_threads(group.len(), |i| {
+            let wordings: Vec<&str> = group[i].iter().map(|q| q.question.as_str()).collect();
+            answerer.answer_all(model, &wordings, options.ablation, device)
+        });
+        for (q, answer) in group.iter().flat_map(|batch| batch.iter()).zip(answered.into_iter().flatten()) {
             let answer = answer.with_context(|| format!("answering {}", q.id))?;
             let correct = answer_matches(&answer.text, &q.expected, options.decimals);
             let exit_correct = answer

@@ -41,18 +41,14 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
 }
 
-/// `n` zeros for a fresh output, written by rayon's threads when there are many
-/// (zeroed by the allocator, a large output cost the calling thread alone a
-/// memset while the others waited).
-fn zeros(n: usize) -> Vec<f32> {
-    if n < 4 * PARALLEL_MIN {
-        return vec![0.0; n];
-    }
+/// A fresh output of `n` elements, not zeroed: each kernel below writes every
+/// element of its output before anything reads it (zeroing first cost a memset
+/// of every output, about 4% of a CPU training step, and a second pass over the
+/// threads for each operation).
+fn output(n: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()
-        .par_chunks_mut(PARALLEL_MIN)
-        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
-    // SAFETY: all `n` elements were written above.
+    // SAFETY: the capacity is `n`; every f32 bit pattern is a value, and the
+    // callers overwrite each element before reading any (see above).
     unsafe { out.set_len(n) };
     out
 }
@@ -157,7 +153,7 @@ pub mod heads {
         let dims: [usize; 4] = x.layout().shape().as_slice().try_into().expect("a 4-dimensional tensor");
         let [a, b, c, d] = dims;
         let xs = values(&x);
-        let mut out = zeros(xs.len());
+        let mut out = output(xs.len());
         blocks(&mut out, d, d, |first, block| {
             for (i, row) in block.chunks_mut(d).enumerate() {
                 // Output row `r` is (ai, ci, bi); the input holds it at (ai, bi, ci).
@@ -315,7 +311,7 @@ pub mod rms_norm {
         let shape = x.layout().shape().clone();
         let (n, d) = rows(&shape);
         let (xs, ws) = (values(&x), values(&w));
-        let mut y = zeros(n * d);
+        let mut y = output(n * d);
         let mut rms = vec![0.0f32; n];
         blocks2(&mut y, d, &mut rms, 1, 2 * d, |first, y, rms| {
             for (i, (out, rr)) in y.chunks_mut(d).zip(rms.iter_mut()).enumerate() {
@@ -339,7 +335,7 @@ pub mod rms_norm {
         let shape = x.layout().shape().clone();
         let (n, d) = rows(&shape);
         let (xs, ws, rs, gs) = (values(&x), values(&w), values(&rms), values(&g));
-        let mut dx = zeros(n * d);
+        let mut dx = output(n * d);
         blocks(&mut dx, d, 3 * d, |first, dx| {
             for (i, out) in dx.chunks_mut(d).enumerate() {
                 let r = first + i;
@@ -390,7 +386,7 @@ pub mod rotary {
         assert!(start + seq <= cos.layout().shape().as_slice()[0], "rotary embeddings: positions beyond the table");
         let half = hd / 2;
         let (xs, cs, ss) = (values(&x), values(&cos), values(&sin));
-        let mut y = zeros(xs.len());
+        let mut y = output(xs.len());
         blocks(&mut y, hd, hd, |first, y| {
             for (i, out) in y.chunks_mut(hd).enumerate() {
                 let r = first + i;
@@ -445,7 +441,7 @@ pub mod softmax {
             assert_eq!(ignore.len(), shape.as_slice()[0] * keys, "softmax: a key mask of another shape than [batch, keys]");
         }
         let xs = values(&scores);
-        let mut p = zeros(xs.len());
+        let mut p = output(xs.len());
         let div = divisor as f32;
         blocks(&mut p, keys, 3 * keys, |first, p| {
             for (i, out) in p.chunks_mut(keys).enumerate() {
@@ -485,6 +481,7 @@ pub mod softmax {
                 for o in &mut out[..n] {
                     *o /= sum;
                 }
+                out[n..].fill(0.0);
             }
         });
         tensor(p, shape)
@@ -496,7 +493,7 @@ pub mod softmax {
         let shape = p.layout().shape().clone();
         let (_, keys) = rows(&shape);
         let (ps, gs) = (values(&p), values(&dp));
-        let mut ds = zeros(ps.len());
+        let mut ds = output(ps.len());
         let div = divisor as f32;
         blocks(&mut ds, keys, 3 * keys, |first, ds| {
             for (i, out) in ds.chunks_mut(keys).enumerate() {
@@ -520,7 +517,7 @@ pub mod swiglu {
         let (gate, up) = (contiguous(gate), contiguous(up));
         let shape = gate.layout().shape().clone();
         let (gs, us) = (values(&gate), values(&up));
-        let mut y = zeros(gs.len());
+        let mut y = output(gs.len());
         blocks(&mut y, 1, 1, |at, y| {
             // σ(g) = 1 / (1 + e^−g)
             for (i, o) in y.iter_mut().enumerate() {
@@ -540,8 +537,8 @@ pub mod swiglu {
         let (gate, up, dy) = (contiguous(gate), contiguous(up), contiguous(dy));
         let shape = gate.layout().shape().clone();
         let (gs, us, ds) = (values(&gate), values(&up), values(&dy));
-        let mut d_gate = zeros(gs.len());
-        let mut d_up = zeros(gs.len());
+        let mut d_gate = output(gs.len());
+        let mut d_up = output(gs.len());
         blocks2(&mut d_gate, 1, &mut d_up, 1, 1, |at, dg, du| {
             for i in 0..dg.len() {
                 dg[i] = -gs[at + i];
@@ -606,7 +603,7 @@ pub mod cross_entropy {
         let (_, v) = rows(&shape);
         let ts = indices(targets);
         let (xs, ls, gs) = (values(&logits), values(&lse), values(&grad));
-        let mut out = zeros(xs.len());
+        let mut out = output(xs.len());
         blocks(&mut out, v, v, |first, out| {
             for (i, row) in out.chunks_mut(v).enumerate() {
                 let r = first + i;

@@ -37,10 +37,11 @@ impl Switch {
     }
 }
 
-/// A fused training operation's switch: whether a backend's tensors go through
-/// the operation's own autodiff node and kernels rather than burn's autodiff of the
-/// operations it replaces. On when training on burn's Cuda or on the CPU, unless
-/// its environment variable is `0`.
+/// A fused operation's switch: whether a backend's tensors go through the
+/// operation's own autodiff node and kernels rather than burn's autodiff of the
+/// operations it replaces (and, without autodiff on the CPU, through its forward
+/// kernel rather than burn's operations). On when training on burn's Cuda or on
+/// the CPU, and for inference on the CPU, unless its environment variable is `0`.
 pub struct Fused(Switch);
 
 impl Fused {
@@ -50,7 +51,7 @@ impl Fused {
 
     /// Whether tensors of backend `B` go through the fused operation.
     pub fn handles<B: Backend>(&self) -> bool {
-        (training_on_cuda::<B>() || training_on_cpu::<B>()) && self.0.on()
+        (training_on_cuda::<B>() || training_on_cpu::<B>() || inferring_on_cpu::<B>()) && self.0.on()
     }
 }
 
@@ -93,6 +94,12 @@ pub fn training_on_cuda<B: Backend>() -> bool {
 /// training operations run [`cpu`]'s kernels.
 pub fn training_on_cpu<B: Backend>() -> bool {
     is::<B, crate::backend::CpuTrain>()
+}
+
+/// Whether `B` is burn's Flex without autodiff: inference on the CPU, where the
+/// model's forward passes run [`cpu`]'s kernels (in f32) as training's do.
+pub fn inferring_on_cpu<B: Backend>() -> bool {
+    is::<B, crate::backend::Cpu>()
 }
 
 /// Whether backends `A` and `B` are the same type.

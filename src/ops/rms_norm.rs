@@ -53,6 +53,11 @@ pub fn forward<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>
         use super::cast;
         return cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(x), cast::<B, CpuTrain, 1, Float>(weight), eps));
     }
+    if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(x.dtype()) && super::cpu::takes(weight.dtype()) {
+        use super::cpu::{back, flex};
+        let (y, _) = super::cpu::rms_norm::forward(flex::<B>(x.into_primitive().tensor()), flex::<B>(weight.into_primitive().tensor()), eps);
+        return Tensor::from_primitive(TensorPrimitive::Float(back::<B>(y)));
+    }
     norm(x, weight, eps).0
 }
 

@@ -69,6 +69,10 @@ pub fn apply<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>, 
         let table = |t: Tensor<B, 2>| cast::<B, CpuTrain, 2, Float>(t).inner();
         return cast(tracked::<Cpu>(cast::<B, CpuTrain, 4, Float>(x), table(cos), table(sin), start));
     }
+    if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(x.dtype()) && super::cpu::takes(cos.dtype()) && super::cpu::takes(sin.dtype()) {
+        let [x, cos, sin] = [x.into_primitive().tensor(), cos.into_primitive().tensor(), sin.into_primitive().tensor()];
+        return Tensor::from_primitive(TensorPrimitive::Float(rotation::<B>(x, cos, sin, start, false)));
+    }
     composed(x, cos, sin, rotate, start)
 }
 

@@ -75,6 +75,10 @@ pub fn apply<B: Backend>(scores: Tensor<B, 4>, divisor: f64, mask: Option<(&Tens
         let causal = mask.map(|(m, past)| (m.dims()[0], past));
         return cast(tracked::<Cpu>(cast::<B, CpuTrain, 4, Float>(scores), divisor, causal));
     }
+    if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(scores.dtype()) {
+        let causal = mask.map(|(m, past)| (m.dims()[0], past));
+        return Tensor::from_primitive(TensorPrimitive::Float(forward_pass::<B>(scores.into_primitive().tensor(), divisor, causal)));
+    }
     composed(scores, divisor, mask.map(|(m, _)| m))
 }
 
@@ -166,6 +170,12 @@ pub fn apply_padded<B: Backend>(scores: Tensor<B, 4>, divisor: f64, ignore: &Ten
         ));
         let out = super::tracked_node!(Softmax, [scores.node], (p.clone(), divisor), p);
         return cast(Tensor::<CpuTrain, 4>::from_primitive(TensorPrimitive::Float(out)));
+    }
+    if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(scores.dtype()) {
+        let ignore: Vec<bool> = ignore.to_data().convert::<bool>().to_vec().expect("a bool mask");
+        let scores = super::cpu::flex::<B>(scores.into_primitive().tensor());
+        let p = super::cpu::softmax::forward(scores, divisor, super::cpu::softmax::Keys::Padded(&ignore));
+        return Tensor::from_primitive(TensorPrimitive::Float(super::cpu::back::<B>(p)));
     }
     padded_composed(scores, divisor, ignore)
 }

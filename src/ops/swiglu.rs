@@ -53,6 +53,9 @@ pub fn apply<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -
         use super::cast;
         return cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(gate), cast::<B, CpuTrain, D, Float>(up)));
     }
+    if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(gate.dtype()) && super::cpu::takes(up.dtype()) {
+        return Tensor::from_primitive(TensorPrimitive::Float(forward_pass::<B, D>(gate.into_primitive().tensor(), up.into_primitive().tensor())));
+    }
     composed(gate, up)
 }
 

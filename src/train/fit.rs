@@ -301,24 +301,17 @@ struct ShardGradients {
 }
 
 /// Forward and backward over one micro-batch, split into `config.shards` shards.
-/// On the CPU the shards' forward passes run side by side as jobs of rayon's pool,
-/// then their backward passes one after another, each sharing its operations
-/// across the pool. On a GPU (whose device one thread drives best, and whose
-/// allocator is not safe to share between threads training at once) the shards
-/// this process trains run as one batch. Each shard's losses are weighted by its
-/// share of the micro-batch's loss tokens, so the shards' gradients sum to exactly
-/// the gradient of the whole micro-batch's mean loss (times `scale`). With more
-/// than one shard, each shard trains its own copy of the model (same parameter
-/// ids, separate autodiff graphs).
-/// With several ranks, this process trains only its own shards
+/// On the CPU each shard trains, forward and backward, on one thread of its own,
+/// the shards side by side (`backend::on_threads`, which says why not on rayon's
+/// threads): a shard's operations are too small to share well between threads.
+/// On a GPU (whose device one thread drives best, and whose allocator is not safe
+/// to share between threads training at once) the shards this process trains run
+/// as one batch. Each shard's losses are weighted by its share of the
+/// micro-batch's loss tokens, so the shards' gradients sum to exactly the gradient
+/// of the whole micro-batch's mean loss (times `scale`). With more than one shard,
+/// each shard trains its own copy of the model (same parameter ids, separate
+/// autodiff graphs). With several ranks, this process trains only its own shards
 /// ([`World::shards`]); a rank whose shards hold no rows returns none.
-///
-/// Why never two backward passes at once on rayon's threads: burn's autodiff
-/// holds a graph's lock through its whole backward pass, and afterwards takes
-/// every graph's lock in turn to clean up. A worker waiting inside one backward
-/// pass for its operation's other half runs whatever job is queued, so it could
-/// start a second shard's backward pass, whose clean-up then waits for the lock
-/// the same worker holds further down its stack: a deadlock (seen in CI).
 #[allow(clippy::too_many_arguments)]
 fn micro_batch_gradients<B: AutodiffBackend>(
     model: &WorldModel<B>,
@@ -378,18 +371,7 @@ fn micro_batch_gradients<B: AutodiffBackend>(
     }
     // `fork` detaches: fresh leaves, same parameter ids and values.
     let copies: Vec<WorldModel<B>> = parts.iter().map(|_| model.clone().fork(device)).collect();
-    let mut losses: Vec<Option<_>> = parts.iter().map(|_| None).collect();
-    rayon::scope(|scope| {
-        for ((slot, part), copy) in losses.iter_mut().zip(parts).zip(&copies) {
-            let forward = &forward;
-            scope.spawn(move |_| *slot = Some(forward(copy, part)));
-        }
-    });
-    copies
-        .iter()
-        .zip(losses)
-        .map(|(copy, loss)| backward(copy, loss.expect("every shard's forward pass ran")))
-        .collect()
+    crate::backend::on_threads(parts.len(), |i| backward(&copies[i], forward(&copies[i], parts[i])))
 }
 
 /// A vector's values as f64s (NaN where they cannot be read).
@@ -533,18 +515,31 @@ fn validation_loss_shared<B: Backend>(
         return f64::NAN;
     }
     let device = model.text.rotary.cos.device();
-    // Each batch's losses stay on the device until the split is done, then are
-    // read back in one transfer (a read per loss waited for a GPU each time).
-    let mut losses = Vec::new();
-    let mut sizes = Vec::new();
-    let chunks = rows.chunks(config.batch_size).enumerate().filter(|(i, _)| i % world.size == world.rank);
-    for (_, chunk) in chunks {
+    let chunks: Vec<&[Encoded]> =
+        rows.chunks(config.batch_size).enumerate().filter(|(i, _)| i % world.size == world.rank).map(|(_, c)| c).collect();
+    let losses = |chunk: &[Encoded]| {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let (text, wat) = model.losses(&collate::<B>(&refs, pad, &device));
-        sizes.push((chunk.len(), wat.len()));
-        losses.extend(std::iter::once(text).chain(wat).map(|l| l.cast(FloatDType::F32)));
-    }
-    let read = if losses.is_empty() { Vec::new() } else { values(Tensor::cat(losses, 0)) };
+        let exits = wat.len();
+        (std::iter::once(text).chain(wat).map(|l| l.cast(FloatDType::F32)).collect::<Vec<_>>(), exits)
+    };
+    let sizes: Vec<(usize, usize)>;
+    let read = if crate::backend::runs_on_host::<B>() {
+        // On the CPU the batches run side by side, each on a thread of its own.
+        let done = crate::backend::on_threads(chunks.len(), |i| {
+            let (losses, exits) = losses(chunks[i]);
+            (values(Tensor::cat(losses, 0)), exits)
+        });
+        sizes = chunks.iter().zip(&done).map(|(c, (_, exits))| (c.len(), *exits)).collect();
+        done.into_iter().flat_map(|(read, _)| read).collect()
+    } else {
+        // Each batch's losses stay on the device until the split is done, then are
+        // read back in one transfer (a read per loss waited for a GPU each time).
+        let (all, exits): (Vec<_>, Vec<_>) = chunks.iter().map(|c| losses(c)).unzip();
+        sizes = chunks.iter().zip(exits).map(|(c, e)| (c.len(), e)).collect();
+        let all: Vec<_> = all.into_iter().flatten().collect();
+        if all.is_empty() { Vec::new() } else { values(Tensor::cat(all, 0)) }
+    };
     let mut total = 0.0;
     let mut at = 0;
     for (rows, exits) in sizes {
