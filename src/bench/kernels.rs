@@ -140,6 +140,34 @@ impl crate::backend::BackendTask for KernelsBench {
             vec![y.inner(), tx.grad(&grads).expect("the input's gradient"), dw]
         };
         check("linear", shape, run(true), run(false), &["x", "weight"])?;
+        // Two AdamW steps on an up_proj-sized weight with its gradient clipped by
+        // norm (on CUDA inside the fused update) against burn's clipping, then
+        // burn's AdamW. In f32 only: a bf16 weight's step is mostly below its
+        // rounding. The output is the weight's change; then both moments.
+        if self.dtype == crate::config::DType::F32 {
+            use burn::optim::SimpleOptimizer;
+            let shape = [1, 1, 1024, 3072];
+            let weight = Tensor::<B, 2>::random([1024, 3072], Distribution::Normal(0.0, 0.05), &device);
+            let grads = [0.5, 2.0].map(|s| Tensor::<B, 2>::random([1024, 3072], Distribution::Normal(0.0, s), &device));
+            let fused = crate::train::adamw::AdamW::new(0.1).clipped(1.0);
+            let burns = burn::optim::AdamWConfig::new().with_weight_decay(0.1).build();
+            let clip = burn::optim::grad_clipping::GradientClippingConfig::Norm(1.0).init();
+            let (mut p, mut state) = (weight.clone(), None);
+            let (mut q, mut theirs) = (weight.clone(), None);
+            for g in &grads {
+                (p, state) = fused.step(1e-2, p, g.clone(), state);
+                (q, theirs) = burns.step(1e-2, q, clip.clip_gradient(g.clone()), theirs);
+            }
+            let moments = |s: Option<burn::optim::AdamWState<B, 2>>| {
+                let m = s.expect("a state after a step").momentum;
+                [m.moment_1.reshape(shape), m.moment_2.reshape(shape)]
+            };
+            let [m, v] = moments(state);
+            let [tm, tv] = moments(theirs);
+            let got = vec![(p - weight.clone()).reshape(shape), m, v];
+            let want = vec![(q - weight).reshape(shape), tm, tv];
+            check("adamw clip", shape, got, want, &["moment_1", "moment_2"])?;
+        }
         Ok(checks)
     }
 }
@@ -147,7 +175,15 @@ impl crate::backend::BackendTask for KernelsBench {
 impl KernelCheck {
     /// The check as `wmx bench kernels` prints it.
     pub fn line(&self, backend: &str, dtype: crate::config::DType) -> String {
-        let grads: Vec<String> = self.grads.iter().map(|(n, d)| format!("d{n} {d:.2e}")).collect();
+        // Gradients by their input's name; AdamW's state by its own.
+        let grads: Vec<String> = self
+            .grads
+            .iter()
+            .map(|(n, d)| match n.starts_with("moment") {
+                true => format!("{n} {d:.2e}"),
+                false => format!("d{n} {d:.2e}"),
+            })
+            .collect();
         format!(
             "{:<10} {:<18} {} {:?}: output {:.2e}, {} (bound {:.0e}) {}",
             self.op,

@@ -27,6 +27,9 @@ pub struct AdamW {
     burn: burn::optim::AdamW,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     weight_decay: f32,
+    /// Where the update is fused: burn's clipping by norm (per tensor), applied in
+    /// the update's kernel rather than by the optimizer adaptor.
+    clip: Option<f32>,
 }
 
 impl AdamW {
@@ -34,14 +37,33 @@ impl AdamW {
         AdamW {
             burn: AdamWConfig::new().with_weight_decay(weight_decay).build(),
             weight_decay,
+            clip: None,
         }
     }
 
+    /// The optimizer clipping each tensor's gradient to `threshold` by its norm
+    /// inside the update (burn's `GradientClipping::Norm`), as [`AdamW::init`]
+    /// makes it on CUDA.
+    pub fn clipped(self, threshold: f32) -> Self {
+        AdamW { clip: Some(threshold), ..self }
+    }
+
     /// The optimizer of a module, clipping gradients first when `clipping` is given.
+    /// On CUDA, clipping by norm happens inside the fused update: burn's clipping
+    /// costs about seven operations per parameter tensor (a square, a sum, a square
+    /// root, a division, a clamp and a product), each a launch and a hand-off to
+    /// the device thread, where the fused update reads the tensor's sum of squares.
     pub fn init<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
-        self,
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))] mut self,
         clipping: Option<&GradientClippingConfig>,
     ) -> OptimizerAdaptor<AdamW, M, B> {
+        #[cfg(feature = "cuda")]
+        if let Some(GradientClippingConfig::Norm(threshold)) = clipping
+            && fused::handles::<B::InnerBackend>()
+        {
+            self.clip = Some(*threshold);
+            return OptimizerAdaptor::from(self);
+        }
         let optim = OptimizerAdaptor::from(self);
         match clipping {
             Some(config) => optim.with_grad_clipping(config.init()),
@@ -62,8 +84,13 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         #[cfg(feature = "cuda")]
         if fused::handles::<B>() && fused::takes(&tensor, &grad, state.as_ref()) {
-            return fused::step(lr, tensor, grad, state, self.weight_decay);
+            return fused::step(lr, tensor, grad, state, self.weight_decay, self.clip);
         }
+        // A tensor the kernel does not take is clipped as the adaptor would have.
+        let grad = match self.clip {
+            Some(threshold) => GradientClippingConfig::Norm(threshold).init().clip_gradient(grad),
+            None => grad,
+        };
         self.burn.step(lr, tensor, grad, state)
     }
 
@@ -111,20 +138,27 @@ impl Scalars {
 }
 
 /// The CUDA kernel of [`Scalars::update`], element-wise over a tensor; each of the
-/// four inputs f32 or bf16 ([`super::kernel`]'s conventions), each output in its
-/// input's dtype. The scalars come as doubles and are computed with in f32.
+/// inputs f32 or bf16 ([`super::kernel`]'s conventions), each output in its
+/// input's dtype. The scalars come as doubles and are computed with in f32. With
+/// `clip` > 0 the gradient is first clipped by its norm as burn's
+/// `GradientClipping::Norm` does, `g · min(clip / (√sq + min_positive), 1)`, where
+/// `sq` holds the tensor's sum of squares (one element).
 pub const KERNEL: &str = r#"
 extern "C" __global__ void wmx_adamw(
-    const void* p, const void* g, const void* m, const void* v,
+    const void* p, const void* g, const void* m, const void* v, const void* sq,
     void* p_out, void* m_out, void* v_out,
-    long long cp, long long cg, long long cm, long long cv, long long n,
+    long long cp, long long cg, long long cm, long long cv, long long csq, long long n,
     double lr, double beta_1, double beta_2, double epsilon, double decay,
-    double correction_1, double correction_2)
+    double correction_1, double correction_2, double clip, double min_positive)
 {
     const float b1 = (float)beta_1, b2 = (float)beta_2;
+    float coef = 1.0f;
+    if (clip > 0.0) {
+        coef = fminf((float)clip / (sqrtf(wmx_load(sq, csq, 0)) + (float)min_positive), 1.0f);
+    }
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float gi = wmx_load(g, cg, i);
+        float gi = wmx_load(g, cg, i) * coef;
         float mi = b1 * wmx_load(m, cm, i) + (1.0f - b1) * gi;
         float vi = b2 * wmx_load(v, cv, i) + (1.0f - b2) * gi * gi;
         float step = (mi / (float)correction_1) / (sqrtf(vi / (float)correction_2) + (float)epsilon);
@@ -170,8 +204,15 @@ mod fused {
         grad: Tensor<B, D>,
         state: Option<AdamWState<B, D>>,
         weight_decay: f32,
+        clip: Option<f32>,
     ) -> (Tensor<B, D>, Option<AdamWState<B, D>>) {
         debug_assert!(is::<B, Cuda>(), "the fused AdamW runs on burn's Cuda");
+        // The gradient's sum of squares, as burn's clipping computes it; without
+        // clipping the kernel reads nothing there.
+        let sq = match clip {
+            Some(_) => cast::<B, Cuda, 1, Float>(grad.clone().square().sum()).into_primitive().tensor(),
+            None => cast::<B, Cuda, D, Float>(grad.clone()).into_primitive().tensor(),
+        };
         let (m, v, time) = match state {
             Some(s) => (s.momentum.moment_1, s.momentum.moment_2, s.momentum.time),
             None => (grad.zeros_like(), grad.zeros_like(), 0),
@@ -180,19 +221,20 @@ mod fused {
         let primitive = |t: Tensor<B, D>| cast::<B, Cuda, D, Float>(t).into_primitive().tensor();
         let back = |t: FloatTensor<Cuda>| cast::<Cuda, B, D, Float>(float(t));
         let [p, m, v] = update(
-            [primitive(tensor), primitive(grad), primitive(m), primitive(v)],
+            [primitive(tensor), primitive(grad), primitive(m), primitive(v), sq],
             Scalars::at(lr, weight_decay, time),
+            clip.unwrap_or(0.0),
         );
         let state = AdamWState::new(AdaptiveMomentumState::new(time, back(m), back(v)));
         (back(p), Some(state))
     }
 
     /// The update as one operation of burn's fusion stream: new p, m and v.
-    fn update(inputs: [FloatTensor<Cuda>; 4], s: Scalars) -> [FloatTensor<Cuda>; 3] {
+    fn update(inputs: [FloatTensor<Cuda>; 5], s: Scalars, clip: f32) -> [FloatTensor<Cuda>; 3] {
         static UPDATE: Kernel = Kernel::new(super::KERNEL, "wmx_adamw");
         let out = |t: &FloatTensor<Cuda>| (t.shape.clone(), t.dtype);
         let outputs = [out(&inputs[0]), out(&inputs[2]), out(&inputs[3])];
-        custom("wmx_adamw", inputs, outputs, move |[p, g, m, v]| {
+        custom("wmx_adamw", inputs, outputs, move |[p, g, m, v, sq]| {
             let outs = [empty_like(&p), empty_like(&m), empty_like(&v)];
             let n = p.meta.shape().as_slice().iter().product::<usize>();
             let scalars = [
@@ -200,6 +242,7 @@ mod fused {
                 code(g.dtype),
                 code(m.dtype),
                 code(v.dtype),
+                code(sq.dtype),
                 int(n),
                 real(s.lr as f64),
                 real(s.beta_1 as f64),
@@ -208,9 +251,13 @@ mod fused {
                 real(s.decay as f64),
                 real(s.correction_1 as f64),
                 real(s.correction_2 as f64),
+                real(clip as f64),
+                // burn's clipping adds its dtype's smallest normal to the norm:
+                // f32's, which bf16 shares.
+                real(f32::MIN_POSITIVE as f64),
             ];
             let [po, mo, vo] = &outs;
-            UPDATE.per_item(&p, n, &[&p, &g, &m, &v, po, mo, vo], &scalars);
+            UPDATE.per_item(&p, n, &[&p, &g, &m, &v, &sq, po, mo, vo], &scalars);
             outs
         })
     }
@@ -248,6 +295,20 @@ mod tests {
         state.momentum.moment_2.into_data().assert_approx_eq::<f32>(&TensorData::new(v, [64]), Tolerance::absolute(1e-6));
     }
 
+    /// Where the optimizer clips (a tensor the CUDA kernel does not take), it
+    /// clips as burn's adaptor does: by the tensor's norm, then burn's update.
+    #[test]
+    fn clipping_in_the_optimizer_is_burns() {
+        let device = Default::default();
+        let clipped = AdamW::new(0.1).clipped(0.5);
+        let p = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+        let g = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+        let (mine, _) = clipped.step(1e-2, p.clone(), g.clone(), None);
+        let g = GradientClippingConfig::Norm(0.5).init().clip_gradient(g);
+        let (burns, _) = AdamW::new(0.1).burn.step(1e-2, p, g, None);
+        mine.into_data().assert_approx_eq::<f32>(&burns.into_data(), Tolerance::absolute(0.0));
+    }
+
     /// The kernel's source names every scalar in [`Scalars::update`]'s order.
     #[test]
     fn the_kernel_takes_the_scalars_in_order() {
@@ -258,7 +319,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["p", "g", "m", "v", "p_out", "m_out", "v_out", "cp", "cg", "cm", "cv", "n", "lr", "beta_1", "beta_2", "epsilon", "decay", "correction_1", "correction_2"]
+            [
+                "p", "g", "m", "v", "sq", "p_out", "m_out", "v_out", "cp", "cg", "cm", "cv", "csq", "n", "lr", "beta_1", "beta_2",
+                "epsilon", "decay", "correction_1", "correction_2", "clip", "min_positive"
+            ]
         );
     }
 }
