@@ -54,9 +54,8 @@ pub fn forward<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>
         return cast(tracked::<Cpu, D>(cast::<B, CpuTrain, D, Float>(x), cast::<B, CpuTrain, 1, Float>(weight), eps));
     }
     if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(x.dtype()) && super::cpu::takes(weight.dtype()) {
-        use super::cpu::{back, flex};
-        let (y, _) = super::cpu::rms_norm::forward(flex::<B>(x.into_primitive().tensor()), flex::<B>(weight.into_primitive().tensor()), eps);
-        return Tensor::from_primitive(TensorPrimitive::Float(back::<B>(y)));
+        let (y, _) = forward_pass::<B, D>(x.into_primitive().tensor(), weight.into_primitive().tensor(), eps);
+        return Tensor::from_primitive(TensorPrimitive::Float(y));
     }
     norm(x, weight, eps).0
 }

@@ -155,29 +155,30 @@ pub fn padded_composed<B: Backend>(scores: Tensor<B, 4>, divisor: f64, ignore: &
 
 /// [`padded_composed`] on backend `B`: when training on the CPU in f32, one node
 /// of the autodiff graph computed by [`super::cpu::softmax::forward`] (a row whose
-/// keys are all ignored gets zeros, not NaN); [`padded_composed`] otherwise.
+/// keys are all ignored gets zeros, not NaN); for inference on the CPU in f32, that
+/// kernel alone; [`padded_composed`] otherwise.
 pub fn apply_padded<B: Backend>(scores: Tensor<B, 4>, divisor: f64, ignore: &Tensor<B, 2, Bool>) -> Tensor<B, 4> {
     if handles::<B>() && super::training_on_cpu::<B>() && super::cpu::takes(scores.dtype()) {
         use crate::backend::{Cpu, CpuTrain};
         use burn::tensor::Float;
         use super::cast;
-        let ignore: Vec<bool> = ignore.to_data().convert::<bool>().to_vec().expect("a bool mask");
         let scores = cast::<B, CpuTrain, 4, Float>(scores).into_primitive().tensor();
-        let p = super::cpu::back::<Cpu>(super::cpu::softmax::forward(
-            super::cpu::flex::<Cpu>(scores.primitive),
-            divisor,
-            super::cpu::softmax::Keys::Padded(&ignore),
-        ));
+        let p = padded_forward::<Cpu, B>(scores.primitive, divisor, ignore);
         let out = super::tracked_node!(Softmax, [scores.node], (p.clone(), divisor), p);
         return cast(Tensor::<CpuTrain, 4>::from_primitive(TensorPrimitive::Float(out)));
     }
     if handles::<B>() && super::inferring_on_cpu::<B>() && super::cpu::takes(scores.dtype()) {
-        let ignore: Vec<bool> = ignore.to_data().convert::<bool>().to_vec().expect("a bool mask");
-        let scores = super::cpu::flex::<B>(scores.into_primitive().tensor());
-        let p = super::cpu::softmax::forward(scores, divisor, super::cpu::softmax::Keys::Padded(&ignore));
-        return Tensor::from_primitive(TensorPrimitive::Float(super::cpu::back::<B>(p)));
+        return Tensor::from_primitive(TensorPrimitive::Float(padded_forward::<B, B>(scores.into_primitive().tensor(), divisor, ignore)));
     }
     padded_composed(scores, divisor, ignore)
+}
+
+/// [`super::cpu::softmax::forward`] of f32 scores on the CPU backend `S` (with or
+/// without autodiff, `M` being the mask's) over the keys `ignore` leaves visible.
+fn padded_forward<S: Backend, M: Backend>(scores: FloatTensor<S>, divisor: f64, ignore: &Tensor<M, 2, Bool>) -> FloatTensor<S> {
+    let ignore: Vec<bool> = ignore.to_data().convert::<bool>().to_vec().expect("a bool mask");
+    let p = super::cpu::softmax::forward(super::cpu::flex::<S>(scores), divisor, super::cpu::softmax::Keys::Padded(&ignore));
+    super::cpu::back::<S>(p)
 }
 
 /// [`composed`] as one node of the autodiff graph over backend `B`, with a causal
