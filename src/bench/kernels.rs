@@ -140,6 +140,39 @@ impl crate::backend::BackendTask for KernelsBench {
             vec![y.inner(), tx.grad(&grads).expect("the input's gradient"), dw]
         };
         check("linear", shape, run(true), run(false), &["x", "weight"])?;
+        // The LM head's product and the per-token loss: the 0.6B model's tied head
+        // (a transposed view of the embeddings) over enough rows for two slices of
+        // the vocabulary, and an untied head over an odd vocabulary. The output is
+        // each token's loss and target logit, weighted by a random upstream.
+        for (tied, [rows, d, vocab]) in [(true, [1024, 1024, 151_936]), (false, [256, 128, 1001])] {
+            let shape = [2, rows / 2, 1, d];
+            let h = Tensor::<B, 3>::random([2, rows / 2, d], Distribution::Normal(0.0, 1.0), &device);
+            let w = match tied {
+                true => Tensor::<B, 2>::random([vocab, d], Distribution::Normal(0.0, 0.05), &device),
+                false => Tensor::<B, 2>::random([d, vocab], Distribution::Normal(0.0, 0.05), &device),
+            };
+            let ids: Vec<i64> = (0..rows).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
+            let targets = Tensor::<Autodiff<B>, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [2, rows / 2]), &device);
+            let dy = Tensor::<Autodiff<B>, 3>::random([2, rows / 2, 2], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let th = Tensor::<Autodiff<B>, 3>::from_inner(h.clone()).require_grad();
+                let tw = Tensor::<Autodiff<B>, 2>::from_inner(w.clone()).require_grad();
+                let head = if tied { tw.clone().transpose() } else { tw.clone() };
+                let out = match fused {
+                    true => crate::ops::head_nll::nll_and_picked(th.clone(), head, targets.clone()),
+                    false => crate::ops::head_nll::from_logits(crate::ops::rows_product(th.clone(), head), targets.clone()),
+                };
+                let grads = (out.clone() * dy.clone()).sum().backward();
+                let dw = tw.grad(&grads).expect("the weight's gradient");
+                let [a, b] = dw.dims();
+                vec![
+                    out.inner().unsqueeze::<4>(),
+                    th.grad(&grads).expect("the states' gradient").reshape(shape),
+                    dw.reshape([1, 1, a, b]),
+                ]
+            };
+            check(if tied { "head nll" } else { "head nll untied" }, [1, rows, d, vocab], run(true), run(false), &["h", "weight"])?;
+        }
         // Two AdamW steps on an up_proj-sized weight with its gradient clipped by
         // norm (on CUDA inside the fused update) against burn's clipping, then
         // burn's AdamW. In f32 only: a bf16 weight's step is mostly below its

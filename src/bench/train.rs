@@ -7,7 +7,6 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::Experiment;
 use crate::model::qwen3::Qwen3Config;
-use crate::model::world::masked_cross_entropy;
 
 use super::{Measured, Phases, median};
 
@@ -75,7 +74,7 @@ impl crate::backend::BackendTask for TrainBench<'_> {
             let targets = random_ids::<A<B>>(batch, seq, config.vocab_size, i + 1, &device);
             sync()?;
             let t = Instant::now();
-            let loss = masked_cross_entropy(model.forward(ids, None), targets, mask.clone());
+            let loss = model.masked_loss(ids, targets, mask.clone());
             if split {
                 sync()?;
             }

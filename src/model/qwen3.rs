@@ -495,10 +495,48 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         }
     }
 
+    /// Each token's loss and its target's logit, `[batch, seq, 2]`, from states
+    /// the final norm has normalised: the head's product and the loss as one
+    /// operation where [`crate::ops::head_nll`] fuses them, so the logits are
+    /// never held.
+    /// # Shapes
+    /// - normed: `[batch, seq, hidden]`, targets: `[batch, seq]` → `[batch, seq, 2]`
+    pub fn nll_and_picked(&self, normed: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        use crate::ops::head_nll;
+        match &self.lm_head {
+            Some(head) if head.bias.is_none() => head_nll::nll_and_picked(normed, head.weight.val(), targets),
+            Some(_) => head_nll::from_logits(self.logits(normed), targets),
+            None => head_nll::nll_and_picked(normed, self.model.embed_tokens.weight.val().transpose(), targets),
+        }
+    }
+
+    /// Mean next-token loss over the positions where `mask` is 1, teacher-forced;
+    /// a scalar `[1]`. Through [`Self::nll_and_picked`] where the head's product
+    /// and the loss fuse, through the logits otherwise.
+    /// # Shapes
+    /// - ids, targets, mask: `[batch, seq]`
+    pub fn masked_loss(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+        use crate::ops::cross_entropy::{masked_mean, nll};
+        if crate::ops::head_nll::handles::<B>() {
+            let normed = self.model.norm.forward(self.states(ids, None));
+            let out = self.nll_and_picked(normed, targets);
+            return masked_mean(out.narrow(2, 0, 1).squeeze_dim::<2>(2), mask);
+        }
+        masked_mean(nll(self.forward(ids, None), targets), mask)
+    }
+
     /// Logits for every position, continuing from `cache` when given.
     /// # Shapes
     /// - ids: `[batch, seq]` → `[batch, seq, vocab]`
-    pub fn forward(
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        self.head(self.states(ids, cache))
+    }
+
+    /// The last layer's states, before the final norm, continuing from `cache`
+    /// when given.
+    /// # Shapes
+    /// - ids: `[batch, seq]` → `[batch, seq, hidden]`
+    pub fn states(
         &self,
         ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
@@ -512,7 +550,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(x, &self.rotary, past, mask.as_ref(), slot);
         }
-        self.head(x)
+        x
     }
 
     /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping after an id in `stop`.

@@ -12,6 +12,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use super::fusion::GatedCrossAttention;
 use super::qwen3::{KvSlot, Qwen3ForCausalLM, causal_mask};
 use super::wat_stream::{WatStream, WatStreamConfig};
+use crate::ops::cross_entropy::{masked_mean, nll};
 use crate::tokenize::wat::{BOS, EOS, PAD};
 
 #[derive(Module, Debug)]
@@ -88,27 +89,13 @@ pub struct Output<B: Backend> {
     pub copy_logits: Option<Tensor<B, 3>>,
 }
 
-/// `-log softmax(logits)[target]` per token, `[batch, seq]`: one autodiff operation
-/// where [`crate::ops::cross_entropy`] handles the backend (CUDA; the CPU in f32),
-/// burn's tensor operations elsewhere.
-fn token_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    if crate::ops::cross_entropy::handles::<B>() {
-        return crate::ops::cross_entropy::token_nll(logits, targets);
-    }
-    log_softmax(logits, 2)
-        .gather(2, targets.unsqueeze_dim::<3>(2))
-        .squeeze_dim::<2>(2)
-        .neg()
-}
-
 /// Mean cross-entropy of `logits` against `targets` where `mask` is 1; a scalar `[1]`.
 pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let total = mask.clone().sum().clamp_min(1.0);
-    (token_nll(logits, targets) * mask).sum() / total
+    masked_mean(nll(logits, targets), mask)
 }
 
 /// [`masked_cross_entropy`] where each position chooses among the text vocabulary
@@ -124,14 +111,38 @@ pub fn copy_cross_entropy<B: Backend>(
     actions: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let total = mask.clone().sum().clamp_min(1.0);
     let picked = logits.clone().gather(2, targets.clone().unsqueeze_dim::<3>(2));
-    let lse_text = token_nll(logits, targets).unsqueeze_dim::<3>(2) + picked.clone();
+    let lse_text = nll(logits, targets).unsqueeze_dim::<3>(2) + picked.clone();
+    copy_choice(lse_text, picked, copy, actions, mask)
+}
+
+/// [`copy_cross_entropy`] from each token's text loss and target logit
+/// `[batch, seq, 2]` ([`crate::ops::head_nll`]) rather than the text logits.
+pub fn copy_cross_entropy_of<B: Backend>(
+    nll_and_picked: Tensor<B, 3>,
+    copy: Tensor<B, 3>,
+    actions: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let picked = nll_and_picked.clone().narrow(2, 1, 1);
+    let lse_text = nll_and_picked.narrow(2, 0, 1) + picked.clone();
+    copy_choice(lse_text, picked, copy, actions, mask)
+}
+
+/// The copy loss from the text vocabulary's log-sum-exp and target logit
+/// (`[batch, seq, 1]` each) and the copy logits.
+fn copy_choice<B: Backend>(
+    lse_text: Tensor<B, 3>,
+    picked: Tensor<B, 3>,
+    copy: Tensor<B, 3>,
+    actions: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let all = Tensor::cat(vec![lse_text, copy.clone()], 2);
     let max = all.clone().max_dim(2).detach();
     let lse = (all - max.clone()).exp().sum_dim(2).log() + max;
     let chosen = Tensor::cat(vec![picked, copy], 2).gather(2, actions.unsqueeze_dim::<3>(2));
-    ((lse - chosen).squeeze_dim::<2>(2) * mask).sum() / total
+    masked_mean((lse - chosen).squeeze_dim::<2>(2), mask)
 }
 
 impl<B: Backend> WorldModel<B> {
@@ -214,6 +225,17 @@ impl<B: Backend> WorldModel<B> {
 
     /// Teacher-forced forward pass of both streams.
     pub fn forward(&self, batch: &Batch<B>) -> Output<B> {
+        let (h, wat_logits) = self.states(batch);
+        Output {
+            copy_logits: self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone())),
+            text_logits: self.text.logits(h),
+            wat_logits,
+        }
+    }
+
+    /// The text stream's final normed states and the WAT logits of each exit,
+    /// teacher-forced.
+    fn states(&self, batch: &Batch<B>) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
         let [_, s] = batch.text_ids.dims();
         let device = batch.text_ids.device();
         let causal = causal_mask::<B>(s, 0, &device);
@@ -237,33 +259,30 @@ impl<B: Backend> WorldModel<B> {
             }
             x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
         }
-        let h = self.text.model.norm.forward(x);
-        Output {
-            copy_logits: self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone())),
-            text_logits: self.text.logits(h),
-            wat_logits,
-        }
+        (self.text.model.norm.forward(x), wat_logits)
     }
 
-    /// Text loss and one WAT loss per exit.
+    /// Text loss and one WAT loss per exit. Where [`crate::ops::head_nll`] fuses
+    /// the text head's product with its loss (CUDA), the text logits are never
+    /// formed.
     pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
-        let out = self.forward(batch);
-        let text = match out.copy_logits {
-            Some(copy) => copy_cross_entropy(
-                out.text_logits,
-                copy,
-                batch.text_targets.clone(),
-                batch.copy_actions.clone(),
-                batch.text_loss_mask.clone(),
-            ),
-            None => masked_cross_entropy(
-                out.text_logits,
-                batch.text_targets.clone(),
-                batch.text_loss_mask.clone(),
-            ),
+        let (h, wat_logits) = self.states(batch);
+        let copy = self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone()));
+        let (targets, actions, mask) = (batch.text_targets.clone(), batch.copy_actions.clone(), batch.text_loss_mask.clone());
+        let text = if crate::ops::head_nll::handles::<B>() {
+            let out = self.text.nll_and_picked(h, targets);
+            match copy {
+                Some(copy) => copy_cross_entropy_of(out, copy, actions, mask),
+                None => masked_mean(out.narrow(2, 0, 1).squeeze_dim::<2>(2), mask),
+            }
+        } else {
+            let logits = self.text.logits(h);
+            match copy {
+                Some(copy) => copy_cross_entropy(logits, copy, targets, actions, mask),
+                None => masked_cross_entropy(logits, targets, mask),
+            }
         };
-        let wat = out
-            .wat_logits
+        let wat = wat_logits
             .into_iter()
             .map(|logits| {
                 masked_cross_entropy(
@@ -911,7 +930,7 @@ mod tests {
         let choice = targets.clone().mask_where(actions.clone().greater_elem(0), actions.clone() + (v - 1));
         let all = Tensor::cat(vec![logits.clone(), copy.clone()], 2);
         let picked = log_softmax(all, 2).gather(2, choice.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
-        let reference = (picked * mask.clone()).sum().neg() / mask.sum();
+        let reference = (picked * mask.clone()).sum().neg() / mask.clone().sum();
         let close = |a: Vec<f32>, b: Vec<f32>| {
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(&b) {
@@ -926,5 +945,12 @@ mod tests {
         };
         close(grad(&g1, &logits), grad(&g2, &logits));
         close(grad(&g1, &copy), grad(&g2, &copy));
+        // The same loss from each token's loss and target logit (the fused head's
+        // output on CUDA), value and gradients.
+        let of = copy_cross_entropy_of(crate::ops::head_nll::from_logits(logits.clone(), targets), copy.clone(), actions, mask);
+        close(value(of.clone()), value(reference));
+        let g3 = of.backward();
+        close(grad(&g3, &logits), grad(&g2, &logits));
+        close(grad(&g3, &copy), grad(&g2, &copy));
     }
 }

@@ -35,6 +35,26 @@ pub fn handles<B: Backend>() -> bool {
     (is::<B, CpuTrain>() || is::<B, Cpu>()) && FUSED.on()
 }
 
+/// The mean of per-token losses `nll` `[batch, seq]` where `mask` is 1; a
+/// scalar `[1]` (0 where nothing is masked in).
+pub fn masked_mean<B: Backend>(nll: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let total = mask.clone().sum().clamp_min(1.0);
+    (nll * mask).sum() / total
+}
+
+/// `-log softmax(logits)[target]` per token, `[batch, seq]`: [`token_nll`] where
+/// it [`handles`] the backend (CUDA; the CPU in f32), burn's tensor operations
+/// elsewhere.
+pub fn nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    if handles::<B>() {
+        return token_nll(logits, targets);
+    }
+    burn::tensor::activation::log_softmax(logits, 2)
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2)
+        .neg()
+}
+
 /// `-log softmax(logits)[target]` per token: `[batch, seq, vocab]` logits and
 /// `[batch, seq]` targets give `[batch, seq]`, in the logits' dtype. `B` must be
 /// one that [`handles`] says.

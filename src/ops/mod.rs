@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub mod cross_entropy;
+pub mod head_nll;
 pub mod heads;
 pub mod product;
 pub mod rms_norm;

@@ -271,6 +271,83 @@ fn fused(lhs: FloatTensor<Cuda>, rhs: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
         .remove(0)
 }
 
+/// One operand of [`gemm_on_stream`]: a row-major matrix at device address `ptr`
+/// whose rows are `ld` elements apart, or, with `transpose`, one whose buffer holds
+/// its transpose that way (as [`layout`] reads a view).
+#[derive(Debug, Clone, Copy)]
+pub struct Operand {
+    pub ptr: u64,
+    pub transpose: bool,
+    pub ld: usize,
+}
+
+/// Row-major `c = a · b + beta · c`, a `[m, k]` times b `[k, n]` into c `[m, n]`
+/// whose rows are `ldc` elements apart, as one cuBLAS call on `stream`: for host
+/// functions, which already run on cubecl's device thread in stream order. `dtype`
+/// is a and b's dtype code ([`super::kernel::code`]), `out` c's: bf16 operands with
+/// an f32 output accumulate across calls (`beta = 1`) without rounding to bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_on_stream(
+    device: usize,
+    stream: *mut std::ffi::c_void,
+    (dtype, out): (u64, u64),
+    [m, n, k]: [usize; 3],
+    a: Operand,
+    b: Operand,
+    c: u64,
+    ldc: usize,
+    beta: f32,
+) -> Result<(), String> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let int = |v: usize, what: &str| i32::try_from(v).map_err(|_| format!("a cuBLAS product's {what} ({v}) does not fit cuBLAS's 32-bit sizes"));
+    let op = |transpose: bool| match transpose {
+        true => cublas::cublasOperation_t::CUBLAS_OP_T,
+        false => cublas::cublasOperation_t::CUBLAS_OP_N,
+    };
+    let alpha = 1.0f32;
+    let handle = handle(device)?;
+    // Column-major `cᵀ = bᵀ·aᵀ`: b's buffer is cuBLAS's first operand.
+    unsafe {
+        check(cublas::cublasSetStream_v2(handle, stream as cublas::cudaStream_t), "cublasSetStream")?;
+        check(
+            cublas::cublasGemmEx(
+                handle,
+                op(b.transpose),
+                op(a.transpose),
+                int(n, "columns")?,
+                int(m, "rows")?,
+                int(k, "inner dimension")?,
+                (&alpha as *const f32).cast(),
+                b.ptr as *const std::ffi::c_void,
+                data_type(dtype)?,
+                int(b.ld, "ldb")?,
+                a.ptr as *const std::ffi::c_void,
+                data_type(dtype)?,
+                int(a.ld, "lda")?,
+                (&beta as *const f32).cast(),
+                c as *mut std::ffi::c_void,
+                data_type(out)?,
+                int(ldc, "ldc")?,
+                cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            ),
+            "cublasGemmEx",
+        )
+    }
+}
+
+/// cuBLAS's data type for a dtype code: 0 f32, 1 bf16, 2 f16.
+fn data_type(code: u64) -> Result<cublas::cudaDataType, String> {
+    match code {
+        0 => Ok(cublas::cudaDataType::CUDA_R_32F),
+        1 => Ok(cublas::cudaDataType::CUDA_R_16BF),
+        2 => Ok(cublas::cudaDataType::CUDA_R_16F),
+        other => Err(format!("no cuBLAS data type has code {other}")),
+    }
+}
+
 thread_local! {
     /// One cuBLAS handle per thread (a handle must not be shared between threads
     /// calling at the same time).
@@ -392,12 +469,7 @@ fn run_gemm(params: &[u64], pointers: &[u64], stream: *mut std::ffi::c_void) -> 
         return Err(format!("a cuBLAS product takes 3 buffers, not {}", pointers.len()));
     };
     let compute = cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F;
-    let kind = match dtype {
-        0 => cublas::cudaDataType::CUDA_R_32F,
-        1 => cublas::cudaDataType::CUDA_R_16BF,
-        2 => cublas::cudaDataType::CUDA_R_16F,
-        other => return Err(format!("no cuBLAS data type has code {other}")),
-    };
+    let kind = data_type(dtype)?;
     let op = |transpose: u64| {
         if transpose == 1 {
             cublas::cublasOperation_t::CUBLAS_OP_T

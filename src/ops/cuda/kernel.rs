@@ -147,6 +147,32 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Launches the kernel at once on `stream`, `blocks` × `threads`, with `args`
+    /// (device addresses, then scalars, each 8 bytes): for host functions, which
+    /// run on cubecl's device thread in stream order and may launch several
+    /// kernels and library calls in one hand-off.
+    pub fn launch_on_stream(&self, stream: *mut std::ffi::c_void, blocks: usize, threads: usize, args: &[u64]) -> Result<(), String> {
+        if blocks == 0 {
+            return Ok(());
+        }
+        let f = compiled(self.id())?;
+        let mut values = args.to_vec();
+        let mut pointers: Vec<*mut std::ffi::c_void> = values.iter_mut().map(|v| (v as *mut u64).cast()).collect();
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                f,
+                (blocks.min(MAX_BLOCKS) as u32, 1, 1),
+                (threads as u32, 1, 1),
+                0,
+                stream as cudarc::driver::sys::CUstream,
+                &mut pointers,
+            )
+        }
+        .map_err(|e| format!("launching the CUDA kernel {}: {e}", self.entry))
+    }
+}
+
 /// This thread's compiled kernel `id`, compiling it on first use.
 fn compiled(id: usize) -> Result<cudarc::driver::sys::CUfunction, String> {
     COMPILED.with(|c| {
