@@ -25,16 +25,28 @@ mod layout;
 /// own, to compare the two.
 pub struct Switch {
     var: &'static str,
+    /// Whether the switch is on when its variable is unset.
+    default: bool,
     on: std::sync::OnceLock<bool>,
 }
 
 impl Switch {
     pub const fn new(var: &'static str) -> Switch {
-        Switch { var, on: std::sync::OnceLock::new() }
+        Switch { var, default: true, on: std::sync::OnceLock::new() }
+    }
+
+    /// A switch that is off unless its variable is `1`: a path not yet checked
+    /// where it runs (see its module's docs), to be tried by choice.
+    pub const fn opt_in(var: &'static str) -> Switch {
+        Switch { var, default: false, on: std::sync::OnceLock::new() }
     }
 
     pub fn on(&self) -> bool {
-        *self.on.get_or_init(|| std::env::var(self.var).map_or(true, |v| v != "0"))
+        *self.on.get_or_init(|| match std::env::var(self.var) {
+            Ok(v) if self.default => v != "0",
+            Ok(v) => v == "1",
+            Err(_) => self.default,
+        })
     }
 }
 
@@ -194,5 +206,25 @@ pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>, f: impl FnOnce(Tensor
     match x.dtype() {
         DType::F32 => f(x),
         other => f(x.cast(FloatDType::F32)).cast(FloatDType::from(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Switch;
+
+    /// A switch is on unless its variable is `0`; an opt-in one is off unless it
+    /// is `1`. Each variable is this test's own.
+    #[test]
+    fn switches_read_their_variable_once_with_their_default() {
+        let unset = "WMX_TEST_SWITCH_UNSET";
+        assert!(Switch::new(unset).on());
+        assert!(!Switch::opt_in(unset).on());
+        for (value, plain, opt_in) in [("0", false, false), ("1", true, true), ("yes", true, false)] {
+            let var: &'static str = Box::leak(format!("WMX_TEST_SWITCH_{value}").into_boxed_str());
+            // SAFETY: no other thread reads these variables, which only this test names.
+            unsafe { std::env::set_var(var, value) };
+            assert_eq!((Switch::new(var).on(), Switch::opt_in(var).on()), (plain, opt_in), "{var}={value}");
+        }
     }
 }
