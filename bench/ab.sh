@@ -24,6 +24,8 @@ LIMIT=${LIMIT:-240}
 . bench/kernel-cache.sh
 # shellcheck source=bench/qwen3-shape.sh
 . bench/qwen3-shape.sh
+# shellcheck source=bench/gpu-memory.sh
+. bench/gpu-memory.sh
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
 [ $# -gt 0 ] || set -- ""
@@ -33,14 +35,8 @@ RESULTS=$DIR/ab.tsv
 for round in $(seq "$ROUNDS"); do
     for variant in "$@"; do
         echo 0 > "$DIR/ab.mem"
-        (
-            peak=0
-            while sleep 0.1; do
-                used=$(nvidia-smi --query-compute-apps=used_memory --format=csv,noheader,nounits 2>/dev/null | awk '{s += $1} END {print s + 0}')
-                if [ "${used:-0}" -gt "$peak" ]; then peak=$used; echo "$peak" > "$DIR/ab.mem"; fi
-            done
-        ) &
-        sampler=$!
+        sample_memory "$DIR/ab.mem"
+        sampler=$SAMPLER
         # shellcheck disable=SC2086
         line=$(env $variant timeout "$LIMIT" "$WMX" bench train "$EXP" --set model.init=random --set "model.checkpoint=$QWEN3_DIR" --backend cuda \
             --batch "$BATCH" --seq "$SEQ" --repeats "$REPEATS" --phases --json 2> "$DIR/ab.err" | tail -1)

@@ -42,6 +42,8 @@ ROUNDS=${ROUNDS:-3}
 . bench/kernel-cache.sh
 # shellcheck source=bench/qwen3-shape.sh
 . bench/qwen3-shape.sh
+# shellcheck source=bench/gpu-memory.sh
+. bench/gpu-memory.sh
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 DIR=${OUT:-bench/out}
 mkdir -p "$DIR"
@@ -53,14 +55,8 @@ echo "card: $CARD; wmx: $WMX; experiment: $EXP; batch $BATCH × $SEQ"
 sampled() {
     local tag=$1; shift
     echo "== $tag: $*"
-    (
-        peak=0
-        while sleep 0.1; do
-            used=$(nvidia-smi --query-compute-apps=used_memory --format=csv,noheader,nounits 2>/dev/null | awk '{s += $1} END {print s + 0}')
-            if [ "${used:-0}" -gt "$peak" ]; then peak=$used; echo "$peak" > "$DIR/$tag.mem"; fi
-        done
-    ) &
-    local sampler=$!
+    sample_memory "$DIR/$tag.mem"
+    local sampler=$SAMPLER
     local start=$SECONDS
     timeout "$LIMIT" "$@" > "$DIR/$tag.json" 2> "$DIR/$tag.err"
     local rc=$?
