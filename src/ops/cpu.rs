@@ -449,14 +449,18 @@ pub mod softmax {
                 let row = &xs[r * keys..(r + 1) * keys];
                 if let Keys::Padded(ignore) = visible {
                     let ignore = &ignore[(r / per_batch.max(1)) * keys..][..keys];
+                    // Each score divided once, in a loop the compiler vectorises.
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = v / div;
+                    }
                     let mut max = f32::NEG_INFINITY;
-                    for (&v, &skip) in row.iter().zip(ignore) {
+                    for (&v, &skip) in out.iter().zip(ignore) {
                         if !skip {
-                            max = max.max(v / div);
+                            max = max.max(v);
                         }
                     }
-                    for ((o, &v), &skip) in out.iter_mut().zip(row).zip(ignore) {
-                        *o = if skip { f32::NEG_INFINITY } else { v / div - max };
+                    for (o, &skip) in out.iter_mut().zip(ignore) {
+                        *o = if skip { f32::NEG_INFINITY } else { *o - max };
                     }
                     exp_in_place(out);
                     let sum: f32 = out.iter().sum();
@@ -469,12 +473,12 @@ pub mod softmax {
                     Keys::Causal { queries, past } => (past + (r % per_head) % queries.max(1) + 1).min(keys),
                     _ => keys,
                 };
-                let mut max = f32::NEG_INFINITY;
-                for &v in &row[..n] {
-                    max = max.max(v / div);
-                }
                 for (o, &v) in out[..n].iter_mut().zip(&row[..n]) {
-                    *o = v / div - max;
+                    *o = v / div;
+                }
+                let max = out[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                for o in &mut out[..n] {
+                    *o -= max;
                 }
                 exp_in_place(&mut out[..n]);
                 let sum: f32 = out[..n].iter().sum();
