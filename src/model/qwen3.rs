@@ -511,18 +511,26 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     }
 
     /// Mean next-token loss over the positions where `mask` is 1, teacher-forced;
-    /// a scalar `[1]`. Through [`Self::nll_and_picked`] where the head's product
-    /// and the loss fuse, through the logits otherwise.
+    /// a scalar `[1]` ([`Self::masked_loss_of`] the final normed states).
     /// # Shapes
     /// - ids, targets, mask: `[batch, seq]`
     pub fn masked_loss(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+        self.masked_loss_of(self.model.norm.forward(self.states(ids, None)), targets, mask)
+    }
+
+    /// Mean loss of `targets` over the positions where `mask` is 1, from states
+    /// the final norm has normalised; a scalar `[1]`. Through
+    /// [`Self::nll_and_picked`] where the head's product and the loss fuse,
+    /// through the logits otherwise.
+    /// # Shapes
+    /// - normed: `[batch, seq, hidden]`; targets, mask: `[batch, seq]`
+    pub fn masked_loss_of(&self, normed: Tensor<B, 3>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
         use crate::ops::cross_entropy::{masked_mean, nll};
         if crate::ops::head_nll::handles::<B>() {
-            let normed = self.model.norm.forward(self.states(ids, None));
             let out = self.nll_and_picked(normed, targets);
             return masked_mean(out.narrow(2, 0, 1).squeeze_dim::<2>(2), mask);
         }
-        masked_mean(nll(self.forward(ids, None), targets), mask)
+        masked_mean(nll(self.logits(normed), targets), mask)
     }
 
     /// Logits for every position, continuing from `cache` when given.

@@ -269,18 +269,12 @@ impl<B: Backend> WorldModel<B> {
         let (h, wat_logits) = self.states(batch);
         let copy = self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone()));
         let (targets, actions, mask) = (batch.text_targets.clone(), batch.copy_actions.clone(), batch.text_loss_mask.clone());
-        let text = if crate::ops::head_nll::handles::<B>() {
-            let out = self.text.nll_and_picked(h, targets);
-            match copy {
-                Some(copy) => copy_cross_entropy_of(out, copy, actions, mask),
-                None => masked_mean(out.narrow(2, 0, 1).squeeze_dim::<2>(2), mask),
+        let text = match copy {
+            None => self.text.masked_loss_of(h, targets, mask),
+            Some(copy) if crate::ops::head_nll::handles::<B>() => {
+                copy_cross_entropy_of(self.text.nll_and_picked(h, targets), copy, actions, mask)
             }
-        } else {
-            let logits = self.text.logits(h);
-            match copy {
-                Some(copy) => copy_cross_entropy(logits, copy, targets, actions, mask),
-                None => masked_cross_entropy(logits, targets, mask),
-            }
+            Some(copy) => copy_cross_entropy(self.text.logits(h), copy, targets, actions, mask),
         };
         let wat = wat_logits
             .into_iter()

@@ -400,12 +400,10 @@ extern "C" __global__ void wmx_head_cast(const float* x, void* y, long long code
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let mut out_dims = dims.clone();
         *out_dims.last_mut().expect("h has a last dimension") = 2;
-        let outputs = [(Shape::from(out_dims), h.dtype), (Shape::from(vec![rows]), DType::F32)];
-        let [out, lse] = custom_views("wmx_head_nll", [h, w, targets], outputs, |[h, w, t]| {
+        let outputs = [(Shape::from(out_dims.clone()), h.dtype), (Shape::from(vec![rows]), DType::F32)];
+        let [out, lse] = custom_views("wmx_head_nll", [h, w, targets], outputs, move |[h, w, t]| {
             let (h, t, w) = (burn_cubecl::kernel::into_contiguous(h), burn_cubecl::kernel::into_contiguous(t), readable(w));
             let plan = Plan::new(&h, &w, &t);
-            let mut out_dims = h.meta.shape().as_slice().to_vec();
-            *out_dims.last_mut().expect("h has a last dimension") = 2;
             let out = empty(&h, &out_dims, h.dtype);
             let lse = empty(&h, &[plan.rows], DType::F32);
             let sums = empty(&h, &[plan.rows], DType::F32);
