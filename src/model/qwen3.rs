@@ -510,6 +510,14 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         }
     }
 
+    /// Whether a loss over `normed`'s positions goes through
+    /// [`Self::nll_and_picked`]: where [`crate::ops::head_nll::pays`] for their
+    /// logits' count.
+    pub fn fuses_loss(&self, normed: &Tensor<B, 3>) -> bool {
+        let [b, s, _] = normed.dims();
+        crate::ops::head_nll::pays::<B>(b * s, self.model.embed_tokens.weight.dims()[0])
+    }
+
     /// Mean next-token loss over the positions where `mask` is 1, teacher-forced;
     /// a scalar `[1]` ([`Self::masked_loss_of`] the final normed states).
     /// # Shapes
@@ -520,13 +528,13 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
 
     /// Mean loss of `targets` over the positions where `mask` is 1, from states
     /// the final norm has normalised; a scalar `[1]`. Through
-    /// [`Self::nll_and_picked`] where the head's product and the loss fuse,
-    /// through the logits otherwise.
+    /// [`Self::nll_and_picked`] where the head's product and the loss fuse
+    /// ([`Self::fuses_loss`]), through the logits otherwise.
     /// # Shapes
     /// - normed: `[batch, seq, hidden]`; targets, mask: `[batch, seq]`
     pub fn masked_loss_of(&self, normed: Tensor<B, 3>, targets: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
         use crate::ops::cross_entropy::{masked_mean, nll};
-        if crate::ops::head_nll::handles::<B>() {
+        if self.fuses_loss(&normed) {
             let out = self.nll_and_picked(normed, targets);
             return masked_mean(out.narrow(2, 0, 1).squeeze_dim::<2>(2), mask);
         }

@@ -263,15 +263,15 @@ impl<B: Backend> WorldModel<B> {
     }
 
     /// Text loss and one WAT loss per exit. Where [`crate::ops::head_nll`] fuses
-    /// the text head's product with its loss (CUDA), the text logits are never
-    /// formed.
+    /// the text head's product with its loss (CUDA, large vocabularies:
+    /// [`Qwen3ForCausalLM::fuses_loss`]), the text logits are never formed.
     pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
         let (h, wat_logits) = self.states(batch);
         let copy = self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone()));
         let (targets, actions, mask) = (batch.text_targets.clone(), batch.copy_actions.clone(), batch.text_loss_mask.clone());
         let text = match copy {
             None => self.text.masked_loss_of(h, targets, mask),
-            Some(copy) if crate::ops::head_nll::handles::<B>() => {
+            Some(copy) if self.text.fuses_loss(&h) => {
                 copy_cross_entropy_of(self.text.nll_and_picked(h, targets), copy, actions, mask)
             }
             Some(copy) => copy_cross_entropy(self.text.logits(h), copy, targets, actions, mask),

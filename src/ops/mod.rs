@@ -25,28 +25,16 @@ mod layout;
 /// own, to compare the two.
 pub struct Switch {
     var: &'static str,
-    /// Whether the switch is on when its variable is unset.
-    default: bool,
     on: std::sync::OnceLock<bool>,
 }
 
 impl Switch {
     pub const fn new(var: &'static str) -> Switch {
-        Switch { var, default: true, on: std::sync::OnceLock::new() }
-    }
-
-    /// A switch that is off unless its variable is `1`: a path not yet checked
-    /// where it runs (see its module's docs), to be tried by choice.
-    pub const fn opt_in(var: &'static str) -> Switch {
-        Switch { var, default: false, on: std::sync::OnceLock::new() }
+        Switch { var, on: std::sync::OnceLock::new() }
     }
 
     pub fn on(&self) -> bool {
-        *self.on.get_or_init(|| match std::env::var(self.var) {
-            Ok(v) if self.default => v != "0",
-            Ok(v) => v == "1",
-            Err(_) => self.default,
-        })
+        *self.on.get_or_init(|| std::env::var(self.var).map_or(true, |v| v != "0"))
     }
 }
 
@@ -213,18 +201,15 @@ pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>, f: impl FnOnce(Tensor
 mod tests {
     use super::Switch;
 
-    /// A switch is on unless its variable is `0`; an opt-in one is off unless it
-    /// is `1`. Each variable is this test's own.
+    /// A switch is on unless its variable is `0`. Each variable is this test's own.
     #[test]
-    fn switches_read_their_variable_once_with_their_default() {
-        let unset = "WMX_TEST_SWITCH_UNSET";
-        assert!(Switch::new(unset).on());
-        assert!(!Switch::opt_in(unset).on());
-        for (value, plain, opt_in) in [("0", false, false), ("1", true, true), ("yes", true, false)] {
+    fn switches_are_on_unless_their_variable_is_zero() {
+        assert!(Switch::new("WMX_TEST_SWITCH_UNSET").on());
+        for (value, on) in [("0", false), ("1", true), ("yes", true)] {
             let var: &'static str = Box::leak(format!("WMX_TEST_SWITCH_{value}").into_boxed_str());
             // SAFETY: no other thread reads these variables, which only this test names.
             unsafe { std::env::set_var(var, value) };
-            assert_eq!((Switch::new(var).on(), Switch::opt_in(var).on()), (plain, opt_in), "{var}={value}");
+            assert_eq!(Switch::new(var).on(), on, "{var}={value}");
         }
     }
 }
