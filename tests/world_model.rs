@@ -75,6 +75,9 @@ fn batch<B: Backend>(text: [i32; S], wat: [i32; W]) -> Batch<B> {
             TensorData::new(question, [1, S]),
             &Default::default(),
         ),
+        // The first loss is at position Q - 1 (its target is the first answer token).
+        answers_from: Q - 1,
+        reads_before: Q,
         wat_ids: ints(&[wat.to_vec()]),
         wat_targets: ints(&[wat_targets]),
         wat_loss_mask: floats(&[vec![1.0; W]]),
@@ -161,6 +164,55 @@ fn wat_tokens_never_reach_question_positions() {
         max_diff(&answer(before), &answer(after)) > 1e-4,
         "fusion had no effect ({vocab} vocab)"
     );
+}
+
+/// The fusion blocks and the text stream's last layer run over the positions
+/// from the batch's `answers_from` on, and the WAT stream reads the text before
+/// its `reads_before` only: bounds that hold (no row's question reaches past
+/// them, no loss before them) give the losses and every gradient of the whole
+/// sequence, and a bound tighter than that is seen.
+#[test]
+fn fusion_and_reading_bounded_to_their_positions_give_the_whole_sequences_gradients() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Collect<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<f32>,
+        tracked: usize,
+    }
+    impl ModuleVisitor<CpuTrain> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTrain, D>>) {
+            if let Some(g) = self.grads.get::<Cpu, D>(param.id) {
+                self.tracked += 1;
+                self.out.extend(values(g));
+            }
+        }
+    }
+    let model = model::<CpuTrain>(0.7);
+    let run = |answers_from: usize, reads_before: usize| {
+        let mut b = batch::<CpuTrain>(TEXT, WAT);
+        (b.answers_from, b.reads_before) = (answers_from, reads_before);
+        let (text, wat) = model.losses(&b);
+        let losses: Vec<f32> = std::iter::once(text.clone()).chain(wat.clone()).flat_map(values).collect();
+        let loss = wat.into_iter().fold(text, |a, c| a + c);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut c = Collect { grads: &grads, out: Vec::new(), tracked: 0 };
+        model.visit(&mut c);
+        (losses, c.out, c.tracked)
+    };
+    let (whole_losses, whole, tracked) = run(0, S);
+    let (losses, bounded, bounded_tracked) = run(Q - 1, Q);
+    assert!(tracked > 30, "{tracked} parameters have gradients");
+    assert_eq!(bounded_tracked, tracked);
+    assert!(max_diff(&losses, &whole_losses) <= 1e-6, "{losses:?} vs {whole_losses:?}");
+    let scale = whole.iter().fold(0f32, |m, g| m.max(g.abs()));
+    assert!(max_diff(&bounded, &whole) <= 1e-5 * scale, "{} of {scale}", max_diff(&bounded, &whole));
+    // Looser bounds are right too; a tighter one changes what is computed.
+    let (_, loose, _) = run(2, Q + 2);
+    assert!(max_diff(&loose, &whole) <= 1e-5 * scale);
+    let (too_tight, _, _) = run(Q, Q);
+    assert!(max_diff(&too_tight, &whole_losses) > 1e-6, "the loss at position {} did not count", Q - 1);
+    let (too_tight, _, _) = run(0, Q - 1);
+    assert!(max_diff(&too_tight, &whole_losses) > 1e-6, "the WAT stream did not read position {}", Q - 1);
 }
 
 #[test]

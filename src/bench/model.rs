@@ -83,6 +83,8 @@ impl crate::backend::BackendTask for ModelBench<'_> {
                 TensorData::new(question, [batch, seq]),
                 &device,
             ),
+            answers_from: seq / 2,
+            reads_before: seq / 2,
             wat_ids: ids(wat_len, wat_vocab),
             wat_targets: ids(wat_len, wat_vocab),
             wat_loss_mask: Tensor::ones([batch, wat_len], &device),

@@ -118,10 +118,35 @@ impl<B: Backend> GatedCrossAttention<B> {
     }
 
     /// Updates answer positions only; question positions pass through unchanged.
+    /// Every row's positions before `from` are question positions (0 when that is
+    /// not known), so the block runs over the positions from `from` on alone: in a
+    /// training row most positions are the question's, and each position's update
+    /// reads only itself and the program.
     /// # Shapes
     /// - x: `[batch, seq, d_text]`, wat: `[batch, wat_len, d_wat]`
     /// - wat_ignore: `[batch, wat_len]` (padding), answer: `[batch, seq]` (1 at answer positions)
     pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        wat: Tensor<B, 3>,
+        wat_ignore: &Tensor<B, 2, Bool>,
+        answer: &Tensor<B, 2>,
+        from: usize,
+    ) -> Tensor<B, 3> {
+        let s = x.dims()[1];
+        match from.min(s) {
+            0 => self.update(x, wat, wat_ignore, answer),
+            from if from == s => x,
+            from => {
+                let question = x.clone().narrow(1, 0, from);
+                let rest = self.update(x.narrow(1, from, s - from), wat, wat_ignore, &answer.clone().narrow(1, from, s - from));
+                Tensor::cat(vec![question, rest], 1)
+            }
+        }
+    }
+
+    /// [`Self::forward`] over every position of `x`.
+    fn update(
         &self,
         x: Tensor<B, 3>,
         wat: Tensor<B, 3>,

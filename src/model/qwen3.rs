@@ -338,20 +338,29 @@ impl<B: Backend> Attention<B> {
     /// - x: `[batch, seq, hidden]`, positions `start..start + seq`
     /// - → q `[batch, heads, seq, head_dim]`; k, v `[batch, kv_heads, seq, head_dim]`
     pub fn qkv(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, s, _] = x.dims();
-        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
-        let q = self
-            .q_norm
-            .forward(heads(crate::ops::linear(&self.q_proj, x.clone()), nh));
-        let k = self
-            .k_norm
-            .forward(heads(crate::ops::linear(&self.k_proj, x.clone()), nkv));
-        let swap = crate::ops::heads::swap;
-        let q = swap(rotary.apply(q, start));
-        let k = swap(rotary.apply(k, start));
-        let v = swap(heads(crate::ops::linear(&self.v_proj, x), nkv));
+        let q = self.queries(x.clone(), rotary, start);
+        let (k, v) = self.keys_values(x, rotary, start);
         (q, k, v)
+    }
+
+    /// Normed, rotated queries, heads first: `[batch, seq, hidden]` at positions
+    /// `start..start + seq` → `[batch, heads, seq, head_dim]`.
+    pub fn queries(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, start: usize) -> Tensor<B, 4> {
+        let [b, s, _] = x.dims();
+        let q = crate::ops::linear(&self.q_proj, x).reshape([b, s, self.num_heads, self.head_dim]);
+        crate::ops::heads::swap(rotary.apply(self.q_norm.forward(q), start))
+    }
+
+    /// Normed, rotated keys, and values, heads first: `[batch, seq, hidden]` at
+    /// positions `start..start + seq` → two `[batch, kv_heads, seq, head_dim]`.
+    pub fn keys_values(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, s, _] = x.dims();
+        let (nkv, hd) = (self.num_kv_heads, self.head_dim);
+        let heads = |t: Tensor<B, 3>| t.reshape([b, s, nkv, hd]);
+        let swap = crate::ops::heads::swap;
+        let k = self.k_norm.forward(heads(crate::ops::linear(&self.k_proj, x.clone())));
+        let v = swap(heads(crate::ops::linear(&self.v_proj, x)));
+        (swap(rotary.apply(k, start)), v)
     }
 
     /// Scaled dot-product attention (softmax in f32), heads merged again.
@@ -421,6 +430,27 @@ impl<B: Backend> DecoderLayer<B> {
             + self
                 .self_attn
                 .forward(self.input_layernorm.forward(x), rotary, start, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+
+    /// The layer's output at positions `from..` alone, from its input at every
+    /// position (causal, no cache): keys and values of all positions, queries and
+    /// all that follows them for the last `seq - from` only. What a last layer
+    /// needs where the positions before `from` carry no loss.
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → `[batch, seq - from, hidden]`
+    pub fn forward_from(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, from: usize) -> Tensor<B, 3> {
+        let [_, s, _] = x.dims();
+        let device = x.device();
+        if from == 0 {
+            return self.forward(x, rotary, 0, Some(&causal_mask::<B>(s, 0, &device)), None);
+        }
+        let normed = self.input_layernorm.forward(x.clone());
+        let (k, v) = self.self_attn.keys_values(normed.clone(), rotary, 0);
+        let q = self.self_attn.queries(normed.narrow(1, from, s - from), rotary, from);
+        let mask = causal_mask::<B>(s - from, from, &device);
+        let attended = self.self_attn.attend(q, k, v, Some(&mask));
+        let h = x.narrow(1, from, s - from) + crate::ops::linear(&self.self_attn.o_proj, attended);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

@@ -70,6 +70,20 @@ pub struct Batch<B: Backend> {
     /// `[batch, seq]`: true where the WAT stream may read — the question, less
     /// the arguments' own tokens when those are masked (`wat.read_arguments`).
     pub wat_reads: Tensor<B, 2, Bool>,
+    /// Every row's positions before this one are question positions, which the
+    /// fusion blocks leave as they are, and carry no loss: the fusion blocks and
+    /// the text stream's last layer run over the positions from here on only, for
+    /// the losses. 0 is always right.
+    ///
+    /// Training bounds its batches only on the CPU (`collate`), where the
+    /// work saved is the time saved. On a GPU a small model's step is bound by its
+    /// launches, which the narrowed views add to, and each new bound is a new
+    /// shape for its kernels: base.toml's steps were slower bounded on an H100
+    /// (bench/RESULTS.md).
+    pub answers_from: usize,
+    /// No row lets the WAT stream read a position at or after this one: its
+    /// cross-attention reads the text before it only. `seq` is always right.
+    pub reads_before: usize,
     /// `[batch, wat_len]`
     pub wat_ids: Tensor<B, 2, Int>,
     /// `[batch, wat_len]`
@@ -225,7 +239,7 @@ impl<B: Backend> WorldModel<B> {
 
     /// Teacher-forced forward pass of both streams.
     pub fn forward(&self, batch: &Batch<B>) -> Output<B> {
-        let (h, wat_logits) = self.states(batch);
+        let (h, wat_logits) = self.states(batch, 0);
         Output {
             copy_logits: self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone())),
             text_logits: self.text.logits(h),
@@ -233,9 +247,10 @@ impl<B: Backend> WorldModel<B> {
         }
     }
 
-    /// The text stream's final normed states and the WAT logits of each exit,
+    /// The text stream's final normed states at positions `from..` (its last
+    /// layer runs its queries there alone) and the WAT logits of each exit,
     /// teacher-forced.
-    fn states(&self, batch: &Batch<B>) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
+    fn states(&self, batch: &Batch<B>, from: usize) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
         let [_, s] = batch.text_ids.dims();
         let device = batch.text_ids.device();
         let causal = causal_mask::<B>(s, 0, &device);
@@ -249,15 +264,24 @@ impl<B: Backend> WorldModel<B> {
         let mut w = self.wat.embed_tokens.forward(batch.wat_ids.clone());
         let mut wat_logits = Vec::new();
         let mut segment = 0;
+        // The WAT stream reads the text before `reads_before` only.
+        let reads = batch.reads_before.clamp(1, s);
+        let text_ignore = if reads < s { text_ignore.narrow(1, 0, reads) } else { text_ignore };
+        let last = self.text.model.layers.len().saturating_sub(1);
         for (i, layer) in self.text.model.layers.iter().enumerate() {
             while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
                 let seg = &self.wat.segments[segment];
-                w = seg.forward(w, &x, &text_ignore, &self.wat.rotary);
+                let read = if reads < s { x.clone().narrow(1, 0, reads) } else { x.clone() };
+                w = seg.forward(w, &read, &text_ignore, &self.wat.rotary);
                 wat_logits.push(seg.exit(w.clone()));
-                x = self.fusion[segment].forward(x, w.clone(), &wat_ignore, &answer);
+                x = self.fusion[segment].forward(x, w.clone(), &wat_ignore, &answer, batch.answers_from);
                 segment += 1;
             }
-            x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
+            x = if i == last && from > 0 {
+                layer.forward_from(x, &self.text.rotary, from.min(s - 1))
+            } else {
+                layer.forward(x, &self.text.rotary, 0, Some(&causal), None)
+            };
         }
         (self.text.model.norm.forward(x), wat_logits)
     }
@@ -266,9 +290,14 @@ impl<B: Backend> WorldModel<B> {
     /// the text head's product with its loss (CUDA, large vocabularies:
     /// [`Qwen3ForCausalLM::fuses_loss`]), the text logits are never formed.
     pub fn losses(&self, batch: &Batch<B>) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
-        let (h, wat_logits) = self.states(batch);
+        // No loss is taken before `answers_from`: the text states from there on.
+        let s = batch.text_ids.dims()[1];
+        let from = batch.answers_from.min(s - 1);
+        let (h, wat_logits) = self.states(batch, from);
         let copy = self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone()));
-        let (targets, actions, mask) = (batch.text_targets.clone(), batch.copy_actions.clone(), batch.text_loss_mask.clone());
+        let tail = |t: Tensor<B, 2, Int>| if from > 0 { t.narrow(1, from, s - from) } else { t };
+        let (targets, actions) = (tail(batch.text_targets.clone()), tail(batch.copy_actions.clone()));
+        let mask = if from > 0 { batch.text_loss_mask.clone().narrow(1, from, s - from) } else { batch.text_loss_mask.clone() };
         let text = match copy {
             None => self.text.masked_loss_of(h, targets, mask),
             Some(copy) if self.text.fuses_loss(&h) => {
@@ -515,19 +544,32 @@ impl<B: Backend> WorldModel<B> {
                 .flat_map(|&r| (0..s).map(move |i| if i >= question_lens[r] { 1.0 } else { 0.0 }))
                 .collect();
             let answer = Tensor::<B, 2>::from_data(TensorData::new(answer, [a, s]), device);
+            // Where it pays (see `Batch::answers_from`), the fusion blocks run from
+            // the first answer position on, and the last layer from the first
+            // position read out.
+            let bounded = crate::backend::runs_on_host::<B>();
+            let answers_from = if bounded { active.iter().map(|&r| question_lens[r]).min().unwrap_or(0) } else { 0 };
             let mut x = self.text.embed(padded_ids::<B>(&rows, s, 0, device));
             let mut segment = 0;
+            // Only each row's last position is read out: the last layer runs its
+            // queries from the first of those on.
+            let from = if bounded { rows.iter().map(|r| r.len() - 1).min().unwrap_or(0) } else { 0 };
+            let top = self.text.model.layers.len().saturating_sub(1);
             for (i, layer) in self.text.model.layers.iter().enumerate() {
                 while segment < self.fusion_layers.len() && self.fusion_layers[segment] == i {
                     let (w, ignore) = &wat[segment];
-                    x = self.fusion[segment].forward(x, w.clone(), ignore, &answer);
+                    x = self.fusion[segment].forward(x, w.clone(), ignore, &answer, answers_from);
                     segment += 1;
                 }
-                x = layer.forward(x, &self.text.rotary, 0, Some(&causal), None);
+                x = if i == top {
+                    layer.forward_from(x, &self.text.rotary, from)
+                } else {
+                    layer.forward(x, &self.text.rotary, 0, Some(&causal), None)
+                };
             }
-            let d = x.dims()[2];
-            let last: Vec<usize> = rows.iter().enumerate().map(|(j, r)| j * s + r.len() - 1).collect();
-            let x = x.reshape([a * s, d]).select(0, rows_index::<B>(&last, device)).reshape([a, 1, d]);
+            let (d, kept) = (x.dims()[2], s - from);
+            let last: Vec<usize> = rows.iter().enumerate().map(|(j, r)| j * kept + r.len() - 1 - from).collect();
+            let x = x.reshape([a * kept, d]).select(0, rows_index::<B>(&last, device)).reshape([a, 1, d]);
             let h = self.text.model.norm.forward(x);
             let copy = self.copy.as_ref().map(|c| rows_f32(crate::ops::linear(c, h.clone()).reshape([a, CopyAction::ALL.len()])));
             let logits = self.text.logits(h);
