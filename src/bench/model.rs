@@ -69,11 +69,15 @@ impl crate::backend::BackendTask for ModelBench<'_> {
                 .collect();
             Tensor::<A<B>, 2, Int>::from_data(TensorData::new(data, [batch, n]), &device)
         };
+        // Like a training row: the question is the first half; the loss starts
+        // at its last position (whose target is the first answer token).
         let question: Vec<bool> = (0..batch * seq).map(|i| i % seq < seq / 2).collect();
+        let first_loss = (seq / 2).saturating_sub(1);
+        let loss: Vec<f32> = (0..batch * seq).map(|i| if i % seq >= first_loss { 1.0 } else { 0.0 }).collect();
         let b = Batch {
             text_ids: ids(seq, text_config.vocab_size),
             text_targets: ids(seq, text_config.vocab_size),
-            text_loss_mask: Tensor::ones([batch, seq], &device),
+            text_loss_mask: Tensor::from_data(TensorData::new(loss, [batch, seq]), &device),
             copy_actions: Tensor::zeros([batch, seq], &device),
             question: Tensor::<A<B>, 2, Bool>::from_data(
                 TensorData::new(question.clone(), [batch, seq]),
@@ -83,7 +87,7 @@ impl crate::backend::BackendTask for ModelBench<'_> {
                 TensorData::new(question, [batch, seq]),
                 &device,
             ),
-            answers_from: seq / 2,
+            answers_from: first_loss,
             reads_before: seq / 2,
             wat_ids: ids(wat_len, wat_vocab),
             wat_targets: ids(wat_len, wat_vocab),
