@@ -92,6 +92,17 @@ pub struct Batch<B: Backend> {
     pub wat_loss_mask: Tensor<B, 2>,
 }
 
+/// `t`'s positions (second dimension) from `from` on; `t` itself at 0.
+fn positions_from<B: Backend, K: burn::tensor::BasicOps<B>>(t: Tensor<B, 2, K>, from: usize) -> Tensor<B, 2, K> {
+    match from {
+        0 => t,
+        from => {
+            let s = t.dims()[1];
+            t.narrow(1, from, s - from)
+        }
+    }
+}
+
 /// What a teacher-forced forward pass gives.
 #[derive(Debug, Clone)]
 pub struct Output<B: Backend> {
@@ -247,9 +258,9 @@ impl<B: Backend> WorldModel<B> {
         }
     }
 
-    /// The text stream's final normed states at positions `from..` (its last
-    /// layer runs its queries there alone) and the WAT logits of each exit,
-    /// teacher-forced.
+    /// The text stream's final normed states at positions `from..` (`from` below
+    /// the batch's length; its last layer runs its queries there alone) and the
+    /// WAT logits of each exit, teacher-forced.
     fn states(&self, batch: &Batch<B>, from: usize) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
         let [_, s] = batch.text_ids.dims();
         let device = batch.text_ids.device();
@@ -278,7 +289,7 @@ impl<B: Backend> WorldModel<B> {
                 segment += 1;
             }
             x = if i == last && from > 0 {
-                layer.forward_from(x, &self.text.rotary, from.min(s - 1))
+                layer.forward_from(x, &self.text.rotary, from)
             } else {
                 layer.forward(x, &self.text.rotary, 0, Some(&causal), None)
             };
@@ -295,9 +306,11 @@ impl<B: Backend> WorldModel<B> {
         let from = batch.answers_from.min(s - 1);
         let (h, wat_logits) = self.states(batch, from);
         let copy = self.copy.as_ref().map(|c| crate::ops::linear(c, h.clone()));
-        let tail = |t: Tensor<B, 2, Int>| if from > 0 { t.narrow(1, from, s - from) } else { t };
-        let (targets, actions) = (tail(batch.text_targets.clone()), tail(batch.copy_actions.clone()));
-        let mask = if from > 0 { batch.text_loss_mask.clone().narrow(1, from, s - from) } else { batch.text_loss_mask.clone() };
+        let (targets, actions, mask) = (
+            positions_from(batch.text_targets.clone(), from),
+            positions_from(batch.copy_actions.clone(), from),
+            positions_from(batch.text_loss_mask.clone(), from),
+        );
         let text = match copy {
             None => self.text.masked_loss_of(h, targets, mask),
             Some(copy) if self.text.fuses_loss(&h) => {
@@ -561,7 +574,7 @@ impl<B: Backend> WorldModel<B> {
                     x = self.fusion[segment].forward(x, w.clone(), ignore, &answer, answers_from);
                     segment += 1;
                 }
-                x = if i == top {
+                x = if i == top && from > 0 {
                     layer.forward_from(x, &self.text.rotary, from)
                 } else {
                     layer.forward(x, &self.text.rotary, 0, Some(&causal), None)

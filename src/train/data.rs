@@ -209,9 +209,15 @@ fn random_like(shown: &str, rng: &mut Rng) -> Option<f64> {
 /// Pads encoded examples into one batch; on the CPU, bounded to where its
 /// questions end and its losses start (see [`Batch::answers_from`]).
 pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> Batch<B> {
-    let bounded = crate::backend::runs_on_host::<B>();
     let b = rows.len();
     let s = rows.iter().map(|r| r.text.len()).max().unwrap_or(1);
+    let (answers_from, reads_before) = match crate::backend::runs_on_host::<B>() {
+        true => (
+            rows.iter().map(|r| r.question_len.min(r.answer_start.saturating_sub(1))).min().unwrap_or(0).min(s),
+            rows.iter().map(|r| r.question_len).max().unwrap_or(s).min(s),
+        ),
+        false => (0, s),
+    };
     let w = rows.iter().map(|r| r.wat.len() + 1).max().unwrap_or(1);
     let mut actions = vec![0i32; b * s];
     let (mut ids, mut targets, mut loss, mut question) = (
@@ -272,14 +278,8 @@ pub fn collate<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> B
         copy_actions: int(actions, s),
         question: Tensor::<B, 2, Bool>::from_data(TensorData::new(question, [b, s]), device),
         wat_reads: Tensor::<B, 2, Bool>::from_data(TensorData::new(reads, [b, s]), device),
-        answers_from: match bounded {
-            true => rows.iter().map(|r| r.question_len.min(r.answer_start.saturating_sub(1))).min().unwrap_or(0).min(s),
-            false => 0,
-        },
-        reads_before: match bounded {
-            true => rows.iter().map(|r| r.question_len).max().unwrap_or(s).min(s),
-            false => s,
-        },
+        answers_from,
+        reads_before,
         wat_ids: int(wat_ids, w),
         wat_targets: int(wat_targets, w),
         wat_loss_mask: float(wat_loss, w),
