@@ -146,21 +146,36 @@ pub fn back<B: burn::tensor::backend::Backend>(t: FlexTensor) -> FloatTensor<B> 
 pub mod heads {
     use super::*;
 
-    /// `[a, b, c, d]` → `[a, c, b, d]`, contiguous: output rows of `d` copied
-    /// from the input's, shared between threads.
+    /// `[a, b, c, d]` → `[a, c, b, d]`, contiguous. Where the swapped view of `x`
+    /// already is (a gradient that arrives as the swap of a contiguous tensor),
+    /// it is that view, with no copy; otherwise output rows of `d` are read
+    /// through `x`'s strides, shared between threads (making `x` contiguous first
+    /// was burn-flex's element-by-element strided copy on one thread).
     pub fn swap(x: FlexTensor) -> FlexTensor {
-        let x = contiguous(x);
-        let dims: [usize; 4] = x.layout().shape().as_slice().try_into().expect("a 4-dimensional tensor");
+        let layout = x.layout().clone();
+        let dims: [usize; 4] = layout.shape().as_slice().try_into().expect("a 4-dimensional tensor");
         let [a, b, c, d] = dims;
-        let xs = values(&x);
-        let mut out = output(xs.len());
+        let swapped = layout.transpose(1, 2);
+        if x.dtype() == DType::F32 && swapped.is_contiguous() {
+            return FlexTensor::from_arc(x.data_arc(), swapped, DType::F32);
+        }
+        let strides: [isize; 4] = layout.strides().try_into().expect("a 4-dimensional tensor");
+        let start = layout.start_offset() as isize;
+        let xs = x.storage::<f32>();
+        let mut out = output(a * b * c * d);
         blocks(&mut out, d, d, |first, block| {
             for (i, row) in block.chunks_mut(d).enumerate() {
                 // Output row `r` is (ai, ci, bi); the input holds it at (ai, bi, ci).
                 let r = first + i;
                 let (ai, ci, bi) = (r / (c * b), r / b % c, r % b);
-                let from = ((ai * b + bi) * c + ci) * d;
-                row.copy_from_slice(&xs[from..from + d]);
+                let from = start + ai as isize * strides[0] + bi as isize * strides[1] + ci as isize * strides[2];
+                if strides[3] == 1 {
+                    row.copy_from_slice(&xs[from as usize..from as usize + d]);
+                } else {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = xs[(from + j as isize * strides[3]) as usize];
+                    }
+                }
             }
         });
         tensor(out, Shape::new([a, c, b, d]))

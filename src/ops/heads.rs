@@ -39,8 +39,9 @@ pub fn swap<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 
 fn pass<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     if super::cpu::f32s::<B>(&[&x]) {
-        use super::cpu::{back, flex};
-        return back::<B>(super::cpu::heads::swap(flex::<B>(x)));
+        // Read through its layout, whatever it is (`cpu::heads::swap`).
+        let x = super::cast_primitive::<B, crate::backend::Cpu>(x);
+        return super::cpu::back::<B>(super::cpu::heads::swap(x));
     }
     Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x))
         .swap_dims(1, 2)
@@ -85,5 +86,30 @@ mod tests {
         let g_fused = (fused * w.clone()).sum().backward();
         let g_plain = (plain * w).sum().backward();
         x.grad(&g_fused).unwrap().to_data().assert_approx_eq::<f32>(&x.grad(&g_plain).unwrap().to_data(), Tolerance::absolute(0.0));
+    }
+
+    /// The CPU's swap reads views as they are laid out: the swap of a contiguous
+    /// tensor (given back as a view of it, no copy), a permutation whose last
+    /// dimension is strided, and a narrowed view that starts at an offset.
+    #[test]
+    fn the_cpus_swap_reads_any_layout() {
+        use crate::backend::Cpu;
+        use burn::tensor::TensorPrimitive;
+        let device = Default::default();
+        let base = Tensor::<Cpu, 4>::random([3, 5, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        let views = [
+            base.clone().swap_dims(1, 2),
+            base.clone().permute([0, 3, 1, 2]),
+            base.clone().narrow(1, 1, 3).narrow(3, 2, 4),
+        ];
+        for (i, view) in views.into_iter().enumerate() {
+            let want = view.clone().swap_dims(1, 2).to_data();
+            let flex = view.into_primitive().tensor();
+            let shared = i == 0;
+            let got = crate::ops::cpu::heads::swap(flex.clone());
+            assert_eq!(got.is_contiguous(), true, "view {i}");
+            assert_eq!(std::sync::Arc::ptr_eq(&got.data_arc(), &flex.data_arc()), shared, "view {i}: shares its storage");
+            Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(got)).to_data().assert_eq(&want, true);
+        }
     }
 }
