@@ -1,17 +1,14 @@
 //! AdamW: burn's optimizer, its defaults and its checkpoint format, with one
-//! operation per parameter tensor on CUDA and on the CPU where burn registers
-//! about twelve (and its clipping about seven more).
+//! operation per parameter tensor on CUDA where burn registers about twelve.
 //!
 //! The host's cost per burn operation bounds a 0.6B training step on a GPU
 //! (bench/RESULTS.md), and burn's AdamW spends ~12 element-wise operations on each
 //! of the model's ~300 parameter tensors. On CUDA, [`AdamW`] instead launches one
 //! kernel per tensor through the vendored cubecl-cuda's `host_call` (as the cuBLAS
 //! products do): it reads the parameter, its gradient and both moments once,
-//! computes in f32, and writes the three results in their own dtypes. On the CPU
-//! (f32 tensors), one walk over each tensor does the same in place, where each of
-//! burn's operations allocated a tensor and handed its work to the threads. Other
-//! backends and dtypes run burn's `AdamW` itself, bit for bit. The state is burn's
-//! `AdamWState`, so checkpoints of any of them load in the others.
+//! computes in f32, and writes the three results in their own dtypes. Every other
+//! backend runs burn's `AdamW` itself, bit for bit. The state is burn's
+//! `AdamWState`, so checkpoints of either load in the other.
 
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -24,14 +21,11 @@ const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 const EPSILON: f32 = 1e-5;
 
-/// `WMX_FUSED_ADAMW=0` keeps burn's own operations on CUDA and on the CPU (to
-/// compare the two).
-static FUSED: crate::ops::Switch = crate::ops::Switch::new("WMX_FUSED_ADAMW");
-
 /// AdamW with burn's defaults (β = 0.9, 0.999; ε = 1e-5) and this weight decay.
 #[derive(Clone)]
 pub struct AdamW {
     burn: burn::optim::AdamW,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     weight_decay: f32,
     /// Where the update is fused: burn's clipping by norm (per tensor), applied in
     /// the update's kernel rather than by the optimizer adaptor.
@@ -55,17 +49,17 @@ impl AdamW {
     }
 
     /// The optimizer of a module, clipping gradients first when `clipping` is given.
-    /// On CUDA and the CPU, clipping by norm happens inside the fused update:
-    /// burn's clipping costs about seven operations per parameter tensor (a square,
-    /// a sum, a square root, a division, a clamp and a product), on CUDA each a
-    /// launch and a hand-off to the device thread, where the fused update reads the
-    /// tensor's sum of squares.
+    /// On CUDA, clipping by norm happens inside the fused update: burn's clipping
+    /// costs about seven operations per parameter tensor (a square, a sum, a square
+    /// root, a division, a clamp and a product), each a launch and a hand-off to
+    /// the device thread, where the fused update reads the tensor's sum of squares.
     pub fn init<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
-        mut self,
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))] mut self,
         clipping: Option<&GradientClippingConfig>,
     ) -> OptimizerAdaptor<AdamW, M, B> {
+        #[cfg(feature = "cuda")]
         if let Some(GradientClippingConfig::Norm(threshold)) = clipping
-            && fuses::<B::InnerBackend>()
+            && fused::handles::<B::InnerBackend>()
         {
             self.clip = Some(*threshold);
             return OptimizerAdaptor::from(self);
@@ -76,16 +70,6 @@ impl AdamW {
             None => optim,
         }
     }
-}
-
-/// Whether the update of `B`'s tensors is fused (on CUDA or the CPU), so that
-/// clipping by norm belongs inside it.
-fn fuses<B: Backend>() -> bool {
-    #[cfg(feature = "cuda")]
-    if fused::handles::<B>() {
-        return true;
-    }
-    host::handles::<B>()
 }
 
 impl<B: Backend> SimpleOptimizer<B> for AdamW {
@@ -101,9 +85,6 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         #[cfg(feature = "cuda")]
         if fused::handles::<B>() && fused::takes(&tensor, &grad, state.as_ref()) {
             return fused::step(lr, tensor, grad, state, self.weight_decay, self.clip);
-        }
-        if host::handles::<B>() && host::takes(&tensor, &grad, state.as_ref()) {
-            return host::step(lr, tensor, grad, state, self.weight_decay, self.clip);
         }
         // A tensor the kernel does not take is clipped as the adaptor would have.
         let grad = match self.clip {
@@ -148,7 +129,6 @@ impl Scalars {
     }
 
     /// One element's update, as the CUDA kernel computes it: `(p, m, v)`.
-    #[inline]
     pub fn update(&self, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         let m = self.beta_1 * m + (1.0 - self.beta_1) * g;
         let v = self.beta_2 * v + (1.0 - self.beta_2) * g * g;
@@ -201,9 +181,10 @@ mod fused {
     use super::Scalars;
 
     /// Whether the update of `B`'s tensors is fused: on burn's Cuda, unless
-    /// `WMX_FUSED_ADAMW=0`.
+    /// `WMX_FUSED_ADAMW=0`, which keeps burn's own operations (to compare the two).
     pub(super) fn handles<B: Backend>() -> bool {
-        is::<B, Cuda>() && super::FUSED.on()
+        static FUSED: crate::ops::Switch = crate::ops::Switch::new("WMX_FUSED_ADAMW");
+        is::<B, Cuda>() && FUSED.on()
     }
 
     /// Whether the kernel reads these tensors' dtypes (f32 and bf16; burn's own
@@ -282,109 +263,6 @@ mod fused {
     }
 }
 
-/// The update on the CPU: one walk over each f32 tensor, in place where the
-/// tensor is the update's alone (the parameter, its gradient and the moments
-/// after the first step are).
-mod host {
-    use burn::backend::flex::{FlexTensor, Layout};
-    use burn::optim::{AdamWState, AdaptiveMomentumState};
-    use burn::tensor::backend::Backend;
-    use burn::tensor::{Bytes, DType, Float, Tensor, TensorPrimitive};
-
-    use crate::backend::Cpu;
-    use crate::ops::{cast, is};
-    use super::Scalars;
-
-    /// Whether the update of `B`'s tensors is fused: on the CPU backend, unless
-    /// `WMX_FUSED_ADAMW=0`.
-    pub(super) fn handles<B: Backend>() -> bool {
-        is::<B, Cpu>() && super::FUSED.on()
-    }
-
-    /// Whether every tensor of the update is f32 (burn's operations update others).
-    pub(super) fn takes<B: Backend, const D: usize>(
-        tensor: &Tensor<B, D>,
-        grad: &Tensor<B, D>,
-        state: Option<&AdamWState<B, D>>,
-    ) -> bool {
-        let ok = |t: &Tensor<B, D>| t.dtype() == DType::F32;
-        ok(tensor) && ok(grad) && state.is_none_or(|s| ok(&s.momentum.moment_1) && ok(&s.momentum.moment_2))
-    }
-
-    /// `t`'s elements as a tensor of its own, contiguous from its start: `t`
-    /// itself when it is, else a copy.
-    fn owned(t: FlexTensor) -> FlexTensor {
-        let mut t = match t.as_slice::<f32>() {
-            Some(s) if s.len() == t.layout().shape().num_elements() => t,
-            _ => t.to_contiguous(),
-        };
-        if t.try_storage_mut::<f32>().is_some() && t.layout().contiguous_offsets() == Some((0, t.bytes().len() / 4)) {
-            return t;
-        }
-        let values = t.as_slice::<f32>().expect("contiguous f32").to_vec();
-        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(t.layout().shape().clone()), DType::F32)
-    }
-
-    pub(super) fn step<B: Backend, const D: usize>(
-        lr: f64,
-        tensor: Tensor<B, D>,
-        grad: Tensor<B, D>,
-        state: Option<AdamWState<B, D>>,
-        weight_decay: f32,
-        clip: Option<f32>,
-    ) -> (Tensor<B, D>, Option<AdamWState<B, D>>) {
-        let flex = |t: Tensor<B, D>| cast::<B, Cpu, D, Float>(t).into_primitive().tensor();
-        let back = |t: FlexTensor| cast::<Cpu, B, D, Float>(Tensor::from_primitive(TensorPrimitive::Float(t)));
-        let shape = tensor.shape();
-        let (m, v, time) = match state {
-            Some(s) => (owned(flex(s.momentum.moment_1)), owned(flex(s.momentum.moment_2)), s.momentum.time),
-            None => {
-                let zeros = || FlexTensor::zeros(shape.clone(), DType::F32);
-                (zeros(), zeros(), 0)
-            }
-        };
-        let time = time + 1;
-        let (mut p, g, mut m, mut v) = (owned(flex(tensor)), owned(flex(grad)), m, v);
-        let g = g.as_slice::<f32>().expect("contiguous f32");
-        let coef = clip.map_or(1.0, |threshold| clip_coefficient(g, threshold));
-        update(
-            &Scalars::at(lr, weight_decay, time),
-            coef,
-            p.try_storage_mut().expect("owned"),
-            g,
-            m.try_storage_mut().expect("owned"),
-            v.try_storage_mut().expect("owned"),
-        );
-        let state = AdamWState::new(AdaptiveMomentumState::new(time, back(m), back(v)));
-        (back(p), Some(state))
-    }
-
-    /// burn's `GradientClipping::Norm` factor for a gradient: `min(threshold /
-    /// (‖g‖ + min_positive), 1)`, the squares summed in f64 over eight lanes in
-    /// a fixed order.
-    pub(super) fn clip_coefficient(g: &[f32], threshold: f32) -> f32 {
-        let mut lanes = [0f64; 8];
-        let chunks = g.chunks_exact(8);
-        let rest: f64 = chunks.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
-        for chunk in chunks {
-            for (l, &x) in lanes.iter_mut().zip(chunk) {
-                *l += (x as f64) * (x as f64);
-            }
-        }
-        let sq = lanes.iter().sum::<f64>() + rest;
-        (threshold / ((sq.sqrt() as f32) + f32::MIN_POSITIVE)).min(1.0)
-    }
-
-    /// [`Scalars::update`] over every element, each gradient first scaled by
-    /// `coef`, on the calling thread: split across the training pool's threads
-    /// the step took 12 ms longer on base.toml's (the tensors are small).
-    pub(super) fn update(s: &Scalars, coef: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            (*p, *m, *v) = s.update(*p, g * coef, *m, *v);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +274,7 @@ mod tests {
     #[test]
     fn the_fused_update_is_burns_adamw() {
         let device = Default::default();
-        let burns = AdamW::new(0.1).burn;
+        let optim = AdamW::new(0.1);
         let mut p = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
         let mut state = None;
         let mut mine: Vec<f32> = p.to_data().to_vec().unwrap();
@@ -408,7 +286,7 @@ mod tests {
             for i in 0..64 {
                 (mine[i], m[i], v[i]) = s.update(mine[i], grads[i], m[i], v[i]);
             }
-            (p, state) = SimpleOptimizer::<Cpu>::step(&burns, 1e-2, p, g, state);
+            (p, state) = optim.step(1e-2, p, g, state);
         }
         let state = state.unwrap();
         assert_eq!(state.momentum.time, 3);
@@ -417,36 +295,18 @@ mod tests {
         state.momentum.moment_2.into_data().assert_approx_eq::<f32>(&TensorData::new(v, [64]), Tolerance::absolute(1e-6));
     }
 
-    /// The CPU's fused update, clipping inside it, against burn's clipping and
-    /// AdamW over three steps, for a matrix and for a vector whose length is no
-    /// multiple of the norm's eight lanes; the gradient's norm above the
-    /// threshold, so each step clips. The parameter's and gradient's other handles keep their values.
+    /// Where the optimizer clips (a tensor the CUDA kernel does not take), it
+    /// clips as burn's adaptor does: by the tensor's norm, then burn's update.
     #[test]
-    fn the_cpus_fused_update_is_burns_clipping_and_adamw() {
+    fn clipping_in_the_optimizer_is_burns() {
         let device = Default::default();
-        let (mine, burns) = (AdamW::new(0.1).clipped(0.5), AdamW::new(0.1).burn);
-        assert!(host::handles::<Cpu>());
-        let clipping = GradientClippingConfig::Norm(0.5).init();
-        for dims in [[300, 256], [1, 67]] {
-            let start = Tensor::<Cpu, 2>::random(dims, Distribution::Normal(0.0, 1.0), &device);
-            let initial = start.to_data();
-            let (mut p, mut q) = (start.clone(), start.clone());
-            let (mut ours, mut theirs) = (None, None);
-            for _ in 0..3 {
-                let g = Tensor::<Cpu, 2>::random(dims, Distribution::Normal(0.0, 1.0), &device);
-                let kept = g.to_data();
-                (p, ours) = mine.step(1e-2, p, g.clone(), ours);
-                (q, theirs) = SimpleOptimizer::<Cpu>::step(&burns, 1e-2, q, clipping.clip_gradient(g.clone()), theirs);
-                g.into_data().assert_eq(&kept, true);
-            }
-            let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
-            assert_eq!(ours.momentum.time, 3);
-            let close = Tolerance::absolute(1e-6);
-            p.into_data().assert_approx_eq::<f32>(&q.into_data(), close);
-            ours.momentum.moment_1.into_data().assert_approx_eq::<f32>(&theirs.momentum.moment_1.into_data(), close);
-            ours.momentum.moment_2.into_data().assert_approx_eq::<f32>(&theirs.momentum.moment_2.into_data(), close);
-            start.into_data().assert_eq(&initial, true);
-        }
+        let clipped = AdamW::new(0.1).clipped(0.5);
+        let p = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+        let g = Tensor::<Cpu, 1>::random([64], Distribution::Normal(0.0, 1.0), &device);
+        let (mine, _) = clipped.step(1e-2, p.clone(), g.clone(), None);
+        let g = GradientClippingConfig::Norm(0.5).init().clip_gradient(g);
+        let (burns, _) = AdamW::new(0.1).burn.step(1e-2, p, g, None);
+        mine.into_data().assert_approx_eq::<f32>(&burns.into_data(), Tolerance::absolute(0.0));
     }
 
     /// The kernel's source names every scalar in [`Scalars::update`]'s order.
