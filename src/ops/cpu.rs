@@ -146,18 +146,18 @@ pub fn back<B: burn::tensor::backend::Backend>(t: FlexTensor) -> FloatTensor<B> 
 pub mod heads {
     use super::*;
 
-    /// `[a, b, c, d]` → `[a, c, b, d]`, contiguous. Where the swapped view of `x`
+    /// `[a, b, c, d]` → `[a, c, b, d]` of f32, contiguous. Where the swapped view of `x`
     /// already is (a gradient that arrives as the swap of a contiguous tensor),
     /// it is that view, with no copy; otherwise output rows of `d` are read
     /// through `x`'s strides, shared between threads (making `x` contiguous first
     /// was burn-flex's element-by-element strided copy on one thread).
     pub fn swap(x: FlexTensor) -> FlexTensor {
-        let layout = x.layout().clone();
+        let layout = x.layout();
         let dims: [usize; 4] = layout.shape().as_slice().try_into().expect("a 4-dimensional tensor");
         let [a, b, c, d] = dims;
         let swapped = layout.transpose(1, 2);
-        if x.dtype() == DType::F32 && swapped.is_contiguous() {
-            return FlexTensor::from_arc(x.data_arc(), swapped, DType::F32);
+        if swapped.is_contiguous() {
+            return FlexTensor::from_arc(x.data_arc(), swapped, x.dtype());
         }
         let strides: [isize; 4] = layout.strides().try_into().expect("a 4-dimensional tensor");
         let start = layout.start_offset() as isize;

@@ -107,7 +107,7 @@ mod tests {
             let flex = view.into_primitive().tensor();
             let shared = i == 0;
             let got = crate::ops::cpu::heads::swap(flex.clone());
-            assert_eq!(got.is_contiguous(), true, "view {i}");
+            assert!(got.is_contiguous(), "view {i}");
             assert_eq!(std::sync::Arc::ptr_eq(&got.data_arc(), &flex.data_arc()), shared, "view {i}: shares its storage");
             Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(got)).to_data().assert_eq(&want, true);
         }
