@@ -14,7 +14,10 @@
 # the profiler, "$LAYERS" by default: how the step grows with depth), PROFILE (1; 0
 # skips ncu), NCU_ARGS (more ncu options; for WHAT=generate "--launch-count 3000" by
 # default: a whole generation launches tens of thousands of kernels, which ncu did
-# not get through in 8 minutes), BATCH (8), SEQ (512).
+# not get through in 8 minutes), BATCH (8), SEQ (512), TORCH (for WHAT=train, "compile" by
+# default: the same step of PyTorch at the same layers, torch.compile'd, profiled by
+# torch.profiler into the same tables, $DIR/profile-torch.md; "eager" for eager
+# PyTorch, "" for none).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WMX=${1:-${WMX:-./wmx}}
@@ -65,3 +68,12 @@ if [ "${PROFILE:-1}" = 1 ]; then
 fi
 save_kernel_cache "$DIR"
 [ "${PROFILE:-1}" = 1 ] && python3 scripts/kernel_profile.py "$DIR/profile-ncu.log" "$DIR/profile-step-$LAYERS.json" | tee "$DIR/profile.md"
+TORCH=${TORCH-compile}
+if [ "$WHAT" = train ] && [ -n "$TORCH" ]; then
+    echo "== PyTorch ($TORCH), $LAYERS layers, one step under torch.profiler"
+    FLAGS=(); [ "$TORCH" = compile ] && FLAGS=(--compile)
+    QWEN3_DIR=$(qwen3_dir_layers "$LAYERS") python3 scripts/bench_torch_gpu.py train "$EXP" --dtype bf16 \
+        --batch "$BATCH" --seq "$SEQ" --warmup 3 --repeats 3 "${FLAGS[@]}" --profile "$DIR/profile-torch.md" --json \
+        > "$DIR/profile-torch.json" 2> "$DIR/profile-torch.err" && cat "$DIR/profile-torch.md" \
+        || { echo "   PyTorch failed:"; tail -5 "$DIR/profile-torch.err"; }
+fi

@@ -13,6 +13,8 @@ batch and lengths, and print the same JSON fields:
   after each timed step; sdpa attention. `--compile` is what a PyTorch user gets
   with one line: the model under `torch.compile` (default mode) and the fused
   AdamW; the warm-up steps, which compile, are timed apart (`compile_s`).
+  `--profile FILE` then runs one more step under torch.profiler and writes its
+  kernels' GPU time by family to FILE, in bench/profile.sh's tables.
 - generate: greedy decoding of `new` tokens after a `prompt`-token question,
   batch 1, with the KV cache, no early stop.
 
@@ -73,8 +75,9 @@ def train(args):
     if args.compile:
         model = torch.compile(model)
     vocab = config.vocab_size
-    seconds, warmup = [], []
-    for i in range(args.warmup + args.repeats):
+
+    def step(i):
+        """One timed training step on batch `i`: its wall seconds."""
         g = torch.Generator(device="cuda").manual_seed(i)
         ids = torch.randint(0, vocab, (args.batch, args.seq), device="cuda", generator=g)
         targets = torch.randint(0, vocab, (args.batch, args.seq), device="cuda", generator=g)
@@ -86,8 +89,14 @@ def train(args):
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        (seconds if i >= args.warmup else warmup).append(time.perf_counter() - t)
+        return time.perf_counter() - t
+
+    seconds, warmup = [], []
+    for i in range(args.warmup + args.repeats):
+        (seconds if i >= args.warmup else warmup).append(step(i))
     med = statistics.median(seconds)
+    if args.profile:
+        Path(args.profile).write_text(profile(lambda: step(args.warmup + args.repeats), med) + "\n")
     return {
         "what": "train",
         "backend": "torch.compile" if args.compile else "torch",
@@ -101,6 +110,26 @@ def train(args):
         "tokens_per_s": args.batch * args.seq / med,
         "torch_max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
     }
+
+
+def profile(step, median_s):
+    """One more step under torch.profiler: its kernels' GPU time by family and the
+    costliest kernels, as scripts/kernel_profile.py tables Nsight Compute's."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    from kernel_profile import tables
+
+    with profiler(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+    kernels = []
+    for e in prof.key_averages():
+        total_us = getattr(e, "self_device_time_total", None)
+        if total_us is None:
+            total_us = e.self_cuda_time_total
+        if total_us > 0 and e.count > 0:
+            kernels += [(e.key, total_us * 1e-6 / e.count)] * e.count
+    return tables(kernels, median_s)
 
 
 def generate(args):
@@ -264,6 +293,8 @@ def main():
             p.add_argument("--batch", type=int, default=8)
             p.add_argument("--seq", type=int, default=512)
             p.add_argument("--compile", action="store_true", help="torch.compile the model and fuse AdamW")
+            p.add_argument("--profile", metavar="FILE", help="after the timed steps, one more under torch.profiler: "
+                           "its kernels' GPU time by family into FILE (Markdown)")
         else:
             p.add_argument("--prompt", type=int, default=32)
             p.add_argument("--new", type=int, default=48)

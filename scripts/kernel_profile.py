@@ -16,8 +16,8 @@ import sys
 from collections import defaultdict
 
 FAMILIES = [
-    ("matmul", ("matmul", "gemm", "mma")),
-    ("attention", ("attention", "flash")),
+    ("matmul", ("matmul", "gemm", "mma", "nvjet")),
+    ("attention", ("attention", "flash", "fmha")),
     ("softmax", ("softmax",)),
     ("reduce", ("reduce", "sum_", "mean", "argmax", "max_dim", "norm")),
     ("fused element-wise", ("fused", "elemwise", "element_wise")),
@@ -65,27 +65,31 @@ def main(paths):
             step = step_seconds(path)
     if not kernels:
         sys.exit("no gpu__time_duration.sum rows in " + ", ".join(paths))
+    timed = [(r["Kernel Name"], float(r["Metric Value"].replace(",", "")) * UNITS.get(r["Metric Unit"], 1e-9)) for r in kernels]
+    print(tables(timed, step))
+
+
+def tables(kernels, step=None, top=20):
+    """Markdown: the kernels' GPU time by family and the costliest kernels, from
+    (name, seconds) pairs, one per launch; `step` is the wall time they ran in."""
     per_family = defaultdict(lambda: [0, 0.0])
     per_kernel = defaultdict(lambda: [0, 0.0])
-    for r in kernels:
-        seconds = float(r["Metric Value"].replace(",", "")) * UNITS.get(r["Metric Unit"], 1e-9)
-        name = r["Kernel Name"]
+    for name, seconds in kernels:
         for entry in (per_family[family(name)], per_kernel[name]):
             entry[0] += 1
             entry[1] += seconds
-    total = sum(s for _, s in per_family.values())
-    print(f"{len(kernels)} kernels, {total * 1e3:.1f} ms of GPU time", end="")
+    total = sum(s for _, s in per_family.values()) or 1e-12
+    out = [f"{len(kernels)} kernels, {total * 1e3:.1f} ms of GPU time"]
     if step:
-        print(f"; one repetition takes {step * 1e3:.1f} ms of wall time when not profiled "
-              f"(the GPU is busy {min(total / step, 1.0):.0%} of it)")
-    else:
-        print()
-    print("\n| kernel family | launches | GPU ms | share |\n|---|---|---|---|")
+        out[0] += (f"; one repetition takes {step * 1e3:.1f} ms of wall time when not profiled "
+                   f"(the GPU is busy {min(total / step, 1.0):.0%} of it)")
+    out.append("\n| kernel family | launches | GPU ms | share |\n|---|---|---|---|")
     for fam, (n, s) in sorted(per_family.items(), key=lambda kv: -kv[1][1]):
-        print(f"| {fam} | {n} | {s * 1e3:.2f} | {s / total:.1%} |")
-    print("\n| kernel | launches | GPU ms | mean µs | share |\n|---|---|---|---|---|")
-    for name, (n, s) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1])[:20]:
-        print(f"| `{name[:70]}` | {n} | {s * 1e3:.2f} | {s / n * 1e6:.1f} | {s / total:.1%} |")
+        out.append(f"| {fam} | {n} | {s * 1e3:.2f} | {s / total:.1%} |")
+    out.append("\n| kernel | launches | GPU ms | mean µs | share |\n|---|---|---|---|---|")
+    for name, (n, s) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1])[:top]:
+        out.append(f"| `{name[:70]}` | {n} | {s * 1e3:.2f} | {s / n * 1e6:.1f} | {s / total:.1%} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ pub type Cuda = burn::backend::Cuda<f32>;
 #[cfg(feature = "rocm")]
 pub type Rocm = burn::backend::Rocm<f32>;
 
+/// Seeds the random numbers a model is initialised from. They are drawn on the
+/// host by burn-flex's generator whatever the backend ([`crate::model::random`]),
+/// so one seed starts every backend from the same weights: CPU and GPU runs of a
+/// seed then differ by rounding alone. `B`'s own generator is seeded too.
+pub fn seed<B: Backend>(device: &B::Device, seed: u64) {
+    B::seed(device, seed);
+    Cpu::seed(&Default::default(), seed);
+}
+
 /// Whether `B` runs on the host's cores (the CPU backend, with or without
 /// gradients): work split across threads runs there side by side. A GPU backend
 /// has one device queue, and its memory manager is not made for several threads

@@ -496,6 +496,8 @@ fn bench_kernels_checks_each_fused_operation_in_f32_and_bf16() {
         if dtype == "f32" {
             want_ops.push("adamw clip");
         }
+        // A seed's initial weights, against the CPU backend's.
+        want_ops.push("init");
         assert_eq!(ops, want_ops, "{rows:?}");
         for row in &rows {
             let check = &row["check"];
@@ -504,7 +506,12 @@ fn bench_kernels_checks_each_fused_operation_in_f32_and_bf16() {
             let want: f32 = if dtype == "f32" { 1e-5 } else { 2e-2 };
             assert_eq!(bound, want as f64, "{row}");
             let grads = check["grads"].as_array().unwrap();
-            assert_eq!(grads.len(), if matches!(check["op"].as_str(), Some("rms_norm" | "swiglu" | "linear" | "adamw clip")) { 2 } else { 1 }, "{row}");
+            let want_grads = match check["op"].as_str() {
+                Some("rms_norm" | "swiglu" | "linear" | "adamw clip") => 2,
+                Some("init") => 0,
+                _ => 1,
+            };
+            assert_eq!(grads.len(), want_grads, "{row}");
             for g in grads {
                 assert!(g[1].as_f64().unwrap() <= bound, "{row}");
             }

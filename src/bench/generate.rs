@@ -27,7 +27,7 @@ impl crate::backend::BackendTask for GenerateBench<'_> {
         use burn::module::Module;
         let e = self.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype)?;
-        B::seed(&device, 0);
+        crate::backend::seed::<B>(&device, 0);
         let config = Qwen3Config::from_experiment(&e.model);
         let model = config.init::<B>(&device);
         let prompt: Vec<u32> = (0..self.prompt)

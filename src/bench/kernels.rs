@@ -203,8 +203,63 @@ impl crate::backend::BackendTask for KernelsBench {
             let want = vec![(q - weight).reshape(shape), tm, tv];
             check("adamw clip", shape, got, want, &["moment_1", "moment_2"])?;
         }
+        // A seed's initial WorldModel is the CPU backend's, parameter for parameter:
+        // every weight is drawn on the host (`model::random`), none by this
+        // backend's own generator.
+        let here = initial_weights::<B>(&device);
+        let host = initial_weights::<crate::backend::Cpu>(&Default::default());
+        let shape = [1, 1, 1, here.len()];
+        let on_device = |v: Vec<f32>| Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, shape), &device);
+        check("init", shape, vec![on_device(here)], vec![on_device(host)], &[])?;
         Ok(checks)
     }
+}
+
+/// Every float parameter of a small WorldModel (a text stream of two layers, a WAT
+/// stream of two segments, a copy head) built on `B` from seed 7, in order.
+fn initial_weights<B: Backend>(device: &B::Device) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Values(Vec<f32>);
+    impl<B: Backend> ModuleVisitor<B> for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let data = param.val().cast(burn::tensor::FloatDType::F32).into_data();
+            self.0.extend(data.to_vec::<f32>().expect("f32 values"));
+        }
+    }
+    crate::backend::seed::<B>(device, 7);
+    let text = crate::model::qwen3::Qwen3Config {
+        vocab_size: 300,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: Some(16),
+        max_position_embeddings: 64,
+        rope_theta: Some(10_000.0),
+        rope_parameters: None,
+        rms_norm_eps: 1e-6,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    let wat = crate::model::wat_stream::WatStreamConfig {
+        vocab_size: 200,
+        hidden_size: 32,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        layers_per_segment: 1,
+        segments: 2,
+        text_hidden_size: 64,
+        max_tokens: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+    };
+    let model = crate::model::world::WorldModel::new(text.init::<B>(device), &wat, vec![0, 1], 4, 0.0, device).with_copy_head(device);
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    values.0
 }
 
 impl KernelCheck {

@@ -40,7 +40,7 @@ impl crate::backend::BackendTask for ModelBench<'_> {
             wat_len,
             repeats,
         } = self.shape;
-        A::<B>::seed(&device, 0);
+        crate::backend::seed::<A<B>>(&device, 0);
         let text_config = Qwen3Config::from_experiment(&e.model);
         let wat_vocab = crate::tokenize::wat::WatVocab::new().len();
         let wat = WatStreamConfig {

@@ -42,7 +42,7 @@ impl crate::backend::BackendTask for TrainBench<'_> {
         type A<B> = Autodiff<B>;
         let e = self.experiment;
         crate::backend::set_float_dtype::<B>(&device, e.model.dtype)?;
-        A::<B>::seed(&device, 0);
+        crate::backend::seed::<A<B>>(&device, 0);
         let config = Qwen3Config::from_experiment(&e.model);
         let mut model = config.init::<A<B>>(&device);
         let parameters = model.num_params() as u64;

@@ -17,12 +17,22 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
+/// A tensor of `shape` drawn from `distribution` on the host, by burn-flex's
+/// generator (seeded by [`crate::backend::seed`]), then placed on `device` in its
+/// float dtype: the same numbers on every backend for one seed. A GPU backend's own
+/// generator (cubecl's) would draw other numbers, so a CUDA run of seed N would
+/// start from other weights than the CPU's run of seed N.
+pub fn random<B: Backend, const D: usize>(shape: [usize; D], distribution: Distribution, device: &B::Device) -> Tensor<B, D> {
+    let host = Tensor::<crate::backend::Cpu, D>::random(shape, distribution, &Default::default());
+    Tensor::from_data(host.into_data(), device)
+}
+
 /// A bias-free linear layer `[d_in] → [d_out]`, initialised eagerly from
 /// U(-1/√d_in, 1/√d_in). (burn's lazy initialisation draws its random numbers when
 /// a parameter is first read, so a cloned, unread model would not match its source.)
 pub fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     let bound = 1.0 / (d_in as f64).sqrt();
-    let weight = Tensor::random([d_in, d_out], Distribution::Uniform(-bound, bound), device);
+    let weight = random([d_in, d_out], Distribution::Uniform(-bound, bound), device);
     Linear {
         weight: Param::from_tensor(weight),
         bias: None,

@@ -174,7 +174,7 @@ impl Qwen3Config {
                 },
             })
             .collect();
-        let embed = Tensor::random(
+        let embed = super::random(
             [self.vocab_size, self.hidden_size],
             burn::tensor::Distribution::Normal(0.0, 0.02),
             device,

@@ -67,7 +67,7 @@ impl WatStreamConfig {
                 exit_head: linear(d, self.vocab_size),
             })
             .collect();
-        let embed = Tensor::random(
+        let embed = super::random(
             [self.vocab_size, d],
             burn::tensor::Distribution::Normal(0.0, 0.02),
             device,

@@ -538,7 +538,7 @@ impl crate::backend::BackendTask for Train<'_> {
 
 fn train<B: AutodiffBackend>(t: Train<'_>, device: B::Device) -> Result<bool> {
     let e = t.experiment;
-    B::seed(&device, e.seed);
+    crate::backend::seed::<B>(&device, e.seed);
     let wat_vocab = WatVocab::new();
     let pad = t.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
     let encoder = Encoder {
