@@ -206,8 +206,8 @@ impl crate::backend::BackendTask for KernelsBench {
         // A seed's initial WorldModel is the CPU backend's, parameter for parameter:
         // every weight is drawn on the host (`model::random`), none by this
         // backend's own generator.
-        let here = initial_weights::<B>(&device);
-        let host = initial_weights::<crate::backend::Cpu>(&Default::default());
+        let here = initial_weights::<B>(&device)?;
+        let host = initial_weights::<crate::backend::Cpu>(&Default::default())?;
         let shape = [1, 1, 1, here.len()];
         let on_device = |v: Vec<f32>| Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, shape), &device);
         check("init", shape, vec![on_device(here)], vec![on_device(host)], &[])?;
@@ -216,16 +216,8 @@ impl crate::backend::BackendTask for KernelsBench {
 }
 
 /// Every float parameter of a small WorldModel (a text stream of two layers, a WAT
-/// stream of two segments, a copy head) built on `B` from seed 7, in order.
-fn initial_weights<B: Backend>(device: &B::Device) -> Vec<f32> {
-    use burn::module::{Module, ModuleVisitor, Param};
-    struct Values(Vec<f32>);
-    impl<B: Backend> ModuleVisitor<B> for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let data = param.val().cast(burn::tensor::FloatDType::F32).into_data();
-            self.0.extend(data.to_vec::<f32>().expect("f32 values"));
-        }
-    }
+/// stream of two segments, a copy head) built on `B` from seed 7, by path.
+fn initial_weights<B: Backend>(device: &B::Device) -> anyhow::Result<Vec<f32>> {
     crate::backend::seed::<B>(device, 7);
     let text = crate::model::qwen3::Qwen3Config {
         vocab_size: 300,
@@ -257,9 +249,8 @@ fn initial_weights<B: Backend>(device: &B::Device) -> Vec<f32> {
         rope_theta: 10_000.0,
     };
     let model = crate::model::world::WorldModel::new(text.init::<B>(device), &wat, vec![0, 1], 4, 0.0, device).with_copy_head(device);
-    let mut values = Values(Vec::new());
-    model.visit(&mut values);
-    values.0
+    let tensors = crate::model::world::named_tensors(&model)?;
+    Ok(tensors.into_values().flat_map(|(_, values)| values).collect())
 }
 
 impl KernelCheck {
